@@ -1,0 +1,122 @@
+using System.Runtime.InteropServices;
+using NfsVolumeWorker.Storage.Errors;
+
+namespace NfsVolumeWorker.Storage.Durability;
+
+/// <summary>
+/// Making changes survive a crash: fsync of files and directories, atomic replace of small files
+/// (design crash rule 1), and refusing symbolic links where the engine expects plain files.
+/// </summary>
+public static class DurableFile
+{
+    /// <summary>Flushes a file's data and metadata to stable storage.</summary>
+    public static void FsyncFile(string path)
+    {
+        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        if (NativeMethods.Fsync((int)handle.DangerousGetHandle()) != 0)
+        {
+            throw IoError($"fsync of {path}", Marshal.GetLastPInvokeError());
+        }
+    }
+
+    /// <summary>Flushes a directory's entries (creates, renames, deletes) to stable storage.</summary>
+    public static void FsyncDirectory(string directory)
+    {
+        var fd = NativeMethods.Open(directory, NativeMethods.O_RDONLY | NativeMethods.O_DIRECTORY | NativeMethods.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            throw IoError($"open of directory {directory}", Marshal.GetLastPInvokeError());
+        }
+        try
+        {
+            if (NativeMethods.Fsync(fd) != 0)
+            {
+                throw IoError($"fsync of directory {directory}", Marshal.GetLastPInvokeError());
+            }
+        }
+        finally
+        {
+            _ = NativeMethods.Close(fd);
+        }
+    }
+
+    /// <summary>
+    /// Replaces <paramref name="path"/> with <paramref name="content"/> atomically: a temp file in the
+    /// same directory, fsync, rename over the target, fsync the directory. A crash at any point leaves
+    /// either the old file or the new one, never a truncated one.
+    /// </summary>
+    public static void WriteAtomically(string path, ReadOnlySpan<byte> content, UnixFileMode mode)
+    {
+        var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        var temp = Path.Combine(directory, TempName(Path.GetFileName(path)));
+        try
+        {
+            using (var stream = new FileStream(temp, new FileStreamOptions
+            {
+                Mode = FileMode.CreateNew,
+                Access = FileAccess.Write,
+                Share = FileShare.None,
+                UnixCreateMode = mode,
+            }))
+            {
+                stream.Write(content);
+                stream.Flush(flushToDisk: true);
+            }
+            File.SetUnixFileMode(temp, mode); // umask may have narrowed the create mode
+            File.Move(temp, path, overwrite: true);
+        }
+        catch
+        {
+            TryDelete(temp);
+            throw;
+        }
+        FsyncDirectory(directory);
+    }
+
+    /// <summary>The hidden temp name used next to <paramref name="fileName"/> while it is replaced.</summary>
+    public static string TempName(string fileName) => $".{fileName}.tmp-{Guid.NewGuid():N}";
+
+    /// <summary>True when <paramref name="fileName"/> is a temp file left by <see cref="WriteAtomically"/>.</summary>
+    public static bool IsTempName(string fileName) => fileName.StartsWith('.') && fileName.Contains(".tmp-", StringComparison.Ordinal);
+
+    /// <summary>Throws <see cref="StorageErrorCode.UnsafePath"/> when <paramref name="path"/> exists and is a symbolic link.</summary>
+    public static void EnsureNotSymlink(string path)
+    {
+        var info = new FileInfo(path);
+        if (info.Exists || Directory.Exists(path) || info.LinkTarget is not null)
+        {
+            if (info.LinkTarget is not null || info.Attributes.HasFlag(FileAttributes.ReparsePoint))
+            {
+                throw new StorageException(StorageErrorCode.UnsafePath,
+                    $"{path} is a symbolic link (to {info.LinkTarget}); the engine only works on plain files it created.");
+            }
+        }
+    }
+
+    /// <summary>Deletes a file if it exists; returns whether it did.</summary>
+    public static bool TryDelete(string path)
+    {
+        try
+        {
+            if (!File.Exists(path) && new FileInfo(path).LinkTarget is null)
+            {
+                return false;
+            }
+            File.Delete(path);
+            return true;
+        }
+        catch (FileNotFoundException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Maps an errno to the engine's error codes (transient vs permanent).</summary>
+    public static StorageException IoError(string what, int errno) => errno switch
+    {
+        28 or 122 => new StorageException(StorageErrorCode.NoSpace, $"{what} failed: no space left on the share (errno {errno})."),
+        NativeMethods.EAGAIN or NativeMethods.EINTR or 116 /* ESTALE */ or 5 /* EIO */ =>
+            new StorageException(StorageErrorCode.TransientIo, $"{what} failed with a transient error (errno {errno}: {Marshal.GetPInvokeErrorMessage(errno)})."),
+        _ => new StorageException(StorageErrorCode.ShareUnavailable, $"{what} failed (errno {errno}: {Marshal.GetPInvokeErrorMessage(errno)})."),
+    };
+}

@@ -1,0 +1,29 @@
+namespace NfsVolumeWorker.Storage.QemuImg;
+
+/// <summary>How qemu-img is run. Bound from configuration section <c>QemuImg</c>.</summary>
+public sealed class QemuImgOptions
+{
+    public const string SectionName = "QemuImg";
+
+    /// <summary>Path or name of the qemu-img binary. Default <c>qemu-img</c> (looked up on PATH).</summary>
+    public string Executable { get; set; } = "qemu-img";
+
+    /// <summary>Path of util-linux <c>prlimit</c>, used to cap address space and CPU time when reading
+    /// images a guest could have written. Default <c>prlimit</c>.</summary>
+    public string PrlimitExecutable { get; set; } = "prlimit";
+
+    /// <summary>Address-space cap for inspecting untrusted images (Cinder uses 1 GiB).</summary>
+    public long InspectAddressSpaceBytes { get; set; } = 1L << 30;
+
+    /// <summary>CPU-time cap in seconds for inspecting untrusted images (Cinder uses 30 s).</summary>
+    public int InspectCpuSeconds { get; set; } = 30;
+
+    /// <summary>Wall-clock limit for short calls (info, create, rebase -u, check).</summary>
+    public TimeSpan ShortCallTimeout { get; set; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>Wall-clock limit for long calls (convert, commit, resize). Default 6 hours.</summary>
+    public TimeSpan LongCallTimeout { get; set; } = TimeSpan.FromHours(6);
+
+    /// <summary>How long to wait for a killed qemu-img to exit before giving up on it.</summary>
+    public TimeSpan KillGracePeriod { get; set; } = TimeSpan.FromSeconds(10);
+}
