@@ -1,0 +1,31 @@
+using Microsoft.Extensions.Logging;
+
+namespace NfsVolumeWorker.Storage.Diagnostics;
+
+/// <summary>The engine's log messages (event ids 1000-1099). Category: NfsVolumeWorker.Storage.Engine.</summary>
+internal static partial class EngineLog
+{
+    [LoggerMessage(1000, LogLevel.Information, "{Operation} of volume {VolumeId} on {Share} started")]
+    public static partial void OperationStarted(ILogger logger, string operation, Guid volumeId, string share);
+
+    [LoggerMessage(1001, LogLevel.Information, "{Operation} of volume {VolumeId} {Outcome} in {ElapsedMs} ms: {Detail}")]
+    public static partial void OperationFinished(ILogger logger, string operation, Guid volumeId, string outcome, long elapsedMs, string detail);
+
+    [LoggerMessage(1002, LogLevel.Warning, "{Operation} of volume {VolumeId} failed with {Code}: {Reason}")]
+    public static partial void OperationFailed(ILogger logger, string operation, Guid volumeId, string code, string reason);
+
+    [LoggerMessage(1003, LogLevel.Warning, "Volume {VolumeId} has an interrupted {Pending} (started {StartedAt:o}); finishing it before {Operation}")]
+    public static partial void ResumingInterrupted(ILogger logger, Guid volumeId, string pending, DateTimeOffset startedAt, string operation);
+
+    [LoggerMessage(1004, LogLevel.Information, "Volume {VolumeId}: {Step}")]
+    public static partial void Step(ILogger logger, Guid volumeId, string step);
+
+    [LoggerMessage(1005, LogLevel.Critical, "Two operations overlapped on volume {VolumeId}: {Running} was still running when {Operation} started. The volume lock failed; stop the workers and run 'nfsvol check'.")]
+    public static partial void OverlapDetected(ILogger logger, Guid volumeId, string running, string operation);
+
+    [LoggerMessage(1006, LogLevel.Information, "Volume {VolumeId}: removed leftover file {File}")]
+    public static partial void RemovedLeftover(ILogger logger, Guid volumeId, string file);
+
+    [LoggerMessage(1007, LogLevel.Warning, "Volume {VolumeId}: snapshot {SnapshotId} is stale (its overlay {Overlay} has no backing file); removing its record")]
+    public static partial void StaleSnapshot(ILogger logger, Guid volumeId, Guid snapshotId, string overlay);
+}

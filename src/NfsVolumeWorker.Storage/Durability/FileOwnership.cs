@@ -1,0 +1,63 @@
+using System.Runtime.InteropServices;
+
+namespace NfsVolumeWorker.Storage.Durability;
+
+/// <summary>Owner and allocation of files (stat), and giving a new file the owner of the file it derives from.</summary>
+public static partial class FileOwnership
+{
+    // struct stat on x86_64 / aarch64 glibc is 144 / 128 bytes; read fields at their x86_64 offsets.
+    private const int StatBufferSize = 256;
+    private const int UidOffset = 28;
+    private const int GidOffset = 32;
+    private const int BlocksOffset = 64;
+
+    /// <summary>True when this process runs as root (then new files get the owner of their source, as Cinder's chown --reference).</summary>
+    public static bool IsRoot => GetEuid() == 0;
+
+    /// <summary>Bytes allocated on disk for <paramref name="path"/> (st_blocks × 512): what a sparse file really costs.</summary>
+    public static long AllocatedBytes(string path)
+    {
+        var buffer = Stat(path);
+        return BitConverter.ToInt64(buffer, BlocksOffset) * 512;
+    }
+
+    /// <summary>Gives <paramref name="path"/> the owner and group of <paramref name="reference"/> when running as root.</summary>
+    public static void CopyOwner(string reference, string path)
+    {
+        if (!IsRoot || !RuntimeInformation.ProcessArchitecture.Equals(Architecture.X64))
+        {
+            return;
+        }
+        var r = Stat(reference);
+        var p = Stat(path);
+        var uid = BitConverter.ToUInt32(r, UidOffset);
+        var gid = BitConverter.ToUInt32(r, GidOffset);
+        if (uid == BitConverter.ToUInt32(p, UidOffset) && gid == BitConverter.ToUInt32(p, GidOffset))
+        {
+            return;
+        }
+        if (LChown(path, uid, gid) != 0)
+        {
+            throw DurableFile.IoError($"chown of {path}", Marshal.GetLastPInvokeError());
+        }
+    }
+
+    private static byte[] Stat(string path)
+    {
+        var buffer = new byte[StatBufferSize];
+        if (LStat(path, buffer) != 0)
+        {
+            throw DurableFile.IoError($"stat of {path}", Marshal.GetLastPInvokeError());
+        }
+        return buffer;
+    }
+
+    [LibraryImport("libc", EntryPoint = "geteuid")]
+    private static partial uint GetEuid();
+
+    [LibraryImport("libc", EntryPoint = "lstat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int LStat(string path, [Out] byte[] buffer);
+
+    [LibraryImport("libc", EntryPoint = "lchown", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int LChown(string path, uint owner, uint group);
+}

@@ -1,0 +1,161 @@
+using System.Security.Cryptography;
+using NfsVolumeWorker.Storage.Chains;
+using NfsVolumeWorker.Storage.Durability;
+using NfsVolumeWorker.Storage.Errors;
+using NfsVolumeWorker.Storage.Layout;
+using NfsVolumeWorker.Storage.Locking;
+using NfsVolumeWorker.Storage.QemuImg;
+using NfsVolumeWorker.Storage.Shares;
+
+namespace NfsVolumeWorker.Storage.Engine;
+
+public sealed partial class VolumeEngine
+{
+    /// <summary>Creates a new volume as a full, independent copy of a snapshot's data.</summary>
+    public Task<OperationResult> CreateVolumeFromSnapshotAsync(CreateVolumeFromSnapshotRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        Ids.Require(request.SnapshotId, "snapshot id");
+        Ids.Require(request.NewVolumeId, "new volume id");
+        var intent = Intent(PendingOperationKind.CreateVolumeFromSnapshot, request.VolumeId, request.SnapshotId, request.NewVolumeId, request.TargetFormat, request.NewSizeBytes, request.TargetShare);
+        return RunLockedAsync("create-volume-from-snapshot", request, intent,
+            (share, ct) => CloneLockedAsync(share, request.VolumeId, request.SnapshotId, request.NewVolumeId, request.TargetFormat, request.NewSizeBytes, request.TargetShare, progress, ct, request.BaseFormat),
+            cancellationToken);
+    }
+
+    /// <summary>Creates a new volume as a full copy of a volume's current data; when the volume has
+    /// snapshots, through a temporary snapshot as Cinder does (deleted after the copy).</summary>
+    public Task<OperationResult> CloneVolumeAsync(CloneVolumeRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        Ids.Require(request.NewVolumeId, "new volume id");
+        var intent = Intent(PendingOperationKind.CloneVolume, request.VolumeId, null, request.NewVolumeId, request.TargetFormat, request.NewSizeBytes, request.TargetShare);
+        return RunLockedAsync("clone-volume", request, intent,
+            (share, ct) => CloneLockedAsync(share, request.VolumeId, null, request.NewVolumeId, request.TargetFormat, request.NewSizeBytes, request.TargetShare, progress, ct, request.BaseFormat),
+            cancellationToken);
+    }
+
+    /// <summary>The id of the temporary snapshot a clone into <paramref name="newVolumeId"/> takes: derived
+    /// from the new volume's id (a name-based UUID), so a resumed clone finds the one it made.</summary>
+    public static Guid TemporarySnapshotId(Guid newVolumeId)
+    {
+        Span<byte> input = stackalloc byte[32];
+        newVolumeId.TryWriteBytes(input, bigEndian: true, out _);
+        "tmp-snap"u8.CopyTo(input[16..]);
+#pragma warning disable CA5350 // SHA-1 derives a name-based UUID (RFC 9562 v5 style); not a security use.
+        Span<byte> hash = stackalloc byte[20];
+        SHA1.HashData(input[..24], hash);
+#pragma warning restore CA5350
+        hash[6] = (byte)((hash[6] & 0x0F) | 0x50);
+        hash[8] = (byte)((hash[8] & 0x3F) | 0x80);
+        return new Guid(hash[..16], bigEndian: true);
+    }
+
+    private async Task<OperationResult> CloneLockedAsync(
+        Share share, Guid volumeId, Guid? snapshotId, Guid newVolumeId, ImageFormat? targetFormat, long? newSizeBytes, string? targetShareName,
+        IProgress<OperationProgress>? progress, CancellationToken ct, ImageFormat? baseFormat = null)
+    {
+        if (newVolumeId == volumeId)
+        {
+            throw new StorageException(StorageErrorCode.InvalidRequest, $"A volume cannot be cloned onto itself ({volumeId}).") { VolumeId = volumeId };
+        }
+        var target = targetShareName is null ? share : ShareFor(targetShareName);
+        var format = targetFormat ?? (_options.Qcow2Volumes ? ImageFormat.Qcow2 : ImageFormat.Raw);
+        var targetName = VolumeFileNames.Base(newVolumeId);
+        var targetPath = target.PathOf(targetName);
+        DurableFile.EnsureNotSymlink(targetPath);
+        var tempSnapshot = snapshotId is null ? TemporarySnapshotId(newVolumeId) : (Guid?)null;
+        var what = snapshotId is null ? $"volume {volumeId}" : $"snapshot {snapshotId}";
+
+        using var targetLock = await VolumeLock.AcquireAsync(target, newVolumeId, _options.LockTimeout, ct).ConfigureAwait(false);
+        var journaled = OperationJournal.Read(share, volumeId);
+        var resuming = journaled is not null && journaled.NewVolumeId == newVolumeId;
+
+        if (File.Exists(targetPath) || File.Exists(target.PathOf(VolumeFileNames.Info(newVolumeId))))
+        {
+            if (!resuming)
+            {
+                throw new StorageException(StorageErrorCode.VolumeExists,
+                    $"Volume {newVolumeId} already exists on {target.Export}; not overwriting it with a copy of {what}.") { VolumeId = newVolumeId };
+            }
+            // The copy was renamed into place before a crash: only the temporary snapshot may be left.
+            await DropTemporarySnapshotAsync(share, volumeId, tempSnapshot, ct).ConfigureAwait(false);
+            OperationJournal.Clear(share, volumeId);
+            return OperationResult.Done($"volume {newVolumeId} was already copied from {what}; finished the clean-up", targetName);
+        }
+
+        var chain = VolumeChainReader.Read(share, volumeId, baseFormat);
+        chain.EnsureHealthy();
+        var sourceSize = snapshotId is { } s0 ? chain.SnapshotData(s0).VirtualSize : chain.Active.VirtualSize;
+        var size = newSizeBytes ?? sourceSize;
+        if (size < sourceSize)
+        {
+            throw new StorageException(StorageErrorCode.ShrinkNotAllowed,
+                $"The new volume ({size} bytes) would be smaller than {what} ({sourceSize} bytes). Nothing was done.") { VolumeId = volumeId };
+        }
+
+        Journal(share, Intent(snapshotId is null ? PendingOperationKind.CloneVolume : PendingOperationKind.CreateVolumeFromSnapshot,
+            volumeId, snapshotId, newVolumeId, targetFormat, newSizeBytes, targetShareName));
+        Step(OperationSteps.CloneJournaled, volumeId);
+        RemoveTempFilesOf(target, targetName, newVolumeId);
+        var temp = target.PathOf(DurableFile.TempName(targetName));
+        try
+        {
+            ChainImage source;
+            if (snapshotId is { } sid)
+            {
+                source = chain.SnapshotData(sid);
+            }
+            else if (chain.HasSnapshots)
+            {
+                await CreateSnapshotLockedAsync(share, volumeId, tempSnapshot!.Value, baseFormat, ct).ConfigureAwait(false);
+                chain = VolumeChainReader.Read(share, volumeId, baseFormat);
+                source = chain.SnapshotData(tempSnapshot.Value);
+            }
+            else
+            {
+                source = chain.Active;
+            }
+
+            var sourcePath = chain.PathOf(source.FileName);
+            var copy = progress is null ? null : new Progress<double>(f => progress.Report(new OperationProgress(newVolumeId, "copy", f)));
+            await _qemuImg.ConvertAsync(new ConvertRequest(sourcePath, source.Format, temp, format,
+                DirectIo: _options.CopyWithDirectIo, OutOfOrderWrites: true, Coroutines: _options.CopyCoroutines), copy, ct).ConfigureAwait(false);
+            DurableFile.FsyncFile(temp);
+            Step(OperationSteps.CloneCopied, volumeId);
+            if (size > source.VirtualSize)
+            {
+                await _qemuImg.ResizeAsync(temp, format, size, ct).ConfigureAwait(false);
+                DurableFile.FsyncFile(temp);
+                Step(OperationSteps.CloneResized, volumeId);
+            }
+            SetPermissions(temp, sourcePath);
+            File.Move(temp, targetPath, overwrite: false);
+            DurableFile.FsyncDirectory(target.LocalPath);
+            Step(OperationSteps.CloneRenamed, volumeId);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // A failure (not a crash, not a shutdown) undoes the clone, so that the source volume is
+            // not left with a journal entry that every later operation would trip over.
+            DurableFile.TryDelete(temp);
+            await DropTemporarySnapshotAsync(share, volumeId, tempSnapshot, CancellationToken.None).ConfigureAwait(false);
+            OperationJournal.Clear(share, volumeId);
+            throw;
+        }
+
+        await DropTemporarySnapshotAsync(share, volumeId, tempSnapshot, ct).ConfigureAwait(false);
+        OperationJournal.Clear(share, volumeId);
+        return OperationResult.Done($"created volume {newVolumeId} ({format.ToQemuName()}, {size} bytes) from {what}", targetName);
+    }
+
+    private async Task DropTemporarySnapshotAsync(Share share, Guid volumeId, Guid? tempSnapshot, CancellationToken ct)
+    {
+        if (tempSnapshot is { } t)
+        {
+            var info = VolumeChainReader.ReadInfo(share, volumeId);
+            if (info is not null && info.Snapshots.ContainsKey(t) || File.Exists(share.PathOf(VolumeFileNames.Overlay(volumeId, t))))
+            {
+                await DeleteSnapshotLockedAsync(share, volumeId, t, null, ct).ConfigureAwait(false);
+            }
+        }
+    }
+}

@@ -1,0 +1,268 @@
+using NfsVolumeWorker.Storage.Chains;
+using NfsVolumeWorker.Storage.Diagnostics;
+using NfsVolumeWorker.Storage.Durability;
+using NfsVolumeWorker.Storage.Errors;
+using NfsVolumeWorker.Storage.Info;
+using NfsVolumeWorker.Storage.Layout;
+using NfsVolumeWorker.Storage.Qcow2;
+using NfsVolumeWorker.Storage.QemuImg;
+using NfsVolumeWorker.Storage.Shares;
+
+namespace NfsVolumeWorker.Storage.Engine;
+
+public sealed partial class VolumeEngine
+{
+    /// <summary>
+    /// Takes a snapshot: a new qcow2 overlay on the active image (created under a temp name and renamed
+    /// into place), then the .info file. A crash before the .info write leaves an unrecorded overlay that
+    /// the same request picks up again.
+    /// </summary>
+    public Task<OperationResult> CreateSnapshotAsync(CreateSnapshotRequest request, CancellationToken cancellationToken = default)
+    {
+        Ids.Require(request.SnapshotId, "snapshot id");
+        return RunLockedAsync("create-snapshot", request, null,
+            (share, ct) => CreateSnapshotLockedAsync(share, request.VolumeId, request.SnapshotId, request.BaseFormat, ct), cancellationToken);
+    }
+
+    private async Task<OperationResult> CreateSnapshotLockedAsync(Share share, Guid volumeId, Guid snapshotId, ImageFormat? baseFormat, CancellationToken ct)
+    {
+        var chain = VolumeChainReader.Read(share, volumeId, baseFormat);
+        var info = chain.Info;
+        if (info.Snapshots.TryGetValue(snapshotId, out var recorded))
+        {
+            return chain.Find(recorded) is not null
+                ? OperationResult.Already($"snapshot {snapshotId} already exists ({recorded})", chain.Active.FileName)
+                : throw chain.Broken($"snapshot {snapshotId} is recorded as {recorded}, which is not in the active chain");
+        }
+        chain.EnsureHealthy();
+        var active = chain.Active;
+        var overlayName = VolumeFileNames.Overlay(volumeId, snapshotId);
+        var overlayPath = share.PathOf(overlayName);
+        DurableFile.EnsureNotSymlink(overlayPath);
+
+        if (!IsUnrecordedOverlayOn(overlayPath, active))
+        {
+            if (File.Exists(overlayPath))
+            {
+                // An unrecorded file with this snapshot's name that is not an overlay of the current
+                // active image: nothing references it (it is not in the chain), so it is safe to replace.
+                File.Delete(overlayPath);
+                EngineLog.RemovedLeftover(_logger, volumeId, overlayName);
+            }
+            RemoveTempFilesOf(share, overlayName, volumeId);
+            var temp = share.PathOf(DurableFile.TempName(overlayName));
+            try
+            {
+                await _qemuImg.CreateAsync(new CreateImageRequest(temp, ImageFormat.Qcow2, active.VirtualSize, active.FileName, active.Format), ct).ConfigureAwait(false);
+                SetPermissions(temp, chain.PathOf(active.FileName));
+                DurableFile.FsyncFile(temp);
+                Step(OperationSteps.CreateSnapshotOverlayCreated, volumeId);
+                File.Move(temp, overlayPath, overwrite: false);
+            }
+            catch
+            {
+                DurableFile.TryDelete(temp);
+                throw;
+            }
+            DurableFile.FsyncDirectory(share.LocalPath);
+            Step(OperationSteps.CreateSnapshotOverlayRenamed, volumeId);
+        }
+
+        InfoFile.Write(share.PathOf(VolumeFileNames.Info(volumeId)), info.WithSnapshot(snapshotId, overlayName), FileMode);
+        Step(OperationSteps.CreateSnapshotInfoWritten, volumeId);
+        return OperationResult.Done($"created snapshot {snapshotId}: {overlayName} on {active.FileName}", overlayName);
+    }
+
+    /// <summary>True when <paramref name="path"/> is an overlay already made for this snapshot on the current
+    /// active image (left by a crash before the .info write).</summary>
+    private static bool IsUnrecordedOverlayOn(string path, ChainImage active)
+    {
+        if (!File.Exists(path))
+        {
+            return false;
+        }
+        try
+        {
+            var header = ImageHeaderReader.Read(path);
+            return header.Qcow2 is { } q && q.BackingFile == active.FileName
+                && q.BackingFormat == active.Format.ToQemuName() && (long)q.VirtualSize == active.VirtualSize && !q.IsCorrupt;
+        }
+        catch (StorageException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Deletes a snapshot anywhere in the chain. The overlay's data is merged into its backing file
+    /// (<c>qemu-img commit</c>), the image above is re-pointed at the backing file (middle snapshots),
+    /// the .info file is written, and only then is the overlay removed, so that no file ever names a
+    /// missing backing file (Cinder deletes the overlay before re-pointing). The intent is journaled first.
+    /// </summary>
+    public Task<OperationResult> DeleteSnapshotAsync(DeleteSnapshotRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        Ids.Require(request.SnapshotId, "snapshot id");
+        var intent = Intent(PendingOperationKind.DeleteSnapshot, request.VolumeId, request.SnapshotId);
+        return RunLockedAsync("delete-snapshot", request, intent,
+            (share, ct) => DeleteSnapshotLockedAsync(share, request.VolumeId, request.SnapshotId, progress, ct, request.BaseFormat), cancellationToken);
+    }
+
+    private async Task<OperationResult> DeleteSnapshotLockedAsync(Share share, Guid volumeId, Guid snapshotId, IProgress<OperationProgress>? progress, CancellationToken ct, ImageFormat? baseFormat = null)
+    {
+        var info = VolumeChainReader.ReadInfo(share, volumeId);
+        if (info is null || !info.Snapshots.TryGetValue(snapshotId, out var overlayName))
+        {
+            var removed = RemoveUnrecordedOverlay(share, volumeId, VolumeFileNames.Overlay(volumeId, snapshotId), baseFormat);
+            OperationJournal.Clear(share, volumeId);
+            if (info is null && !File.Exists(share.PathOf(VolumeFileNames.Base(volumeId))))
+            {
+                throw new StorageException(StorageErrorCode.VolumeNotFound, $"Volume {volumeId} has no files on {share.Export}.") { VolumeId = volumeId };
+            }
+            return removed
+                ? OperationResult.Done($"snapshot {snapshotId} was already unrecorded; removed its leftover overlay", info?.Active)
+                : OperationResult.Already($"snapshot {snapshotId} is not recorded for volume {volumeId}; nothing to do", info?.Active);
+        }
+
+        Journal(share, Intent(PendingOperationKind.DeleteSnapshot, volumeId, snapshotId));
+        Step(OperationSteps.DeleteSnapshotJournaled, volumeId);
+        var chain = VolumeChainReader.Read(share, volumeId, baseFormat);
+        var overlayPath = share.PathOf(overlayName);
+        VolumeInfo newInfo;
+
+        var overlay = chain.Find(overlayName);
+        if (overlay is null)
+        {
+            if (!File.Exists(overlayPath))
+            {
+                // Recorded but gone: only the record is left to remove.
+                newInfo = info.WithoutSnapshot(snapshotId);
+            }
+            else
+            {
+                var header = ImageHeaderReader.Read(overlayPath);
+                var backing = header.Qcow2?.BackingFile;
+                if (backing is null)
+                {
+                    EngineLog.StaleSnapshot(_logger, volumeId, snapshotId, overlayName);
+                    newInfo = info.WithoutSnapshot(snapshotId);
+                }
+                else if (chain.Find(backing) is not null && chain.Above(backing) is not null)
+                {
+                    // An interrupted middle delete after the re-point: commit and rebase are done.
+                    newInfo = info.WithoutSnapshot(snapshotId);
+                }
+                else
+                {
+                    throw chain.Broken($"snapshot {snapshotId}'s overlay {overlayName} is not in the active chain and does not look like an interrupted delete");
+                }
+            }
+        }
+        else
+        {
+            if (overlay.BackingFile is null)
+            {
+                throw chain.Broken($"snapshot {snapshotId}'s overlay {overlayName} has no backing file but other images depend on it");
+            }
+            var baseImage = chain.Find(overlay.BackingFile)!;
+            var basePath = chain.PathOf(baseImage.FileName);
+            if (baseImage.VirtualSize < overlay.VirtualSize)
+            {
+                // After an extend the overlay is larger than its backing file; grow the backing file first
+                // so the merge keeps the tail. The backing file holds only this snapshot's data, which is going.
+                await _qemuImg.ResizeAsync(basePath, baseImage.Format, overlay.VirtualSize, ct).ConfigureAwait(false);
+                DurableFile.FsyncFile(basePath);
+                Step(OperationSteps.DeleteSnapshotBaseGrown, volumeId);
+            }
+            var merge = progress is null ? null : new Progress<double>(f => progress.Report(new OperationProgress(volumeId, "merge", f)));
+            await _qemuImg.CommitAsync(new CommitRequest(overlayPath), merge, ct).ConfigureAwait(false);
+            DurableFile.FsyncFile(basePath);
+            Step(OperationSteps.DeleteSnapshotCommitted, volumeId);
+
+            if (overlayName == chain.Active.FileName)
+            {
+                newInfo = info.WithoutSnapshot(snapshotId) with { Active = baseImage.FileName };
+            }
+            else
+            {
+                var higher = chain.Above(overlayName)!;
+                var higherPath = chain.PathOf(higher.FileName);
+                await _qemuImg.RebaseUnsafeAsync(higherPath, baseImage.FileName, baseImage.Format, ct).ConfigureAwait(false);
+                DurableFile.FsyncFile(higherPath);
+                Step(OperationSteps.DeleteSnapshotRebased, volumeId);
+                newInfo = info.WithoutSnapshot(snapshotId);
+            }
+        }
+
+        InfoFile.Write(share.PathOf(VolumeFileNames.Info(volumeId)), newInfo, FileMode);
+        Step(OperationSteps.DeleteSnapshotInfoWritten, volumeId);
+        if (DurableFile.TryDelete(overlayPath))
+        {
+            DurableFile.FsyncDirectory(share.LocalPath);
+            Step(OperationSteps.DeleteSnapshotOverlayDeleted, volumeId);
+        }
+        OperationJournal.Clear(share, volumeId);
+        return OperationResult.Done($"deleted snapshot {snapshotId} ({overlayName}); active is {newInfo.Active}", newInfo.Active);
+    }
+
+    /// <summary>Removes an overlay file the .info file does not record, if no image of the chain uses it
+    /// (what a crash between the .info write and the file delete leaves).</summary>
+    private bool RemoveUnrecordedOverlay(Share share, Guid volumeId, string overlayName, ImageFormat? baseFormat)
+    {
+        var path = share.PathOf(overlayName);
+        DurableFile.EnsureNotSymlink(path);
+        if (!File.Exists(path))
+        {
+            return false;
+        }
+        var chain = VolumeChainReader.Read(share, volumeId, baseFormat);
+        if (chain.Find(overlayName) is not null)
+        {
+            return false;
+        }
+        File.Delete(path);
+        DurableFile.FsyncDirectory(share.LocalPath);
+        EngineLog.RemovedLeftover(_logger, volumeId, overlayName);
+        return true;
+    }
+
+    /// <summary>Reverts the volume to its newest snapshot: the active overlay is replaced by a new empty
+    /// overlay on the same backing file (made under a temp name, renamed over the old one).</summary>
+    public Task<OperationResult> RevertToSnapshotAsync(RevertToSnapshotRequest request, CancellationToken cancellationToken = default)
+    {
+        Ids.Require(request.SnapshotId, "snapshot id");
+        return RunLockedAsync("revert-to-snapshot", request, null, async (share, ct) =>
+        {
+            var chain = VolumeChainReader.Read(share, request.VolumeId, request.BaseFormat);
+            chain.EnsureHealthy();
+            if (!chain.Info.Snapshots.TryGetValue(request.SnapshotId, out var overlayName))
+            {
+                throw new StorageException(StorageErrorCode.SnapshotNotFound, $"Snapshot {request.SnapshotId} is not recorded for volume {request.VolumeId}.") { VolumeId = request.VolumeId };
+            }
+            var active = chain.Active;
+            if (overlayName != active.FileName)
+            {
+                throw new StorageException(StorageErrorCode.SnapshotNotNewest,
+                    $"Snapshot {request.SnapshotId} is not the newest snapshot of volume {request.VolumeId}; only the newest can be reverted to. Nothing was changed.") { VolumeId = request.VolumeId };
+            }
+            var activePath = chain.PathOf(active.FileName);
+            RemoveTempFilesOf(share, active.FileName, request.VolumeId);
+            var temp = share.PathOf(DurableFile.TempName(active.FileName));
+            try
+            {
+                await _qemuImg.CreateAsync(new CreateImageRequest(temp, ImageFormat.Qcow2, active.VirtualSize, active.BackingFile, active.BackingFormat), ct).ConfigureAwait(false);
+                SetPermissions(temp, activePath);
+                DurableFile.FsyncFile(temp);
+                Step(OperationSteps.RevertOverlayCreated, request.VolumeId);
+                File.Move(temp, activePath, overwrite: true);
+            }
+            catch
+            {
+                DurableFile.TryDelete(temp);
+                throw;
+            }
+            DurableFile.FsyncDirectory(share.LocalPath);
+            Step(OperationSteps.RevertRenamed, request.VolumeId);
+            return OperationResult.Done($"reverted volume {request.VolumeId} to snapshot {request.SnapshotId}", active.FileName);
+        }, cancellationToken);
+    }
+}

@@ -1,0 +1,34 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace NfsVolumeWorker.Storage.Engine;
+
+/// <summary>Engine behaviour. Bound from configuration section <c>Engine</c>; names follow Cinder's options.</summary>
+public sealed class VolumeEngineOptions
+{
+    public const string SectionName = "Engine";
+
+    /// <summary>New volumes are qcow2 instead of raw (Cinder's <c>nfs_qcow2_volumes</c>). Default false.</summary>
+    public bool Qcow2Volumes { get; set; }
+
+    /// <summary>New raw volumes are sparse (Cinder's <c>nfs_sparsed_volumes</c>). Default true.</summary>
+    public bool SparsedVolumes { get; set; } = true;
+
+    /// <summary>New files get mode 0660 instead of 0666 (Cinder's <c>nas_secure_file_permissions</c>). Default true.</summary>
+    public bool SecureFilePermissions { get; set; } = true;
+
+    /// <summary>How long an operation waits for another one on the same volume. Default 10 minutes.</summary>
+    [Range(typeof(TimeSpan), "00:00:00", "1.00:00:00")]
+    public TimeSpan LockTimeout { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Copies write with O_DIRECT (<c>qemu-img convert -t none</c>) instead of through the page cache
+    /// followed by fsync. Both are durable before success; which is faster depends on the storage. Default false.</summary>
+    public bool CopyWithDirectIo { get; set; }
+
+    /// <summary>Parallel coroutines for copies (<c>qemu-img convert -m</c>), 1..16. Default 8.</summary>
+    [Range(1, 16)]
+    public int CopyCoroutines { get; set; } = 8;
+
+    internal UnixFileMode FileMode => SecureFilePermissions
+        ? UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite
+        : UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite;
+}

@@ -1,0 +1,114 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using NfsVolumeWorker.Storage.Durability;
+using NfsVolumeWorker.Storage.Errors;
+using NfsVolumeWorker.Storage.Layout;
+using NfsVolumeWorker.Storage.Shares;
+
+namespace NfsVolumeWorker.Storage.Locking;
+
+/// <summary>
+/// An exclusive lock on one volume, held for the length of one operation. It is an OFD (open file
+/// description) write lock on <c>.nfsvolumeworker/locks/volume-&lt;id&gt;.lock</c> on the share itself:
+/// OFD locks conflict between threads of one process as well as between processes, and NFSv4 enforces
+/// them across client hosts. The kernel drops the lock when the holder dies, so a crash never leaves a
+/// volume locked.
+/// </summary>
+public sealed class VolumeLock : IDisposable
+{
+    private int _fd;
+
+    private VolumeLock(int fd, string path, Guid volumeId)
+    {
+        _fd = fd;
+        FilePath = path;
+        VolumeId = volumeId;
+    }
+
+    public string FilePath { get; }
+
+    public Guid VolumeId { get; }
+
+    /// <summary>Path of the lock file for <paramref name="volumeId"/> on <paramref name="share"/>.</summary>
+    public static string PathFor(Share share, Guid volumeId) =>
+        Path.Combine(share.WorkerDirectory, "locks", VolumeFileNames.Base(volumeId) + ".lock");
+
+    /// <summary>
+    /// Waits for the lock (polling with back-off, so the wait is cancellable and holds no thread) up to
+    /// <paramref name="timeout"/>; then throws <see cref="StorageErrorCode.VolumeBusy"/>.
+    /// </summary>
+    public static async Task<VolumeLock> AcquireAsync(Share share, Guid volumeId, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var path = PathFor(share, volumeId);
+        WorkerDirectories.Ensure(share, "locks");
+        var fd = NativeMethods.Open(path, NativeMethods.O_RDWR | NativeMethods.O_CREAT | NativeMethods.O_NOFOLLOW | NativeMethods.O_CLOEXEC, Convert.ToInt32("660", 8));
+        if (fd < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            throw errno == 40 /* ELOOP: a symlink at the lock's name */
+                ? new StorageException(StorageErrorCode.UnsafePath, $"{path} is a symbolic link; refusing to use it as a lock.")
+                : DurableFile.IoError($"open of lock file {path}", errno);
+        }
+        var started = Stopwatch.GetTimestamp();
+        var delay = TimeSpan.FromMilliseconds(5);
+        try
+        {
+            while (true)
+            {
+                var flock = new NativeMethods.Flock { l_type = NativeMethods.F_WRLCK, l_whence = 0, l_start = 0, l_len = 0 };
+                if (NativeMethods.FcntlLock(fd, NativeMethods.F_OFD_SETLK, ref flock) == 0)
+                {
+                    return new VolumeLock(fd, path, volumeId);
+                }
+                var errno = Marshal.GetLastPInvokeError();
+                if (errno is not (NativeMethods.EAGAIN or NativeMethods.EACCES or NativeMethods.EINTR))
+                {
+                    throw DurableFile.IoError($"lock of {path}", errno);
+                }
+                if (Stopwatch.GetElapsedTime(started) >= timeout)
+                {
+                    throw new StorageException(StorageErrorCode.VolumeBusy,
+                        $"Volume {volumeId} is busy: another operation has held its lock ({path}) for more than {timeout.TotalSeconds:0.#} s.")
+                    { VolumeId = volumeId };
+                }
+                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+                delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 200));
+            }
+        }
+        catch
+        {
+            _ = NativeMethods.Close(fd);
+            throw;
+        }
+    }
+
+    /// <summary>True when some open file description (this process or another) holds the lock now.</summary>
+    public static bool IsHeld(Share share, Guid volumeId)
+    {
+        var path = PathFor(share, volumeId);
+        var fd = NativeMethods.Open(path, NativeMethods.O_RDWR | NativeMethods.O_NOFOLLOW | NativeMethods.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            return false;
+        }
+        try
+        {
+            var flock = new NativeMethods.Flock { l_type = NativeMethods.F_WRLCK, l_whence = 0, l_start = 0, l_len = 0 };
+            return NativeMethods.FcntlLock(fd, NativeMethods.F_OFD_GETLK, ref flock) == 0 && flock.l_type != NativeMethods.F_UNLCK;
+        }
+        finally
+        {
+            _ = NativeMethods.Close(fd);
+        }
+    }
+
+    public void Dispose()
+    {
+        var fd = Interlocked.Exchange(ref _fd, -1);
+        if (fd >= 0)
+        {
+            // Closing the last descriptor of the open file description releases the OFD lock.
+            _ = NativeMethods.Close(fd);
+        }
+    }
+}

@@ -1,0 +1,73 @@
+using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Storage.Errors;
+
+namespace NfsVolumeWorker.Storage.Shares;
+
+/// <summary>Resolves the share a request names to the local directory that serves it. Only configured
+/// shares resolve: a request cannot point the engine at an arbitrary directory.</summary>
+public sealed class ShareMap
+{
+    private readonly Dictionary<string, Share> _byExport = new(StringComparer.Ordinal);
+
+    public ShareMap(IOptions<SharesOptions> options)
+        : this(Build(options.Value)) { }
+
+    public ShareMap(IEnumerable<Share> shares)
+    {
+        foreach (var share in shares)
+        {
+            _byExport[share.Export] = share;
+        }
+    }
+
+    public IReadOnlyCollection<Share> All => _byExport.Values;
+
+    /// <summary>The share named <paramref name="export"/>, or <see cref="StorageErrorCode.ShareNotConfigured"/>.</summary>
+    public Share Resolve(string? export)
+    {
+        if (string.IsNullOrWhiteSpace(export))
+        {
+            if (_byExport.Count == 1)
+            {
+                return _byExport.Values.First();
+            }
+            throw new StorageException(StorageErrorCode.InvalidRequest, "The request names no share, and more than one is configured.");
+        }
+        if (_byExport.TryGetValue(export.Trim(), out var share))
+        {
+            return share;
+        }
+        throw new StorageException(StorageErrorCode.ShareNotConfigured,
+            $"Share '{export}' is not configured here; configured: {string.Join(", ", _byExport.Keys.Order(StringComparer.Ordinal))}.");
+    }
+
+    public static IReadOnlyList<Share> Build(SharesOptions options)
+    {
+        var shares = new List<Share>();
+        foreach (var item in options.Items)
+        {
+            shares.Add(FromDefinition(options.MountPointBase, item.Export, item.Path, item.MountOptions));
+        }
+        if (!string.IsNullOrWhiteSpace(options.SharesConfigFile))
+        {
+            foreach (var entry in NfsSharesFile.Load(options.SharesConfigFile))
+            {
+                if (shares.All(s => s.Export != entry.Export))
+                {
+                    shares.Add(FromDefinition(options.MountPointBase, entry.Export, null, entry.MountOptions));
+                }
+            }
+        }
+        return shares;
+    }
+
+    /// <summary>A share from its export; a local absolute directory given as the export serves itself.</summary>
+    public static Share FromDefinition(string mountPointBase, string export, string? path, string? mountOptions)
+    {
+        export = export.Trim();
+        var local = !string.IsNullOrWhiteSpace(path)
+            ? Path.GetFullPath(path)
+            : export.StartsWith('/') ? Path.GetFullPath(export) : MountPoint.For(Path.GetFullPath(mountPointBase), export);
+        return new Share(export, local.TrimEnd('/'), mountOptions);
+    }
+}
