@@ -1,7 +1,9 @@
 using System.Collections.Immutable;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.Win32.SafeHandles;
 using NfsVolumeWorker.Storage.Durability;
 using NfsVolumeWorker.Storage.Errors;
 using NfsVolumeWorker.Storage.Layout;
@@ -20,6 +22,9 @@ public static class InfoFile
 
     private const string ActiveKey = "active";
 
+    private const int ENOENT = 2;
+    private const int ELOOP = 40;
+
     // Strict: invalid UTF-8 is corruption, not something to paper over with U+FFFD.
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
@@ -34,12 +39,8 @@ public static class InfoFile
             throw Corrupt(path, "is a directory, not a file");
         }
 
-        byte[] bytes;
-        try
-        {
-            bytes = ReadCapped(path);
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        var bytes = ReadCapped(path);
+        if (bytes is null)
         {
             return null;
         }
@@ -150,10 +151,24 @@ public static class InfoFile
     }
 
     /// <summary>Reads at most <see cref="MaxSizeBytes"/> + 1 bytes, so an oversized file is detected
-    /// without being read whole.</summary>
-    private static byte[] ReadCapped(string path)
+    /// without being read whole; null when the file does not exist.</summary>
+    private static byte[]? ReadCapped(string path)
     {
-        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, bufferSize: 0);
+        // O_NOFOLLOW closes the gap between EnsureNotSymlink and the open: a link swapped in meanwhile fails.
+        var fd = NativeMethods.Open(path, NativeMethods.O_RDONLY | NativeMethods.O_NOFOLLOW | NativeMethods.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            return errno switch
+            {
+                ENOENT => null,
+                ELOOP => throw new StorageException(StorageErrorCode.UnsafePath,
+                    $"{path} is a symbolic link; the engine only works on plain files it created."),
+                _ => throw DurableFile.IoError($"open of {path}", errno),
+            };
+        }
+
+        using var stream = new FileStream(new SafeFileHandle(fd, ownsHandle: true), FileAccess.Read, bufferSize: 0);
         using var content = new MemoryStream();
         var chunk = new byte[64 * 1024];
         int read;
