@@ -20,7 +20,6 @@ public static class ImageHeaderReader
     public const int InitialReadLength = 64 * 1024;
 
     // Field offsets of the fixed header (qcow2.txt, "Header").
-    private const int MagicOffset = 0;
     private const int VersionOffset = 4;
     private const int BackingFileOffsetOffset = 8;
     private const int BackingFileSizeOffset = 16;
@@ -87,21 +86,11 @@ public static class ImageHeaderReader
         ArgumentException.ThrowIfNullOrEmpty(path);
         DurableFile.EnsureNotSymlink(path);
 
-        using var handle = OpenReadOnly(path);
-        long fileLength;
-        byte[] buffer;
-        int length;
-        try
-        {
-            fileLength = RandomAccess.GetLength(handle);
-            buffer = new byte[(int)Math.Min(InitialReadLength, fileLength)];
-            length = ReadFully(handle, buffer);
-        }
-        catch (NotSupportedException ex)
-        {
-            // RandomAccess refuses unseekable handles (FIFOs, sockets, character devices).
-            throw new StorageException(StorageErrorCode.UnsafePath, $"{path} is not a regular file.", ex);
-        }
+        using var stream = OpenReadOnly(path);
+        var handle = stream.SafeFileHandle;
+        var fileLength = RandomAccess.GetLength(handle);
+        var buffer = new byte[(int)Math.Min(InitialReadLength, fileLength)];
+        var length = ReadFully(handle, buffer);
 
         var bytes = buffer.AsSpan(0, length);
         if (bytes.StartsWith(LuksMagic))
@@ -160,7 +149,7 @@ public static class ImageHeaderReader
     /// </remarks>
     public static Qcow2Header ParseQcow2(ReadOnlySpan<byte> bytes) =>
         TryParse(bytes, out var needed)
-        ?? throw new InvalidDataException($"The qcow2 header needs the first {needed} bytes; only {bytes.Length} were given.");
+        ?? throw new InvalidDataException($"the qcow2 header needs the first {needed} bytes; only {bytes.Length} were given.");
 
     /// <summary>
     /// Parses the header, or returns null with <paramref name="needed"/> set when a legitimately placed
@@ -171,7 +160,7 @@ public static class ImageHeaderReader
         needed = 0;
         if (!bytes.StartsWith(Qcow2Magic))
         {
-            throw new InvalidDataException("The bytes do not start with the qcow2 magic QFI\\xfb.");
+            throw new InvalidDataException("the bytes do not start with the qcow2 magic QFI\\xfb.");
         }
         if (bytes.Length < VersionOffset + 4)
         {
@@ -182,7 +171,7 @@ public static class ImageHeaderReader
         var version = BinaryPrimitives.ReadUInt32BigEndian(bytes[VersionOffset..]);
         if (version is not (2 or 3))
         {
-            throw new InvalidDataException($"Unsupported qcow version {version}; only 2 and 3 are qcow2.");
+            throw new InvalidDataException($"unsupported qcow version {version}; only 2 and 3 are qcow2.");
         }
         var fixedLength = version == 2 ? Version2HeaderLength : Version3MinHeaderLength;
         if (bytes.Length < fixedLength)
@@ -340,29 +329,41 @@ public static class ImageHeaderReader
         }
     }
 
-    /// <summary>Opens without following a final symbolic link (closing the race with
+    /// <summary>Opens a regular file without following a final symbolic link (closing the race with
     /// <see cref="DurableFile.EnsureNotSymlink"/>) and without blocking on a FIFO.</summary>
-    private static SafeFileHandle OpenReadOnly(string path)
+    private static FileStream OpenReadOnly(string path)
     {
         var fd = NativeMethods.Open(path, NativeMethods.O_RDONLY | NativeMethods.O_NOFOLLOW | NativeMethods.O_CLOEXEC | O_NONBLOCK, 0);
-        if (fd >= 0)
+        if (fd < 0)
         {
-            var handle = new SafeFileHandle(fd, ownsHandle: true);
-            if (File.GetAttributes(handle).HasFlag(FileAttributes.Directory))
+            var errno = Marshal.GetLastPInvokeError();
+            throw errno switch
             {
-                handle.Dispose();
-                throw new StorageException(StorageErrorCode.UnsafePath, $"{path} is a directory, not an image file.");
-            }
-            return handle;
+                ENOENT or ENOTDIR => new StorageException(StorageErrorCode.ChainBroken, $"{path} does not exist."),
+                ELOOP => new StorageException(StorageErrorCode.UnsafePath,
+                    $"{path} is a symbolic link; the engine only works on plain files it created."),
+                _ => DurableFile.IoError($"open of {path}", errno),
+            };
         }
-        var errno = Marshal.GetLastPInvokeError();
-        throw errno switch
+
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        try
         {
-            ENOENT or ENOTDIR => new StorageException(StorageErrorCode.ChainBroken, $"{path} does not exist."),
-            ELOOP => new StorageException(StorageErrorCode.UnsafePath,
-                $"{path} is a symbolic link; the engine only works on plain files it created."),
-            _ => DurableFile.IoError($"open of {path}", errno),
-        };
+            // The stream is only a way to ask whether the handle can seek: a FIFO or socket cannot, and
+            // its apparent length of 0 would otherwise pass for an empty raw image.
+            var stream = new FileStream(handle, FileAccess.Read, bufferSize: 0);
+            if (File.GetAttributes(handle).HasFlag(FileAttributes.Directory) || !stream.CanSeek)
+            {
+                stream.Dispose();
+                throw new StorageException(StorageErrorCode.UnsafePath, $"{path} is not a regular file.");
+            }
+            return stream;
+        }
+        catch (Exception ex) when (ex is not StorageException)
+        {
+            handle.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Fills <paramref name="buffer"/> from offset 0, stopping early only at end of file.</summary>
