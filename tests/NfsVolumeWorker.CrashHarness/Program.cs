@@ -1,0 +1,3 @@
+using NfsVolumeWorker.CrashHarness;
+
+return await Harness.MainAsync(args);
