@@ -154,7 +154,7 @@ public sealed partial class VolumeEngine
             var info = VolumeChainReader.ReadInfo(share, volumeId);
             if (info is not null && info.Snapshots.ContainsKey(t) || File.Exists(share.PathOf(VolumeFileNames.Overlay(volumeId, t))))
             {
-                await DeleteSnapshotLockedAsync(share, volumeId, t, null, ct).ConfigureAwait(false);
+                await DeleteSnapshotLockedAsync(share, volumeId, t, null, ct, journaled: false).ConfigureAwait(false);
             }
         }
     }

@@ -107,13 +107,18 @@ public sealed partial class VolumeEngine
             (share, ct) => DeleteSnapshotLockedAsync(share, request.VolumeId, request.SnapshotId, progress, ct, request.BaseFormat), cancellationToken);
     }
 
-    private async Task<OperationResult> DeleteSnapshotLockedAsync(Share share, Guid volumeId, Guid snapshotId, IProgress<OperationProgress>? progress, CancellationToken ct, ImageFormat? baseFormat = null)
+    /// <param name="journaled">False when the caller's own journal entry covers this delete (a clone's temporary
+    /// snapshot): the entry must stay the caller's, or a crash here would leave a re-run of the caller nothing to resume.</param>
+    private async Task<OperationResult> DeleteSnapshotLockedAsync(Share share, Guid volumeId, Guid snapshotId, IProgress<OperationProgress>? progress, CancellationToken ct, ImageFormat? baseFormat = null, bool journaled = true)
     {
         var info = VolumeChainReader.ReadInfo(share, volumeId);
         if (info is null || !info.Snapshots.TryGetValue(snapshotId, out var overlayName))
         {
             var removed = RemoveUnrecordedOverlay(share, volumeId, VolumeFileNames.Overlay(volumeId, snapshotId), baseFormat);
-            OperationJournal.Clear(share, volumeId);
+            if (journaled)
+            {
+                OperationJournal.Clear(share, volumeId);
+            }
             if (info is null && !File.Exists(share.PathOf(VolumeFileNames.Base(volumeId))))
             {
                 throw new StorageException(StorageErrorCode.VolumeNotFound, $"Volume {volumeId} has no files on {share.Export}.") { VolumeId = volumeId };
@@ -123,8 +128,11 @@ public sealed partial class VolumeEngine
                 : OperationResult.Already($"snapshot {snapshotId} is not recorded for volume {volumeId}; nothing to do", info?.Active);
         }
 
-        Journal(share, Intent(PendingOperationKind.DeleteSnapshot, volumeId, snapshotId));
-        Step(OperationSteps.DeleteSnapshotJournaled, volumeId);
+        if (journaled)
+        {
+            Journal(share, Intent(PendingOperationKind.DeleteSnapshot, volumeId, snapshotId));
+            Step(OperationSteps.DeleteSnapshotJournaled, volumeId);
+        }
         var chain = VolumeChainReader.Read(share, volumeId, baseFormat);
         var overlayPath = share.PathOf(overlayName);
         VolumeInfo newInfo;
@@ -200,7 +208,10 @@ public sealed partial class VolumeEngine
             DurableFile.FsyncDirectory(share.LocalPath);
             Step(OperationSteps.DeleteSnapshotOverlayDeleted, volumeId);
         }
-        OperationJournal.Clear(share, volumeId);
+        if (journaled)
+        {
+            OperationJournal.Clear(share, volumeId);
+        }
         return OperationResult.Done($"deleted snapshot {snapshotId} ({overlayName}); active is {newInfo.Active}", newInfo.Active);
     }
 

@@ -61,7 +61,8 @@ public sealed class CrashMatrixSpecs : IDisposable
 
         var next = await scenario.RunDifferentNextAsync(_bed.NewEngine());
 
-        Assert.Equal(OperationOutcome.Completed, next.Outcome);
+        // AlreadyDone only where nothing was left to do (the in-process crash's catch removed a create's temp file).
+        Assert.Contains(next.Outcome, new[] { OperationOutcome.Completed, OperationOutcome.AlreadyDone });
         Assert.Equal(journaled ? 1 : 0, next.FinishedInterrupted.Count);
         Assert.Empty(JournalEntries(_bed.Share));
         Assert.Empty(_bed.ShareProblems());

@@ -115,7 +115,7 @@ public sealed record CrashScenario(
             Target: s => s.SnapshotReferences[CrashState.B], DifferentNext: SnapshotE(CrashState.V)),
         new("clone-volume-with-snapshots", ["clone-volume", Id(CrashState.V), Id(CrashState.W), "raw", Bytes(96 * MiB)],
             [CloneJournaled, CreateSnapshotOverlayCreated, CreateSnapshotOverlayRenamed, CreateSnapshotInfoWritten, CloneCopied, CloneResized, CloneRenamed,
-             DeleteSnapshotJournaled, DeleteSnapshotCommitted, DeleteSnapshotInfoWritten, DeleteSnapshotOverlayDeleted],
+             DeleteSnapshotCommitted, DeleteSnapshotInfoWritten, DeleteSnapshotOverlayDeleted],
             CrashState.V, [], true, Target: s => s.VNow, DifferentNext: SnapshotE(CrashState.V)),
         new("clone-volume-without-snapshots", ["clone-volume", Id(CrashState.U), Id(CrashState.W), "qcow2"],
             [CloneJournaled, CloneCopied, CloneRenamed], CrashState.U, [], true, Target: s => s.UNow, DifferentNext: SnapshotE(CrashState.U)),
