@@ -61,8 +61,8 @@ public sealed partial class VolumeEngine
         }, cancellationToken);
     }
 
-    /// <summary>Deletes every file of a volume: images from the top of the chain down (so no file ever
-    /// names a missing backing file), leftovers, then the .info file.</summary>
+    /// <summary>Deletes every file of a volume: the .info file first (so it never names a deleted image), then
+    /// images from the top of the chain down (so no file ever names a missing backing file), then leftovers.</summary>
     public Task<OperationResult> DeleteVolumeAsync(DeleteVolumeRequest request, CancellationToken cancellationToken = default)
     {
         var intent = Intent(PendingOperationKind.DeleteVolume, request.VolumeId);
@@ -94,6 +94,14 @@ public sealed partial class VolumeEngine
         var info = VolumeFileNames.Info(volumeId);
         order.AddRange(files.Where(f => f != info && !order.Contains(f)).OrderByDescending(f => f.Length).ThenBy(f => f, StringComparer.Ordinal));
         var deleted = 0;
+        // The .info file goes first: left behind, it would name the deleted active image and make the rest of
+        // the volume unreadable. Without it the remaining files are the base with unrecorded overlays on it.
+        if (DurableFile.TryDelete(share.PathOf(info)))
+        {
+            deleted++;
+            DurableFile.FsyncDirectory(share.LocalPath);
+            Step(OperationSteps.DeleteVolumeInfoDeleted, volumeId);
+        }
         foreach (var file in order)
         {
             if (DurableFile.TryDelete(share.PathOf(file)))
@@ -102,12 +110,6 @@ public sealed partial class VolumeEngine
                 DurableFile.FsyncDirectory(share.LocalPath);
                 Step(OperationSteps.DeleteVolumeFileDeleted, volumeId);
             }
-        }
-        if (DurableFile.TryDelete(share.PathOf(info)))
-        {
-            deleted++;
-            DurableFile.FsyncDirectory(share.LocalPath);
-            Step(OperationSteps.DeleteVolumeInfoDeleted, volumeId);
         }
         OperationJournal.Clear(share, volumeId);
         return Task.FromResult(OperationResult.Done($"deleted {deleted} file(s) of volume {volumeId}", null));

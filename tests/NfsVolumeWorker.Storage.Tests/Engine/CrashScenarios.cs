@@ -93,7 +93,7 @@ public sealed record CrashScenario(
             [CreateVolumeTempWritten, CreateVolumeRenamed], CrashState.W, [], true,
             DifferentNext: ["delete-volume", Id(CrashState.W)]),
         new("delete-volume", ["delete-volume", Id(CrashState.V)],
-            [DeleteVolumeJournaled, DeleteVolumeFileDeleted, DeleteVolumeFileDeleted, DeleteVolumeFileDeleted, DeleteVolumeFileDeleted, DeleteVolumeInfoDeleted],
+            [DeleteVolumeJournaled, DeleteVolumeInfoDeleted, DeleteVolumeFileDeleted, DeleteVolumeFileDeleted, DeleteVolumeFileDeleted, DeleteVolumeFileDeleted],
             CrashState.V, [CrashState.A, CrashState.B, CrashState.C], false,
             DifferentNext: ["create-volume", Id(CrashState.V), Bytes(64 * MiB), "raw"]),
         new("create-snapshot", ["create-snapshot", Id(CrashState.V), Id(CrashState.D)],
