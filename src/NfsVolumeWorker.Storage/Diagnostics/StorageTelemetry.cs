@@ -1,0 +1,35 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace NfsVolumeWorker.Storage.Diagnostics;
+
+/// <summary>
+/// Tracing and metrics sources of the storage engine. The host subscribes by name
+/// (<see cref="SourceName"/>); this project stays free of any telemetry SDK.
+/// </summary>
+public static class StorageTelemetry
+{
+    /// <summary>Name of both the <see cref="ActivitySource"/> and the <see cref="Meter"/>.</summary>
+    public const string SourceName = "NfsVolumeWorker.Storage";
+
+    public static readonly ActivitySource ActivitySource = new("NfsVolumeWorker.Storage");
+
+    public static readonly Meter Meter = new("NfsVolumeWorker.Storage");
+
+    /// <summary>Wall-clock duration of qemu-img calls, tagged with the verb and the outcome.</summary>
+    internal static readonly Histogram<double> QemuImgDuration = Meter.CreateHistogram<double>(
+        "nfsvolumeworker.qemu_img.duration",
+        unit: "s",
+        description: "Duration of qemu-img calls.");
+
+    /// <summary>Duration of engine operations (lock wait included), tagged with the operation and outcome.</summary>
+    internal static readonly Histogram<double> OperationDuration = Meter.CreateHistogram<double>(
+        "nfsvolumeworker.operation.duration",
+        unit: "s",
+        description: "Duration of volume operations, including the wait for the volume lock.");
+
+    /// <summary>Two operations on one volume that overlapped in one process (must stay 0).</summary>
+    internal static readonly Counter<long> Overlaps = Meter.CreateCounter<long>(
+        "nfsvolumeworker.operation.overlaps",
+        description: "Operations that started while another one held the same volume (a lock failure).");
+}
