@@ -128,12 +128,14 @@ public sealed partial class VolumeEngine
                 : OperationResult.Already($"snapshot {snapshotId} is not recorded for volume {volumeId}; nothing to do", info?.Active);
         }
 
+        // Read (and so validate) the chain before journaling: a refused delete must leave no journal entry
+        // behind, or every later operation on the volume would trip over it.
+        var chain = VolumeChainReader.Read(share, volumeId, baseFormat);
         if (journaled)
         {
             Journal(share, Intent(PendingOperationKind.DeleteSnapshot, volumeId, snapshotId));
             Step(OperationSteps.DeleteSnapshotJournaled, volumeId);
         }
-        var chain = VolumeChainReader.Read(share, volumeId, baseFormat);
         var overlayPath = share.PathOf(overlayName);
         VolumeInfo newInfo;
 
