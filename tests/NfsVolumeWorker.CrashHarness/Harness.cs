@@ -23,20 +23,23 @@ public static class Harness
 
     public static async Task<int> MainAsync(string[] args)
     {
-        var rest = new List<string>(args);
+        // Options may come anywhere; everything else is positional.
+        var pending = new List<string>(args);
+        var rest = new List<string>();
         string? pauseAt = null;
         var pauseOnProgress = false;
         var lockTimeout = TimeSpan.FromSeconds(30);
-        while (rest.Count > 0 && rest[0].StartsWith("--", StringComparison.Ordinal))
+        while (pending.Count > 0)
         {
-            var option = rest[0];
-            rest.RemoveAt(0);
-            switch (option)
+            var arg = pending[0];
+            pending.RemoveAt(0);
+            switch (arg)
             {
-                case "--pause-at": pauseAt = Take(rest); break;
+                case "--pause-at": pauseAt = Take(pending); break;
                 case "--pause-on-progress": pauseOnProgress = true; break;
-                case "--lock-timeout-ms": lockTimeout = TimeSpan.FromMilliseconds(int.Parse(Take(rest), System.Globalization.CultureInfo.InvariantCulture)); break;
-                default: return Usage($"unknown option {option}");
+                case "--lock-timeout-ms": lockTimeout = TimeSpan.FromMilliseconds(int.Parse(Take(pending), System.Globalization.CultureInfo.InvariantCulture)); break;
+                case var option when option.StartsWith("--", StringComparison.Ordinal): return Usage($"unknown option {option}");
+                default: rest.Add(arg); break;
             }
         }
         if (rest.Count < 3)
