@@ -37,7 +37,7 @@ public static class WorkerHostExtensions
             o.ShutdownTimeout = builder.Configuration.GetValue($"{WorkerOptions.SectionName}:{nameof(WorkerOptions.ShutdownTimeout)}", TimeSpan.FromMinutes(5)) + TimeSpan.FromSeconds(45);
         });
 
-        services.AddSingleton<ShareMap>();
+        services.AddSingleton(sp => new ShareMap(sp.GetRequiredService<IOptions<SharesOptions>>()));
         services.AddSingleton<QemuImgRunner>();
         services.AddSingleton<VolumeEngine>();
         services.AddSingleton<EventPublisher>();
