@@ -332,11 +332,12 @@ public sealed class ShareCheck
         }
 
         var broken = above[^1];
-        // Candidates: images of the volume that nothing names as backing file, outside the part above the
-        // break, whose own chain reaches the base.
-        var referencedByAny = headers.Values.Select(h => h.Qcow2?.BackingFile).OfType<string>().ToHashSet(StringComparer.Ordinal);
-        var candidates = images.Where(i => headers.ContainsKey(i) && !above.Contains(i) && !referencedByAny.Contains(i)
-            && ReachesBase(i, headers, baseName)).ToList();
+        // Candidates: the base or recorded overlays (an unrecorded overlay is never what a snapshot delete
+        // left behind) that no other such image names as backing file, outside the part above the break,
+        // whose own chain reaches the base.
+        var eligible = images.Where(i => headers.ContainsKey(i) && (i == baseName || (info?.Snapshots.ContainsValue(i) ?? false))).ToList();
+        var referenced = eligible.Select(i => BackingOf(i, headers, baseName)).OfType<string>().ToHashSet(StringComparer.Ordinal);
+        var candidates = eligible.Where(i => !above.Contains(i) && !referenced.Contains(i) && ReachesBase(i, headers, baseName)).ToList();
         var dropKeys = info?.Snapshots.Where(kv => kv.Value == missing).Select(kv => kv.Key).ToList() ?? [];
         RepairPlan? plan = null;
         var why = candidates.Count == 1 ? null : $"{candidates.Count} candidate images ({string.Join(", ", candidates)}), need exactly one";
