@@ -227,4 +227,13 @@ public sealed class CheckTests
         Assert.False(Single(run, "BackingFileMissing").GetProperty("repairable").GetBoolean());
         Assert.Contains(TestShare.Overlay(volume, first), share.Qemu("info", "-f", "qcow2", share.File(TestShare.Overlay(volume, second))));
     }
+
+    [Fact]
+    public async Task Checking_a_volume_that_is_not_on_the_share_fails_with_exit_code_3()
+    {
+        using var share = new TestShare();
+        var run = await Nfsvol.RunAsync(share.Args("check", "--volume", TestShare.Id()));
+        Assert.Equal(3, run.ExitCode);
+        Assert.Contains("VolumeNotFound", run.Stderr);
+    }
 }

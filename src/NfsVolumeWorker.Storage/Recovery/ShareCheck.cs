@@ -52,6 +52,10 @@ public sealed class ShareCheck
             throw new StorageException(StorageErrorCode.ShareUnavailable, $"Share {s.Export} is not available: {s.LocalPath} does not exist (not mounted?).");
         }
         var volumes = volumeId is { } only ? [Ids.Require(only, "volume id")] : VolumesOn(s);
+        if (volumeId is { } requested && !VolumesOn(s).Contains(requested))
+        {
+            throw new StorageException(StorageErrorCode.VolumeNotFound, $"Volume {requested} has no files and no journal entry on {s.Export}.") { VolumeId = requested };
+        }
         var findings = new List<CheckFinding>();
         var repairs = new List<RepairAction>();
         var remaining = new List<CheckFinding>();
