@@ -369,8 +369,15 @@ public sealed class QemuImgRunner
             throw new QemuImgException(StorageErrorCode.QemuImgMissing, message, commandLine, null, string.Empty, ex);
         }
 
-        // qemu-img never needs input; an open stdin would let a prompt (e.g. a passphrase) hang the call.
-        process.StandardInput.Close();
+        try
+        {
+            // qemu-img never needs input; an open stdin would let a prompt (e.g. a passphrase) hang the call.
+            process.StandardInput.Close();
+        }
+        catch (IOException)
+        {
+            // Already gone; its exit code tells the rest.
+        }
 
         ProgressLineParser? parser = null;
         SafeProgress? safeProgress = null;
