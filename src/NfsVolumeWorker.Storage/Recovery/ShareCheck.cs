@@ -143,7 +143,7 @@ public sealed class ShareCheck
         }
         catch (StorageException e)
         {
-            Add(e.Code == StorageErrorCode.UnsafePath ? FindingSeverity.Error : FindingSeverity.Error,
+            Add(FindingSeverity.Error,
                 e.Code == StorageErrorCode.UnsafePath ? FindingKind.SecurityRefusal : FindingKind.InfoFileCorrupt,
                 $"journal entry unreadable: {e.Message}");
         }
@@ -191,7 +191,7 @@ public sealed class ShareCheck
         }
         catch (StorageException e) when (e.Code == StorageErrorCode.InfoFileCorrupt && !ParsesAsInfo(share.PathOf(infoName)))
         {
-            var rebuilt = TryRebuildInfo(share, volumeId, headers, baseFormat, out var why);
+            var rebuilt = TryRebuildInfo(volumeId, headers, out var why);
             Add(FindingSeverity.Error, FindingKind.InfoFileCorrupt,
                 rebuilt is null ? $"{e.Message} It cannot be rebuilt from the headers: {why}." : $"{e.Message} The headers prove its content: {Describe(rebuilt)}.",
                 infoName, rebuilt is null ? null : new RepairPlan.WriteInfo(rebuilt, "the .info file was corrupt"));
@@ -249,7 +249,7 @@ public sealed class ShareCheck
         }
         foreach (var image in chain.Images.Where(i => i.FileName != baseName && i.SnapshotId is null))
         {
-            var rebuilt = TryRebuildInfo(share, volumeId, headers, baseFormat, out var why);
+            var rebuilt = TryRebuildInfo(volumeId, headers, out var why);
             Add(FindingSeverity.Warning, FindingKind.UnrecordedOverlay,
                 rebuilt is null
                     ? $"{image.FileName} is in the chain but no snapshot in the .info file names it; the headers do not prove a mapping: {why}"
@@ -296,7 +296,7 @@ public sealed class ShareCheck
         var active = info?.Active ?? baseName;
         if (!headers.ContainsKey(active))
         {
-            var rebuilt = TryRebuildInfo(share, volumeId, headers, baseFormat, out var whyNoRebuild);
+            var rebuilt = TryRebuildInfo(volumeId, headers, out var whyNoRebuild);
             Add(FindingSeverity.Error, FindingKind.ActiveMissing,
                 rebuilt is null
                     ? $"the active file {active} named by the .info file does not exist; the headers do not prove another: {whyNoRebuild}"
@@ -370,10 +370,8 @@ public sealed class ShareCheck
     /// active, and each overlay <c>volume-&lt;vol&gt;.&lt;snap&gt;</c> in that chain is snapshot &lt;snap&gt;.
     /// Null (with the reason) when the headers do not decide.
     /// </summary>
-    internal static VolumeInfo? TryRebuildInfo(Share share, Guid volumeId, IReadOnlyDictionary<string, ImageHeader> headers, ImageFormat? baseFormat, out string why)
+    internal static VolumeInfo? TryRebuildInfo(Guid volumeId, IReadOnlyDictionary<string, ImageHeader> headers, out string why)
     {
-        _ = share;
-        _ = baseFormat;
         var baseName = VolumeFileNames.Base(volumeId);
         if (!headers.ContainsKey(baseName))
         {
