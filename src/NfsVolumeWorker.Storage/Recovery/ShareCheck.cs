@@ -546,7 +546,7 @@ public sealed class ShareCheck
             {
                 case RepairPlan.WriteInfo w:
                     description = $"wrote {VolumeFileNames.Info(volumeId)} from the headers ({w.Why}): {Describe(w.Info)}";
-                    InfoFile.Write(share.PathOf(VolumeFileNames.Info(volumeId)), w.Info, _options.FileMode);
+                    InfoFile.Write(share.PathOf(VolumeFileNames.Info(volumeId)), w.Info, _options.NewFileMode);
                     break;
                 case RepairPlan.Repoint r:
                     description = $"re-pointed {r.Image} onto {r.NewBacking} (qemu-img rebase -u -F {r.NewBackingFormat.ToQemuName()})"
@@ -556,7 +556,7 @@ public sealed class ShareCheck
                     DurableFile.FsyncFile(path);
                     if (r.DropKeys.Count > 0 && VolumeChainReader.ReadInfo(share, volumeId) is { } info)
                     {
-                        InfoFile.Write(share.PathOf(VolumeFileNames.Info(volumeId)), r.DropKeys.Aggregate(info, (i, k) => i.WithoutSnapshot(k)), _options.FileMode);
+                        InfoFile.Write(share.PathOf(VolumeFileNames.Info(volumeId)), r.DropKeys.Aggregate(info, (i, k) => i.WithoutSnapshot(k)), _options.NewFileMode);
                     }
                     break;
                 case RepairPlan.RemoveFile rm:
