@@ -46,7 +46,7 @@ public sealed partial class VolumeEngine
     public VolumeChain ReadChain(string? share, Guid volumeId, ImageFormat? baseFormat = null) =>
         VolumeChainReader.Read(_shares.Resolve(share), Ids.Require(volumeId, "volume id"), baseFormat);
 
-    private UnixFileMode FileMode => _options.FileMode;
+    private UnixFileMode FileMode => _options.NewFileMode;
 
     /// <summary>Runs <paramref name="body"/> under the volume's lock, after the request's guards and after
     /// finishing any interrupted operation the journal records for the volume.</summary>
