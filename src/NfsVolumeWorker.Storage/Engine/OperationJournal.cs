@@ -20,7 +20,9 @@ public enum PendingOperationKind
 
 /// <summary>An operation that was started on a volume and has not finished. It is written (atomically)
 /// before the operation's first change and removed after its last, so a crash in between is visible
-/// to <c>nfsvol check</c> and the next operation on the volume finishes it first.</summary>
+/// to <c>nfsvol check</c> and the next operation on the volume finishes it first. <c>BaseFormat</c> is the base
+/// image's format as the request stated it (null: read from the header), so a resumed run never reads a raw
+/// volume's guest-written qcow2 header as its own.</summary>
 public sealed record PendingOperation(
     PendingOperationKind Kind,
     Guid VolumeId,
@@ -29,7 +31,8 @@ public sealed record PendingOperation(
     string? TargetFormat,
     long? NewSizeBytes,
     string? TargetShare,
-    DateTimeOffset StartedAt)
+    DateTimeOffset StartedAt,
+    string? BaseFormat = null)
 {
     public string Describe() => Kind switch
     {

@@ -16,7 +16,7 @@ public sealed partial class VolumeEngine
     {
         Ids.Require(request.SnapshotId, "snapshot id");
         Ids.Require(request.NewVolumeId, "new volume id");
-        var intent = Intent(PendingOperationKind.CreateVolumeFromSnapshot, request.VolumeId, request.SnapshotId, request.NewVolumeId, request.TargetFormat, request.NewSizeBytes, request.TargetShare);
+        var intent = Intent(PendingOperationKind.CreateVolumeFromSnapshot, request.VolumeId, request.SnapshotId, request.NewVolumeId, request.TargetFormat, request.NewSizeBytes, request.TargetShare, request.BaseFormat);
         return RunLockedAsync("create-volume-from-snapshot", request, intent,
             (share, ct) => CloneLockedAsync(share, request.VolumeId, request.SnapshotId, request.NewVolumeId, request.TargetFormat, request.NewSizeBytes, request.TargetShare, progress, ct, request.BaseFormat),
             cancellationToken);
@@ -27,7 +27,7 @@ public sealed partial class VolumeEngine
     public Task<OperationResult> CloneVolumeAsync(CloneVolumeRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         Ids.Require(request.NewVolumeId, "new volume id");
-        var intent = Intent(PendingOperationKind.CloneVolume, request.VolumeId, null, request.NewVolumeId, request.TargetFormat, request.NewSizeBytes, request.TargetShare);
+        var intent = Intent(PendingOperationKind.CloneVolume, request.VolumeId, null, request.NewVolumeId, request.TargetFormat, request.NewSizeBytes, request.TargetShare, request.BaseFormat);
         return RunLockedAsync("clone-volume", request, intent,
             (share, ct) => CloneLockedAsync(share, request.VolumeId, null, request.NewVolumeId, request.TargetFormat, request.NewSizeBytes, request.TargetShare, progress, ct, request.BaseFormat),
             cancellationToken);
@@ -93,7 +93,7 @@ public sealed partial class VolumeEngine
         }
 
         Journal(share, Intent(snapshotId is null ? PendingOperationKind.CloneVolume : PendingOperationKind.CreateVolumeFromSnapshot,
-            volumeId, snapshotId, newVolumeId, targetFormat, newSizeBytes, targetShareName));
+            volumeId, snapshotId, newVolumeId, targetFormat, newSizeBytes, targetShareName, baseFormat));
         Step(OperationSteps.CloneJournaled, volumeId);
         RemoveTempFilesOf(target, targetName, newVolumeId);
         var temp = target.PathOf(DurableFile.TempName(targetName));

@@ -102,7 +102,7 @@ public sealed partial class VolumeEngine
     public Task<OperationResult> DeleteSnapshotAsync(DeleteSnapshotRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         Ids.Require(request.SnapshotId, "snapshot id");
-        var intent = Intent(PendingOperationKind.DeleteSnapshot, request.VolumeId, request.SnapshotId);
+        var intent = Intent(PendingOperationKind.DeleteSnapshot, request.VolumeId, request.SnapshotId, baseFormat: request.BaseFormat);
         return RunLockedAsync("delete-snapshot", request, intent,
             (share, ct) => DeleteSnapshotLockedAsync(share, request.VolumeId, request.SnapshotId, progress, ct, request.BaseFormat), cancellationToken);
     }
@@ -133,7 +133,7 @@ public sealed partial class VolumeEngine
         var chain = VolumeChainReader.Read(share, volumeId, baseFormat);
         if (journaled)
         {
-            Journal(share, Intent(PendingOperationKind.DeleteSnapshot, volumeId, snapshotId));
+            Journal(share, Intent(PendingOperationKind.DeleteSnapshot, volumeId, snapshotId, baseFormat: baseFormat));
             Step(OperationSteps.DeleteSnapshotJournaled, volumeId);
         }
         var overlayPath = share.PathOf(overlayName);

@@ -163,12 +163,13 @@ public sealed partial class VolumeEngine
     private Task<OperationResult> ResumeAsync(Share share, PendingOperation pending, CancellationToken cancellationToken)
     {
         ImageFormat? format = ImageFormatNames.TryParse(pending.TargetFormat, out var f) ? f : null;
+        ImageFormat? baseFormat = ImageFormatNames.TryParse(pending.BaseFormat, out var b) ? b : null;
         return pending.Kind switch
         {
-            PendingOperationKind.DeleteSnapshot => DeleteSnapshotLockedAsync(share, pending.VolumeId, pending.SnapshotId!.Value, null, cancellationToken),
+            PendingOperationKind.DeleteSnapshot => DeleteSnapshotLockedAsync(share, pending.VolumeId, pending.SnapshotId!.Value, null, cancellationToken, baseFormat),
             PendingOperationKind.DeleteVolume => DeleteVolumeLockedAsync(share, pending.VolumeId, cancellationToken),
-            PendingOperationKind.CreateVolumeFromSnapshot => CloneLockedAsync(share, pending.VolumeId, pending.SnapshotId, pending.NewVolumeId!.Value, format, pending.NewSizeBytes, pending.TargetShare, null, cancellationToken),
-            PendingOperationKind.CloneVolume => CloneLockedAsync(share, pending.VolumeId, null, pending.NewVolumeId!.Value, format, pending.NewSizeBytes, pending.TargetShare, null, cancellationToken),
+            PendingOperationKind.CreateVolumeFromSnapshot => CloneLockedAsync(share, pending.VolumeId, pending.SnapshotId, pending.NewVolumeId!.Value, format, pending.NewSizeBytes, pending.TargetShare, null, cancellationToken, baseFormat),
+            PendingOperationKind.CloneVolume => CloneLockedAsync(share, pending.VolumeId, null, pending.NewVolumeId!.Value, format, pending.NewSizeBytes, pending.TargetShare, null, cancellationToken, baseFormat),
             _ => throw new StorageException(StorageErrorCode.InfoFileCorrupt, $"Unknown journal entry kind {pending.Kind}."),
         };
     }
@@ -189,8 +190,8 @@ public sealed partial class VolumeEngine
     }
 
     private static PendingOperation Intent(PendingOperationKind kind, Guid volumeId, Guid? snapshotId = null, Guid? newVolumeId = null,
-        ImageFormat? targetFormat = null, long? newSize = null, string? targetShare = null) =>
-        new(kind, volumeId, snapshotId, newVolumeId, targetFormat?.ToQemuName(), newSize, targetShare, DateTimeOffset.UtcNow);
+        ImageFormat? targetFormat = null, long? newSize = null, string? targetShare = null, ImageFormat? baseFormat = null) =>
+        new(kind, volumeId, snapshotId, newVolumeId, targetFormat?.ToQemuName(), newSize, targetShare, DateTimeOffset.UtcNow, baseFormat?.ToQemuName());
 
     private void Journal(Share share, PendingOperation intent)
     {
