@@ -93,7 +93,14 @@ public sealed class KillNineSpecs : IDisposable
         }
 
         Assert.NotEmpty(JournalEntries(_bed.Share)); // killed before the end: the operation is still pending
-        Assert.Empty(QemuImgProcessesOn(_bed.Share.LocalPath)); // the kill took qemu-img with it
+        // SIGKILL took qemu-img with it; a process in uninterruptible I/O dies when that I/O returns, so wait for
+        // it to be gone before looking at the share (it must not write after the checks start).
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (QemuImgProcessesOn(_bed.Share.LocalPath).Count > 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+        Assert.Empty(QemuImgProcessesOn(_bed.Share.LocalPath));
         AssertSafeAfterCrash(_bed, scenario, state, "in the middle of qemu-img (kill -9)");
         var again = await scenario.RunAsync(_bed.NewEngine());
         Assert.Equal(OperationOutcome.Completed, again.Outcome);

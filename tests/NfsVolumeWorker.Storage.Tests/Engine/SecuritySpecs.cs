@@ -107,6 +107,24 @@ public sealed class SecuritySpecs : IDisposable
         Assert.Equal(ImageFormat.Raw, _bed.Engine.ReadChain(Export, v).Base.Format);
     }
 
+    [Fact]
+    public async Task An_interrupted_clone_of_a_raw_volume_with_a_hostile_header_is_finished_by_the_next_operation_that_states_the_volume_is_raw()
+    {
+        var v = await RawVolumeWithHostileHeaderAsync();
+        var reference = Path.Combine(_bed.References, "hostile-raw.raw");
+        File.Copy(_bed.PathOf(VolumeFileNames.Base(v)), reference);
+        var clone = Guid.NewGuid();
+        await Assert.ThrowsAsync<InjectedCrash>(() => _bed.NewEngine(new CrashAtStep(OperationSteps.CloneCopied, 1))
+            .CloneVolumeAsync(new CloneVolumeRequest(Export, v, clone, ImageFormat.Raw) { BaseFormat = ImageFormat.Raw }));
+
+        // The journal holds the clone; the next operation resumes it, and must resume it as raw too.
+        var next = await _bed.NewEngine().CreateSnapshotAsync(new CreateSnapshotRequest(Export, v, Guid.NewGuid()) { BaseFormat = ImageFormat.Raw });
+
+        Assert.Single(next.FinishedInterrupted);
+        Assert.True(_bed.SameContents(_bed.PathOf(VolumeFileNames.Base(clone)), ImageFormat.Raw, reference));
+        Assert.Empty(CrashAssertions.JournalEntries(_bed.Share));
+    }
+
     [Theory]
     [InlineData("another volume's file")]
     [InlineData("/etc/passwd")]
