@@ -121,6 +121,52 @@ public sealed class KillNineSpecs : IDisposable
         }
     }
 
+    /// <summary>A real crash kills the worker, not its children: qemu-img goes on merging as an orphan while the
+    /// volume lock is already free. A re-run then must not write the same images at the same time (qemu's own
+    /// image locks refuse it: a transient error) and, once the orphan is done, must finish the job.</summary>
+    [Fact]
+    public async Task Killing_only_the_worker_in_the_middle_of_a_merge_leaves_an_orphan_qemu_img_that_a_rerun_never_races()
+    {
+        var scenario = CrashScenario.Named("delete-snapshot-newest");
+        var state = await scenario.SetUpAsync(_bed);
+        await _bed.Engine.ExtendVolumeAsync(new ExtendVolumeRequest(Export, CrashState.V, 256 * MiB));
+        _bed.GuestWrite(CrashState.V, 32 * MiB, 200 * MiB, 0x6d);
+        state.VNow = _bed.SaveReference(CrashState.V, "v-now-big");
+
+        using (var harness = Harness.Start(_bed, ["--pause-on-progress", .. scenario.Operation]))
+        {
+            await harness.WaitForLineAsync("PROGRESS ");
+            harness.KillOnlyTheProcess();
+        }
+
+        // Straight away: either the orphan is done already and this finishes, or qemu's image lock refuses it.
+        try
+        {
+            await scenario.RunAsync(_bed.NewEngine());
+        }
+        catch (StorageException e)
+        {
+            // Transient: the same request succeeds once the orphan is gone.
+            Assert.True(e.Code == StorageErrorCode.TransientIo && e.IsTransient, $"{e.Code}: {e.Message}");
+            Assert.Contains("lock", e.Message + (e as Storage.QemuImg.QemuImgException)?.StandardError, StringComparison.OrdinalIgnoreCase);
+        }
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (QemuImgProcessesOn(_bed.Share.LocalPath).Count > 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+        Assert.Empty(QemuImgProcessesOn(_bed.Share.LocalPath));
+        await scenario.RunAsync(_bed.NewEngine());
+
+        Assert.Empty(JournalEntries(_bed.Share));
+        Assert.Empty(_bed.ShareProblems());
+        var chain = _bed.Engine.ReadChain(Export, CrashState.V);
+        Assert.True(_bed.SameContents(_bed.PathOf(chain.Active.FileName), chain.Active.Format, state.VNow));
+        Assert.True(_bed.SnapshotShows(CrashState.V, CrashState.A, state.SnapshotReferences[CrashState.A]));
+        Assert.True(_bed.SnapshotShows(CrashState.V, CrashState.B, state.SnapshotReferences[CrashState.B]));
+        Assert.False(File.Exists(_bed.PathOf($"volume-{CrashState.V}.{CrashState.C}")));
+    }
+
     [Fact]
     public async Task A_second_process_gets_VolumeBusy_while_the_first_holds_the_lock_and_succeeds_once_the_first_is_killed()
     {
@@ -259,6 +305,13 @@ public sealed class KillNineSpecs : IDisposable
             {
                 return _lines.LastOrDefault() ?? "";
             }
+        }
+
+        /// <summary>SIGKILL to the harness alone: its qemu-img child lives on as an orphan, as after a real crash.</summary>
+        public void KillOnlyTheProcess()
+        {
+            _process.Kill(entireProcessTree: false);
+            _process.WaitForExit();
         }
 
         /// <summary>SIGKILL to the harness and every process it started (qemu-img), then waits until they are gone.</summary>
