@@ -15,6 +15,9 @@ namespace NfsVolumeWorker.Storage.Chains;
 /// </summary>
 public static class VolumeChainReader
 {
+    // dirty, corrupt, external data file, compression type, extended L2 (qemu 7.2's set).
+    private const ulong KnownIncompatibleFeatures = 0x1F;
+
     /// <summary>Reads the chain. Security violations and an unreadable chain throw; softer inconsistencies
     /// (an info entry outside the chain, an unrecorded overlay) are listed in <see cref="VolumeChain.Problems"/>.</summary>
     /// <param name="share">The share holding the volume.</param>
@@ -157,6 +160,10 @@ public static class VolumeChainReader
         if (q.HasExternalDataFile)
         {
             throw new StorageException(StorageErrorCode.UnsupportedFormat, $"{path} keeps its data in an external file; the engine refuses such images.") { VolumeId = volumeId };
+        }
+        if ((q.IncompatibleFeatures & ~KnownIncompatibleFeatures) != 0)
+        {
+            throw new StorageException(StorageErrorCode.UnsupportedFormat, $"{path} uses qcow2 features this engine does not know (incompatible bits 0x{q.IncompatibleFeatures:x}).") { VolumeId = volumeId };
         }
         if (q.IsCorrupt)
         {

@@ -23,12 +23,13 @@ public sealed partial class VolumeEngine
             if (File.Exists(path) || File.Exists(share.PathOf(VolumeFileNames.Info(request.VolumeId))))
             {
                 var chain = VolumeChainReader.Read(share, request.VolumeId, format);
-                if (chain.Images.Count == 1 && chain.Active.Format == format && chain.Active.VirtualSize == request.SizeBytes)
+                // A repeated create (a redelivery) finds the base it made, possibly with snapshots on it since.
+                if (chain.Base.FileName == name && chain.Base.Format == format && chain.Base.VirtualSize == request.SizeBytes)
                 {
-                    return OperationResult.Already($"volume {request.VolumeId} already exists ({format.ToQemuName()}, {request.SizeBytes} bytes)", name);
+                    return OperationResult.Already($"volume {request.VolumeId} already exists ({format.ToQemuName()}, {request.SizeBytes} bytes)", chain.Active.FileName);
                 }
                 throw new StorageException(StorageErrorCode.VolumeExists,
-                    $"Volume {request.VolumeId} already exists on {share.Export} with a different shape ({chain.Active.Format.ToQemuName()}, {chain.Active.VirtualSize} bytes, {chain.Images.Count} image(s)); nothing was changed.") { VolumeId = request.VolumeId };
+                    $"Volume {request.VolumeId} already exists on {share.Export} with a different shape (base {chain.Base.Format.ToQemuName()}, {chain.Base.VirtualSize} bytes); nothing was changed.") { VolumeId = request.VolumeId };
             }
             RemoveTempFilesOf(share, name, request.VolumeId);
             var temp = share.PathOf(DurableFile.TempName(name));

@@ -18,7 +18,7 @@ public sealed class QemuImgOptions
     /// <summary>CPU-time cap in seconds for inspecting untrusted images (Cinder uses 30 s).</summary>
     public int InspectCpuSeconds { get; set; } = 30;
 
-    /// <summary>Wall-clock limit for short calls (info, create, rebase -u, check).</summary>
+    /// <summary>Wall-clock limit for short calls (info, create, rebase -u, check, compare, --version).</summary>
     public TimeSpan ShortCallTimeout { get; set; } = TimeSpan.FromMinutes(2);
 
     /// <summary>Wall-clock limit for long calls (convert, commit, resize). Default 6 hours.</summary>
