@@ -223,6 +223,24 @@ internal sealed class Bench(Settings settings, Fixtures fx, Results results, Tex
                 fx.DeleteVolume(target);
             }));
         }
+        // Diagnostic: the engine's own qemu-img command line and fsync, without the engine around it
+        // (lock, journal, chain read, rename, directory fsync). Tells engine overhead from qemu-img cost.
+        steps.Add(("engine command", async () =>
+        {
+            var target = "engine-command-" + Guid.NewGuid().ToString("N");
+            await results.TimeAsync(scenario, "diag: engine's qemu-img command + fsync, no engine", Cp, async () =>
+            {
+                List<string> args = ["convert", "-f", "raw", "-O", "raw"];
+                if (defaults.CopyWithDirectIo)
+                {
+                    args.AddRange(["-t", "none"]);
+                }
+                args.AddRange(["-W", "-m", defaults.CopyCoroutines.ToString(System.Globalization.CultureInfo.InvariantCulture), "-q", source, fx.PathOf(target)]);
+                await Proc.RunAsync("qemu-img", args);
+                NfsVolumeWorker.Storage.Durability.DurableFile.FsyncFile(fx.PathOf(target));
+            });
+            fx.DeleteFile(target);
+        }));
         steps.Add(("cinder convert", async () =>
         {
             var target = "cinder-convert-" + Guid.NewGuid().ToString("N");

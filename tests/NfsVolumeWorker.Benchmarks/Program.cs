@@ -57,7 +57,7 @@ try
     }
 
     output.WriteLine();
-    output.WriteLine("== figures (median and min of the timed runs; ratio = this median / the median of the 'vs' row) ==");
+    output.WriteLine("== figures (median, min and max of the timed runs; ratio = this median / the median of the 'vs' row) ==");
     results.PrintTable(output);
     output.WriteLine();
     output.WriteLine("== targets ==");

@@ -36,6 +36,8 @@ internal sealed class Series(string scenario, string variant, string? reference)
     }
 
     public double Min => _seconds.Count == 0 ? double.NaN : _seconds.Min();
+
+    public double Max => _seconds.Count == 0 ? double.NaN : _seconds.Max();
 }
 
 /// <summary>Every series of the run, in the order first recorded, and the table they print as.</summary>
@@ -72,8 +74,8 @@ internal sealed class Results
     {
         var scenarioWidth = Math.Max(8, _series.Max(s => s.Scenario.Length));
         var variantWidth = Math.Max(7, _series.Max(s => s.Variant.Length));
-        output.WriteLine($"{"scenario".PadRight(scenarioWidth)}  {"variant".PadRight(variantWidth)}  {"n",3}  {"median",10}  {"min",10}  {"ratio",7}  vs");
-        output.WriteLine(new string('-', scenarioWidth + variantWidth + 52));
+        output.WriteLine($"{"scenario".PadRight(scenarioWidth)}  {"variant".PadRight(variantWidth)}  {"n",3}  {"median",10}  {"min",10}  {"max",10}  {"ratio",7}  vs");
+        output.WriteLine(new string('-', scenarioWidth + variantWidth + 64));
         string? last = null;
         foreach (var s in _series)
         {
@@ -84,7 +86,7 @@ internal sealed class Results
             last = s.Scenario;
             var ratio = s.Reference is { } r && r != s.Variant ? Ratio(s.Scenario, s.Variant, r) : double.NaN;
             var ratioText = double.IsNaN(ratio) ? "" : ratio.ToString("0.00", CultureInfo.InvariantCulture) + "x";
-            output.WriteLine($"{s.Scenario.PadRight(scenarioWidth)}  {s.Variant.PadRight(variantWidth)}  {s.Count,3}  {Ms(s.Median),10}  {Ms(s.Min),10}  {ratioText,7}  {(double.IsNaN(ratio) ? "" : s.Reference)}{(s.Note is null ? "" : "  [" + s.Note + "]")}");
+            output.WriteLine($"{s.Scenario.PadRight(scenarioWidth)}  {s.Variant.PadRight(variantWidth)}  {s.Count,3}  {Ms(s.Median),10}  {Ms(s.Min),10}  {Ms(s.Max),10}  {ratioText,7}  {(double.IsNaN(ratio) ? "" : s.Reference)}{(s.Note is null ? "" : "  [" + s.Note + "]")}");
         }
     }
 

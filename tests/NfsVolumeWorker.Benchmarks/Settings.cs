@@ -2,7 +2,7 @@ using System.Globalization;
 
 namespace NfsVolumeWorker.Benchmarks;
 
-/// <summary>Command-line settings. Defaults keep a full run under ~3 minutes on 2 cores; --quick under 1.</summary>
+/// <summary>Command-line settings. Defaults keep a full run around 2-3 minutes on 2 cores; --quick under 1.</summary>
 internal sealed record Settings
 {
     public const string Usage = """
@@ -10,7 +10,7 @@ internal sealed record Settings
 
           --dir DIR            parent directory to work in (default /var/tmp); must be on the disk to measure.
                                The harness works in a fresh subdirectory and removes it at the end.
-          --runs N             timed runs per variant (default 5; --quick: 2)
+          --runs N             timed runs per variant (default 7; --quick: 2)
           --quick              smoke check: 2 runs, smaller data, under a minute
           --only LIST          comma-separated subset of: create,delete,clone,sparse
           --clone-data-mib N   data written into the volume cloned in 'clone' (default 1024; --quick: 256)
@@ -23,7 +23,7 @@ internal sealed record Settings
         """;
 
     public string ParentDir { get; init; } = "/var/tmp";
-    public int Runs { get; init; } = 5;
+    public int Runs { get; init; } = 7;
     public bool Quick { get; init; }
     public IReadOnlySet<string> Only { get; init; } = new HashSet<string>(["create", "delete", "clone", "sparse"]);
     public int CloneDataMiB { get; init; } = 1024;
