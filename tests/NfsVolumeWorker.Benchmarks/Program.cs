@@ -99,7 +99,7 @@ internal static class Targets
             if (results.Find(scenario, "engine") is not null)
             {
                 var speedup = results.Ratio(scenario, "cinder", "engine");
-                Line(output, $"{scenario}: engine speedup vs cinder", $"{X(speedup)}", "target >= 3x", speedup >= 3);
+                Line(output, $"{scenario}: engine speedup vs cinder", $"{X(speedup)} (of min: {X(results.RatioOfMin(scenario, "cinder", "engine"))})", "target >= 3x", speedup >= 3);
             }
         }
         foreach (var which in new[] { "newest", "middle" })
@@ -119,7 +119,7 @@ internal static class Targets
             var defaults = new VolumeEngineOptions();
             var defaultName = Bench.EngineVariant(defaults.CopyWithDirectIo, defaults.CopyCoroutines, true);
             var toCp = results.Ratio(clone, defaultName, Cp);
-            Line(output, $"clone-from-snapshot: engine (default options) vs cp+sync", $"{X(toCp)}", "target <= 1.10x", toCp <= 1.10);
+            Line(output, $"clone-from-snapshot: engine (default options) vs cp+sync", $"{X(toCp)} (of min: {X(results.RatioOfMin(clone, defaultName, Cp))})", "target <= 1.10x", toCp <= 1.10);
             var engines = new[] { (false, 8), (false, 1), (true, 8), (true, 1) }
                 .Select(c => Bench.EngineVariant(c.Item1, c.Item2, c.Item1 == defaults.CopyWithDirectIo && c.Item2 == defaults.CopyCoroutines))
                 .Select(name => results.Find(clone, name)!)
@@ -141,7 +141,8 @@ internal static class Targets
             var (small, large) = (sizes.Min(), sizes.Max());
             var engineScale = results.Ratio(sparse, $"engine, {large} GiB virtual", $"engine, {small} GiB virtual");
             var cinderScale = results.Ratio(sparse, $"cinder convert, {large} GiB virtual", $"cinder convert, {small} GiB virtual");
-            Line(output, $"sparse clone: engine time {large} GiB / {small} GiB virtual (same {settings.SparseDataMiB} MiB data)", X(engineScale),
+            Line(output, $"sparse clone: engine time {large} GiB / {small} GiB virtual (same {settings.SparseDataMiB} MiB data)",
+                $"{X(engineScale)} (of min: {X(results.RatioOfMin(sparse, $"engine, {large} GiB virtual", $"engine, {small} GiB virtual"))})",
                 "target <= 2x: scales with data, not virtual size (threshold chosen by the harness)", engineScale <= 2);
             output.WriteLine($"sparse clone: cinder convert {large} GiB / {small} GiB virtual: {X(cinderScale)} (for comparison)");
         }

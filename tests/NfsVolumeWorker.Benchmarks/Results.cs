@@ -62,6 +62,10 @@ internal sealed class Results
     public double Ratio(string scenario, string variant, string by) =>
         Find(scenario, variant) is { } a && Find(scenario, by) is { } b ? a.Median / b.Median : double.NaN;
 
+    /// <summary>As <see cref="Ratio"/>, of the fastest runs: less sensitive to a noisy neighbour, more to luck.</summary>
+    public double RatioOfMin(string scenario, string variant, string by) =>
+        Find(scenario, variant) is { } a && Find(scenario, by) is { } b ? a.Min / b.Min : double.NaN;
+
     /// <summary>Times <paramref name="action"/> and records it.</summary>
     public async Task TimeAsync(string scenario, string variant, string? reference, Func<Task> action)
     {
