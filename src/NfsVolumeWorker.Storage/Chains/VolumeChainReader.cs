@@ -86,7 +86,7 @@ public static class VolumeChainReader
                 }
             }
         }
-        foreach (var image in images.Skip(0))
+        foreach (var image in images)
         {
             if (image.FileName != VolumeFileNames.Base(volumeId) && image.SnapshotId is null)
             {

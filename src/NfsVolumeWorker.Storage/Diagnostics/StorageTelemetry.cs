@@ -21,4 +21,15 @@ public static class StorageTelemetry
         "nfsvolumeworker.qemu_img.duration",
         unit: "s",
         description: "Duration of qemu-img calls.");
+
+    /// <summary>Duration of engine operations (lock wait included), tagged with the operation and outcome.</summary>
+    internal static readonly Histogram<double> OperationDuration = Meter.CreateHistogram<double>(
+        "nfsvolumeworker.operation.duration",
+        unit: "s",
+        description: "Duration of volume operations, including the wait for the volume lock.");
+
+    /// <summary>Two operations on one volume that overlapped in one process (must stay 0).</summary>
+    internal static readonly Counter<long> Overlaps = Meter.CreateCounter<long>(
+        "nfsvolumeworker.operation.overlaps",
+        description: "Operations that started while another one held the same volume (a lock failure).");
 }

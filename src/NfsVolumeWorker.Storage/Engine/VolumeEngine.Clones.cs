@@ -116,7 +116,7 @@ public sealed partial class VolumeEngine
             }
 
             var sourcePath = chain.PathOf(source.FileName);
-            var copy = progress is null ? null : new Progress<double>(f => progress.Report(new OperationProgress(newVolumeId, "copy", f)));
+            var copy = ForwardingProgress.For(progress, newVolumeId, "copy");
             await _qemuImg.ConvertAsync(new ConvertRequest(sourcePath, source.Format, temp, format,
                 DirectIo: _options.CopyWithDirectIo, OutOfOrderWrites: true, Coroutines: _options.CopyCoroutines), copy, ct).ConfigureAwait(false);
             DurableFile.FsyncFile(temp);

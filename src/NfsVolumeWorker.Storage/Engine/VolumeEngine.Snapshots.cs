@@ -173,7 +173,7 @@ public sealed partial class VolumeEngine
                 DurableFile.FsyncFile(basePath);
                 Step(OperationSteps.DeleteSnapshotBaseGrown, volumeId);
             }
-            var merge = progress is null ? null : new Progress<double>(f => progress.Report(new OperationProgress(volumeId, "merge", f)));
+            var merge = ForwardingProgress.For(progress, volumeId, "merge");
             await _qemuImg.CommitAsync(new CommitRequest(overlayPath), merge, ct).ConfigureAwait(false);
             DurableFile.FsyncFile(basePath);
             Step(OperationSteps.DeleteSnapshotCommitted, volumeId);

@@ -46,7 +46,7 @@ public sealed partial class VolumeEngine
     public VolumeChain ReadChain(string? share, Guid volumeId, ImageFormat? baseFormat = null) =>
         VolumeChainReader.Read(_shares.Resolve(share), Ids.Require(volumeId, "volume id"), baseFormat);
 
-    private UnixFileMode FileMode => _options.FileMode;
+    private UnixFileMode FileMode => _options.NewFileMode;
 
     /// <summary>Runs <paramref name="body"/> under the volume's lock, after the request's guards and after
     /// finishing any interrupted operation the journal records for the volume.</summary>
@@ -58,7 +58,9 @@ public sealed partial class VolumeEngine
         Guard(request);
         var share = ShareFor(request.Share);
         var started = Stopwatch.GetTimestamp();
-        using var activity = StorageActivity.Start(operation, request.VolumeId, share.Export);
+        using var activity = StorageTelemetry.ActivitySource.StartActivity("volume " + operation);
+        activity?.SetTag("nfsvol.volume_id", request.VolumeId.ToString());
+        activity?.SetTag("nfsvol.share", share.Export);
         using var scope = _logger.BeginScope(new Dictionary<string, object> { ["VolumeId"] = request.VolumeId, ["Operation"] = operation });
         EngineLog.OperationStarted(_logger, operation, request.VolumeId, share.Export);
         try
@@ -68,6 +70,7 @@ public sealed partial class VolumeEngine
             if (!_running.TryAdd(key, operation))
             {
                 Interlocked.Increment(ref _overlaps);
+                StorageTelemetry.Overlaps.Add(1);
                 EngineLog.OverlapDetected(_logger, request.VolumeId, _running.GetValueOrDefault(key) ?? "?", operation);
             }
             try
@@ -80,6 +83,8 @@ public sealed partial class VolumeEngine
                 }
                 EngineLog.OperationFinished(_logger, operation, request.VolumeId, result.Outcome.ToString(), (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds, result.Message);
                 activity?.SetTag("nfsvol.outcome", result.Outcome.ToString());
+                StorageTelemetry.OperationDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds,
+                    new KeyValuePair<string, object?>("operation", operation), new KeyValuePair<string, object?>("outcome", result.Outcome.ToString()));
                 return result;
             }
             finally
@@ -91,6 +96,8 @@ public sealed partial class VolumeEngine
         {
             EngineLog.OperationFailed(_logger, operation, request.VolumeId, e.Code.ToString(), e.Message);
             activity?.SetStatus(ActivityStatusCode.Error, e.Code.ToString());
+            StorageTelemetry.OperationDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds,
+                new KeyValuePair<string, object?>("operation", operation), new KeyValuePair<string, object?>("outcome", e.Code.ToString()));
             throw;
         }
         catch (IOException e)

@@ -28,7 +28,8 @@ public sealed class VolumeEngineOptions
     [Range(1, 16)]
     public int CopyCoroutines { get; set; } = 8;
 
-    internal UnixFileMode FileMode => SecureFilePermissions
+    /// <summary>Mode of new files: 0660, or 0666 without secure permissions.</summary>
+    public UnixFileMode NewFileMode => SecureFilePermissions
         ? UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite
         : UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite;
 }

@@ -27,11 +27,12 @@ public sealed class ShareMap
     {
         if (string.IsNullOrWhiteSpace(export))
         {
-            if (_byExport.Count == 1)
+            return _byExport.Count switch
             {
-                return _byExport.Values.First();
-            }
-            throw new StorageException(StorageErrorCode.InvalidRequest, "The request names no share, and more than one is configured.");
+                1 => _byExport.Values.First(),
+                0 => throw new StorageException(StorageErrorCode.ShareNotConfigured, "No share is configured."),
+                _ => throw new StorageException(StorageErrorCode.InvalidRequest, "The request names no share, and more than one is configured."),
+            };
         }
         if (_byExport.TryGetValue(export.Trim(), out var share))
         {

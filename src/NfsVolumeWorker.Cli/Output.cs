@@ -1,0 +1,236 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using NfsVolumeWorker.Storage.Chains;
+using NfsVolumeWorker.Storage.Durability;
+using NfsVolumeWorker.Storage.Engine;
+using NfsVolumeWorker.Storage.Layout;
+using NfsVolumeWorker.Storage.Recovery;
+using Spectre.Console;
+
+namespace NfsVolumeWorker.Cli;
+
+/// <summary>One image of <c>nfsvol chain</c>'s output.</summary>
+/// <param name="File">Bare file name.</param>
+/// <param name="Format">raw or qcow2.</param>
+/// <param name="VirtualSize">Guest-visible bytes.</param>
+/// <param name="AllocatedBytes">Bytes allocated on disk.</param>
+/// <param name="BackingFile">The backing file, or null for the base.</param>
+/// <param name="BackingFormat">Its recorded format.</param>
+/// <param name="OverlayOfSnapshot">The snapshot this overlay was created at (info[S] == this file).</param>
+/// <param name="DataOfSnapshot">The snapshot whose data this image holds (this file is the backing file of info[S]).</param>
+/// <param name="Active">True for the active image.</param>
+/// <param name="Dirty">qcow2 dirty flag.</param>
+public sealed record ChainImageView(string File, string Format, long VirtualSize, long AllocatedBytes, string? BackingFile, string? BackingFormat,
+    Guid? OverlayOfSnapshot, Guid? DataOfSnapshot, bool Active, bool Dirty);
+
+/// <summary><c>nfsvol chain --json</c>.</summary>
+public sealed record ChainView(Guid VolumeId, string Share, string Directory, string Active, IReadOnlyDictionary<string, string> Snapshots,
+    IReadOnlyList<ChainImageView> Images, IReadOnlyList<string> Problems)
+{
+    public static ChainView From(VolumeChain chain)
+    {
+        var info = chain.Info;
+        var images = chain.Images.Select(i =>
+        {
+            var dataOf = info.Snapshots.Where(kv => chain.Find(kv.Value)?.BackingFile == i.FileName).Select(kv => (Guid?)kv.Key).FirstOrDefault();
+            return new ChainImageView(i.FileName, i.Format.ToQemuName(), i.VirtualSize, FileOwnership.AllocatedBytes(chain.PathOf(i.FileName)),
+                i.BackingFile, i.BackingFormat?.ToQemuName(), i.SnapshotId, dataOf, i.FileName == chain.Active.FileName, i.IsDirty);
+        }).ToList();
+        var snapshots = info.Snapshots.OrderBy(kv => kv.Value, StringComparer.Ordinal)
+            .ToDictionary(kv => VolumeFileNames.Format(kv.Key), kv => kv.Value, StringComparer.Ordinal);
+        return new ChainView(chain.VolumeId, chain.Share.Export, chain.Share.LocalPath, info.Active, snapshots, images, chain.Problems);
+    }
+}
+
+/// <summary><c>nfsvol check --json</c>.</summary>
+public sealed record CheckView(bool Healthy, IReadOnlyList<CheckFinding> Findings, IReadOnlyList<RepairAction> Repairs, IReadOnlyList<CheckFinding> Remaining)
+{
+    public static CheckView From(CheckReport report) => new(report.Healthy, report.Findings, report.Repairs, report.Remaining);
+}
+
+/// <summary><c>--json</c> output of an operation.</summary>
+public sealed record OperationView(string Outcome, string Message, string? ActiveFile, IReadOnlyList<string> FinishedInterrupted);
+
+internal static class Output
+{
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        Converters = { new JsonStringEnumConverter() },
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+    };
+
+    public static void WriteJson<T>(TextWriter writer, T value)
+    {
+        writer.WriteLine(JsonSerializer.Serialize(value, Json));
+        writer.Flush();
+    }
+
+    public static int Result(CliSession session, OperationResult result)
+    {
+        if (session.Json)
+        {
+            WriteJson(session.Environment.Out, new OperationView(result.Outcome.ToString(), result.Message, result.ActiveFile, result.FinishedInterrupted));
+            return ExitCodes.Ok;
+        }
+        foreach (var finished in result.FinishedInterrupted)
+        {
+            session.Console.MarkupLine($"[yellow]first finished an interrupted {Markup.Escape(finished)}[/]");
+        }
+        var label = result.Outcome == OperationOutcome.Completed ? "[green]done[/]" : "[blue]already done[/]";
+        session.Console.MarkupLine($"{label}: {Markup.Escape(result.Message)}");
+        if (result.ActiveFile is not null)
+        {
+            session.Console.MarkupLine($"active file: {Markup.Escape(result.ActiveFile)}");
+        }
+        return ExitCodes.Ok;
+    }
+
+    public static async Task<OperationResult> WithProgressAsync(CliSession session, string label, Func<IProgress<OperationProgress>?, Task<OperationResult>> operation)
+    {
+        if (!session.ShowProgress)
+        {
+            return await operation(null).ConfigureAwait(false);
+        }
+        OperationResult? result = null;
+        await session.Console.Progress()
+            .AutoClear(false)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            .StartAsync(async ctx =>
+            {
+                var task = ctx.AddTask(label, maxValue: 100);
+                var progress = new DirectProgress(p =>
+                {
+                    task.Description = p.Phase;
+                    task.Value = Math.Clamp(p.Fraction, 0, 1) * 100;
+                });
+                result = await operation(progress).ConfigureAwait(false);
+                task.Value = 100;
+            }).ConfigureAwait(false);
+        return result!;
+    }
+
+    public static void RenderChain(IAnsiConsole console, ChainView view)
+    {
+        var tree = new Tree(new Markup($"volume [bold]{view.VolumeId}[/] on {Markup.Escape(view.Share)} ({Markup.Escape(view.Directory)})"));
+        IHasTreeNodes parent = tree;
+        foreach (var image in view.Images)
+        {
+            var parts = new List<string>
+            {
+                $"[bold]{Markup.Escape(image.File)}[/]" + (image.Active ? " [green](active)[/]" : ""),
+                image.Format,
+                $"virtual {SizeParser.Format(image.VirtualSize)}",
+                $"allocated {SizeParser.Format(image.AllocatedBytes)}",
+            };
+            if (image.OverlayOfSnapshot is { } o)
+            {
+                parts.Add($"overlay of snapshot {o}");
+            }
+            if (image.DataOfSnapshot is { } d)
+            {
+                parts.Add($"holds data of snapshot {d}");
+            }
+            if (image.Dirty)
+            {
+                parts.Add("[yellow]dirty[/]");
+            }
+            parent = parent.AddNode(new Markup(string.Join(", ", parts)));
+        }
+        console.Write(tree);
+        foreach (var problem in view.Problems)
+        {
+            console.MarkupLine($"[yellow]problem:[/] {Markup.Escape(problem)}");
+        }
+    }
+
+    public static void RenderCheck(IAnsiConsole console, CheckReport report, bool repaired)
+    {
+        if (report.Findings.Count == 0)
+        {
+            console.MarkupLine("[green]healthy[/]: no findings");
+            return;
+        }
+        console.Write(FindingsTable(report.Findings, repaired ? "Findings" : null));
+        if (!repaired)
+        {
+            console.MarkupLine(report.Healthy ? "[green]healthy[/]" : "[yellow]problems found[/]; 'nfsvol check --repair' fixes those marked repairable");
+            return;
+        }
+        var actions = new Table().Title("Repairs").AddColumns("Volume", "Finding", "Action", "Result");
+        foreach (var r in report.Repairs)
+        {
+            actions.AddRow(Cell(r.VolumeId.ToString()), Cell(r.Kind.ToString()), Cell(r.Action),
+                r.Succeeded ? new Markup("[green]ok[/]") : new Markup($"[red]failed[/]: {Markup.Escape(r.Error ?? "")}"));
+        }
+        console.Write(actions);
+        if (report.Remaining.Any(f => f.IsProblem))
+        {
+            console.Write(FindingsTable(report.Remaining, "Remaining"));
+            console.MarkupLine("[yellow]problems remain[/]");
+        }
+        else
+        {
+            console.MarkupLine("[green]healthy[/] after repair");
+        }
+    }
+
+    private static Table FindingsTable(IEnumerable<CheckFinding> findings, string? title)
+    {
+        var table = new Table().AddColumns("Volume", "Severity", "Finding", "Repairable", "Details");
+        if (title is not null)
+        {
+            table.Title(title);
+        }
+        foreach (var f in findings)
+        {
+            var severity = f.Severity switch
+            {
+                FindingSeverity.Error => new Markup("[red]error[/]"),
+                FindingSeverity.Warning => new Markup("[yellow]warning[/]"),
+                _ => new Markup("info"),
+            };
+            table.AddRow(Cell(f.VolumeId.ToString()), severity, Cell(f.Kind.ToString()), Cell(f.Repairable ? "yes" : "no"), Cell(f.Message));
+        }
+        return table;
+    }
+
+    public static void RenderConnectionInfo(CliSession session, ConnectionInfo info)
+    {
+        var cinderShape = new Dictionary<string, object?>
+        {
+            ["driver_volume_type"] = info.DriverVolumeType,
+            ["data"] = new Dictionary<string, object?>
+            {
+                ["export"] = info.Export,
+                ["name"] = info.Name,
+                ["options"] = info.Options,
+                ["format"] = info.Format,
+            },
+            ["mount_point_base"] = info.MountPointBase,
+            ["virtual_size"] = info.VirtualSize,
+        };
+        if (session.Json)
+        {
+            WriteJson(session.Environment.Out, cinderShape);
+            return;
+        }
+        var table = new Table().AddColumns("Key", "Value");
+        table.AddRow(Cell("driver_volume_type"), Cell(info.DriverVolumeType));
+        table.AddRow(Cell("export"), Cell(info.Export));
+        table.AddRow(Cell("name"), Cell(info.Name));
+        table.AddRow(Cell("format"), Cell(info.Format));
+        table.AddRow(Cell("options"), Cell(info.Options ?? "(none)"));
+        table.AddRow(Cell("mount_point_base"), Cell(info.MountPointBase));
+        table.AddRow(Cell("virtual size"), Cell($"{SizeParser.Format(info.VirtualSize)} ({info.VirtualSize} bytes)"));
+        session.Console.Write(table);
+    }
+
+    private static Text Cell(string text) => new(text);
+
+    private sealed class DirectProgress(Action<OperationProgress> report) : IProgress<OperationProgress>
+    {
+        public void Report(OperationProgress value) => report(value);
+    }
+}

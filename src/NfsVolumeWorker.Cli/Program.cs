@@ -1,0 +1,47 @@
+using System.CommandLine;
+using NfsVolumeWorker.Storage.Errors;
+
+namespace NfsVolumeWorker.Cli;
+
+/// <summary>The <c>nfsvol</c> entry point.</summary>
+public static class Program
+{
+    public static Task<int> Main(string[] args) =>
+        RunAsync(args, new CliEnvironment(Console.Out, Console.Error, Environment.GetEnvironmentVariable, !Console.IsOutputRedirected));
+
+    /// <summary>Runs nfsvol in-process with the process environment, writing to <paramref name="stdout"/> and <paramref name="stderr"/>.</summary>
+    public static Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr) =>
+        RunAsync(args, new CliEnvironment(stdout, stderr, Environment.GetEnvironmentVariable, false));
+
+    /// <summary>Runs nfsvol in-process against an explicit environment.</summary>
+    public static async Task<int> RunAsync(string[] args, CliEnvironment environment, CancellationToken cancellationToken = default)
+    {
+        var globals = new GlobalOptions();
+        var root = Commands.Build(globals, environment);
+        var parse = root.Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            foreach (var error in parse.Errors)
+            {
+                await environment.Error.WriteLineAsync($"nfsvol: {error.Message}").ConfigureAwait(false);
+            }
+            await environment.Error.WriteLineAsync("Run 'nfsvol --help' for usage.").ConfigureAwait(false);
+            return ExitCodes.Usage;
+        }
+        var configuration = new InvocationConfiguration
+        {
+            Output = environment.Out,
+            Error = environment.Error,
+            EnableDefaultExceptionHandler = false,
+        };
+        try
+        {
+            return await parse.InvokeAsync(configuration, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            await environment.Error.WriteLineAsync($"nfsvol: {StorageErrorCode.Cancelled}: cancelled; running the command again finishes it.").ConfigureAwait(false);
+            return ExitCodes.Failed;
+        }
+    }
+}

@@ -1,0 +1,62 @@
+using NfsVolumeWorker.Storage.Durability;
+using NfsVolumeWorker.Storage.Locking;
+using NfsVolumeWorker.Storage.Shares;
+
+namespace NfsVolumeWorker.Storage.Inbox;
+
+/// <summary>
+/// What each finished command ended with, by command id, under <c>.nfsvolumeworker/outcomes/</c> on the
+/// share. A command that arrives again (redelivery, a producer's retry) is answered from here instead of
+/// running twice, with the very same terminal event. Payloads are opaque to the storage layer.
+/// </summary>
+public static class CommandOutcomes
+{
+    private const string Folder = "outcomes";
+
+    public static string PathOf(Share share, Guid commandId) =>
+        Path.Combine(share.WorkerDirectory, Folder, $"{commandId:N}.json");
+
+    public static byte[]? Read(Share share, Guid commandId)
+    {
+        var path = PathOf(share, commandId);
+        DurableFile.EnsureNotSymlink(path);
+        try
+        {
+            return File.ReadAllBytes(path);
+        }
+        catch (FileNotFoundException)
+        {
+            return null;
+        }
+        catch (DirectoryNotFoundException)
+        {
+            return null;
+        }
+    }
+
+    public static void Write(Share share, Guid commandId, ReadOnlySpan<byte> payload, UnixFileMode mode)
+    {
+        WorkerDirectories.Ensure(share, Folder);
+        DurableFile.WriteAtomically(PathOf(share, commandId), payload, mode);
+    }
+
+    /// <summary>Deletes outcome records older than <paramref name="maxAge"/>; returns how many.</summary>
+    public static int Prune(Share share, TimeSpan maxAge)
+    {
+        var dir = Path.Combine(share.WorkerDirectory, Folder);
+        if (!Directory.Exists(dir))
+        {
+            return 0;
+        }
+        var cutoff = DateTime.UtcNow - maxAge;
+        var removed = 0;
+        foreach (var file in Directory.EnumerateFiles(dir, "*.json"))
+        {
+            if (File.GetLastWriteTimeUtc(file) < cutoff && DurableFile.TryDelete(file))
+            {
+                removed++;
+            }
+        }
+        return removed;
+    }
+}

@@ -1,0 +1,106 @@
+using System.ComponentModel.DataAnnotations;
+using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Contracts;
+
+namespace NfsVolumeWorker.Configuration;
+
+/// <summary>How the worker consumes and runs commands. Section <c>Worker</c>.</summary>
+public sealed class WorkerOptions
+{
+    public const string SectionName = "Worker";
+
+    /// <summary>Number of partition queues (N). Every instance and every producer that routes directly must
+    /// agree on it. Default 16.</summary>
+    [Range(1, 256)]
+    public int PartitionCount { get; set; } = PartitionKey.DefaultPartitionCount;
+
+    /// <summary>Volumes worked on at once by this instance. Default 8.</summary>
+    [Range(1, 256)]
+    public int MaxParallelVolumes { get; set; } = 8;
+
+    /// <summary>Messages a partition consumer may hold unacknowledged. Default 32.</summary>
+    [Range(1, 1000)]
+    public int PrefetchCount { get; set; } = 32;
+
+    /// <summary>On SIGTERM, how long running operations may take to finish before they are cancelled
+    /// (and resumed by the next owner). Default 5 minutes.</summary>
+    public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>How often the share inboxes are scanned for commands no one is running (after a crash of
+    /// another instance). Default 2 seconds.</summary>
+    public TimeSpan SweepInterval { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>How long command outcomes are kept to answer redelivered commands. Default 7 days.</summary>
+    public TimeSpan OutcomeRetention { get; set; } = TimeSpan.FromDays(7);
+
+    /// <summary>Attempts for a command failing with a transient error before it fails for good. Default 5.</summary>
+    [Range(1, 100)]
+    public int TransientAttempts { get; set; } = 5;
+
+    /// <summary>First back-off delay between transient attempts (doubles each time). Default 1 second.</summary>
+    public TimeSpan TransientBackoff { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Name of this instance in logs and consumer tags. Default <c>&lt;host&gt;-&lt;pid&gt;</c>.</summary>
+    public string InstanceName { get; set; } = $"{Environment.MachineName}-{Environment.ProcessId}";
+}
+
+/// <summary>The broker. Section <c>Broker</c>.</summary>
+public sealed class BrokerOptions
+{
+    public const string SectionName = "Broker";
+
+    /// <summary>AMQP URL, e.g. <c>amqp://user:password@host:5672/vhost</c>. Required.</summary>
+    [Required(ErrorMessage = "Broker:Url is required (e.g. --Broker:Url=amqp://guest:guest@127.0.0.1:5672/).")]
+    public string Url { get; set; } = "";
+
+    /// <summary>RabbitMQ management API base URL (for partition balancing), e.g. <c>http://127.0.0.1:15672/</c>;
+    /// empty to disable balancing.</summary>
+    public string? ManagementUrl { get; set; }
+}
+
+/// <summary>Validates the broker URL beyond presence.</summary>
+public sealed class BrokerOptionsValidator : IValidateOptions<BrokerOptions>
+{
+    public ValidateOptionsResult Validate(string? name, BrokerOptions options)
+    {
+        if (!Uri.TryCreate(options.Url, UriKind.Absolute, out var uri) || uri.Scheme is not ("amqp" or "amqps" or "rabbitmq"))
+        {
+            return ValidateOptionsResult.Fail($"Broker:Url '{Redact(options.Url)}' is not an amqp:// or amqps:// URL.");
+        }
+        if (!string.IsNullOrEmpty(options.ManagementUrl) && !Uri.TryCreate(options.ManagementUrl, UriKind.Absolute, out _))
+        {
+            return ValidateOptionsResult.Fail($"Broker:ManagementUrl '{options.ManagementUrl}' is not an absolute URL.");
+        }
+        return ValidateOptionsResult.Success;
+    }
+
+    /// <summary>The URL without its password, for logs and errors.</summary>
+    public static string Redact(string url) =>
+        Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.UserInfo.Contains(':', StringComparison.Ordinal)
+            ? url.Replace(uri.UserInfo, uri.UserInfo.Split(':')[0] + ":***", StringComparison.Ordinal)
+            : url;
+}
+
+/// <summary>Validates the shares: at least one, each with a usable local directory.</summary>
+public sealed class SharesOptionsValidator : IValidateOptions<Storage.Shares.SharesOptions>
+{
+    public ValidateOptionsResult Validate(string? name, Storage.Shares.SharesOptions options)
+    {
+        IReadOnlyList<Storage.Shares.Share> shares;
+        try
+        {
+            shares = Storage.Shares.ShareMap.Build(options);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return ValidateOptionsResult.Fail($"Shares:SharesConfigFile cannot be read: {e.Message}");
+        }
+        if (shares.Count == 0)
+        {
+            return ValidateOptionsResult.Fail("No share is configured: set Shares:Items:0:Export (a host:/export or a local directory) or Shares:SharesConfigFile.");
+        }
+        var failures = shares.Where(s => !Directory.Exists(s.LocalPath))
+            .Select(s => $"share {s.Export}: {s.LocalPath} does not exist (mount it, or set Shares:Items:N:Path)").ToList();
+        return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+}

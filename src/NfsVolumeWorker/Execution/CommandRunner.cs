@@ -1,0 +1,176 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Configuration;
+using NfsVolumeWorker.Contracts;
+using NfsVolumeWorker.Messaging;
+using NfsVolumeWorker.Storage.Engine;
+using NfsVolumeWorker.Storage.Errors;
+using NfsVolumeWorker.Storage.Inbox;
+using NfsVolumeWorker.Storage.Layout;
+using NfsVolumeWorker.Storage.Shares;
+using NfsVolumeWorker.Telemetry;
+
+namespace NfsVolumeWorker.Execution;
+
+/// <summary>
+/// Runs one inbox entry: the engine operation, then its outcome recorded on the share, then the terminal
+/// event published and confirmed. Safe to run again from any point: a recorded outcome is never run twice,
+/// and the engine finishes interrupted operations from what is on disk.
+/// </summary>
+public sealed class CommandRunner(
+    VolumeEngine engine, EventPublisher events, IOptions<WorkerOptions> options, IOptions<VolumeEngineOptions> engineOptions, ILogger<CommandRunner> logger)
+{
+    public async Task RunAsync(Share share, Guid volumeId, InboxEntry entry, CancellationToken cancellationToken)
+    {
+        InboxRecord record;
+        VolumeCommand command;
+        try
+        {
+            record = InboxRecord.FromBytes(entry.ReadPayload());
+            command = record.ToCommand();
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            // Written by this worker, so this is damage on the share: keep it out of the way, loudly.
+            WorkerLog.UnreadableInboxEntry(logger, entry.Path, e.Message);
+            File.Move(entry.Path, entry.Path + ".unreadable", overwrite: true);
+            return;
+        }
+
+        using var activity = WorkerTelemetry.ActivitySource.StartActivity($"run {record.CommandType}", ActivityKind.Internal, record.TraceParent);
+        activity?.SetTag("nfsvol.command_id", command.CommandId.ToString());
+        activity?.SetTag("nfsvol.volume_id", volumeId.ToString());
+        activity?.SetTag("nfsvol.partition", record.Partition);
+        using var scope = logger.BeginScope(new Dictionary<string, object>
+        {
+            ["CommandId"] = command.CommandId, ["VolumeId"] = volumeId, ["Partition"] = record.Partition,
+        });
+
+        if (CommandOutcomes.Read(share, command.CommandId) is { } existing)
+        {
+            var recorded = OutcomeRecord.FromBytes(existing);
+            if (!recorded.Published)
+            {
+                await PublishAndMarkAsync(share, recorded, cancellationToken).ConfigureAwait(false);
+            }
+            return;
+        }
+
+        var started = Stopwatch.GetTimestamp();
+        var terminal = await ExecuteWithRetriesAsync(share, command, cancellationToken).ConfigureAwait(false);
+        var outcome = OutcomeRecord.For(terminal);
+        CommandOutcomes.Write(share, command.CommandId, outcome.ToBytes(), engineOptions.Value.NewFileMode);
+        await PublishAndMarkAsync(share, outcome, cancellationToken).ConfigureAwait(false);
+
+        var code = terminal is CommandFailed f ? f.ErrorCode : terminal.AlreadyDone ? "AlreadyDone" : "Completed";
+        WorkerTelemetry.Finished.Add(1, new KeyValuePair<string, object?>("command", record.CommandType), new KeyValuePair<string, object?>("outcome", code));
+        WorkerTelemetry.CommandDuration.Record((DateTimeOffset.UtcNow - record.ReceivedAt).TotalSeconds, new KeyValuePair<string, object?>("command", record.CommandType));
+        WorkerLog.Finished(logger, record.CommandType, command.CommandId, volumeId, code, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        if (terminal is CommandFailed)
+        {
+            activity?.SetStatus(ActivityStatusCode.Error, code);
+        }
+    }
+
+    private async Task PublishAndMarkAsync(Share share, OutcomeRecord outcome, CancellationToken cancellationToken)
+    {
+        var e = outcome.ToEvent();
+        await events.PublishTerminalAsync(e, cancellationToken).ConfigureAwait(false);
+        CommandOutcomes.Write(share, e.CommandId, (outcome with { Published = true }).ToBytes(), engineOptions.Value.NewFileMode);
+    }
+
+    private async Task<ITerminalEvent> ExecuteWithRetriesAsync(Share share, VolumeCommand command, CancellationToken cancellationToken)
+    {
+        var delay = options.Value.TransientBackoff;
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await ExecuteAsync(share, command, cancellationToken).ConfigureAwait(false);
+            }
+            catch (StorageException e) when (e.IsTransient && attempt < options.Value.TransientAttempts)
+            {
+                WorkerLog.Retrying(logger, command.GetType().Name, command.CommandId, e.Code.ToString(), attempt, delay.TotalSeconds, e.Message);
+                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+                delay *= 2;
+            }
+            catch (StorageException e)
+            {
+                return Failed(command, e.Code.ToString(), e.Message, e.IsTransient);
+            }
+        }
+    }
+
+    private static CommandFailed Failed(VolumeCommand command, string code, string message, bool transient) => new()
+    {
+        CommandId = command.CommandId, VolumeId = command.VolumeId, Timestamp = DateTimeOffset.UtcNow,
+        CommandType = command.GetType().Name, ErrorCode = code, Message = message, IsTransient = transient,
+    };
+
+    private async Task<ITerminalEvent> ExecuteAsync(Share share, VolumeCommand command, CancellationToken ct)
+    {
+        var export = share.Export;
+        var progress = new ProgressPublisher(events, command.CommandId, logger);
+        switch (command)
+        {
+            case CreateVolume c:
+            {
+                var r = await engine.CreateVolumeAsync(Guarded(new CreateVolumeRequest(export, c.VolumeId, c.SizeBytes, Format(c.Format)), c), ct).ConfigureAwait(false);
+                return Success(new VolumeCreated { CommandId = c.CommandId, VolumeId = c.VolumeId, Share = export, Timestamp = Now }, r);
+            }
+            case DeleteVolume c:
+            {
+                var r = await engine.DeleteVolumeAsync(Guarded(new DeleteVolumeRequest(export, c.VolumeId), c), ct).ConfigureAwait(false);
+                return Success(new VolumeDeleted { CommandId = c.CommandId, VolumeId = c.VolumeId, Share = export, Timestamp = Now }, r);
+            }
+            case CreateSnapshot c:
+            {
+                var r = await engine.CreateSnapshotAsync(Guarded(new CreateSnapshotRequest(export, c.VolumeId, c.SnapshotId), c), ct).ConfigureAwait(false);
+                return Success(new SnapshotCreated { CommandId = c.CommandId, VolumeId = c.VolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
+            }
+            case DeleteSnapshot c:
+            {
+                var r = await engine.DeleteSnapshotAsync(Guarded(new DeleteSnapshotRequest(export, c.VolumeId, c.SnapshotId), c), progress, ct).ConfigureAwait(false);
+                return Success(new SnapshotDeleted { CommandId = c.CommandId, VolumeId = c.VolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
+            }
+            case CreateVolumeFromSnapshot c:
+            {
+                var r = await engine.CreateVolumeFromSnapshotAsync(Guarded(new CreateVolumeFromSnapshotRequest(export, c.VolumeId, c.SnapshotId, c.NewVolumeId, Format(c.TargetFormat), c.NewSizeBytes, c.TargetShare), c), progress, ct).ConfigureAwait(false);
+                return Success(new VolumeCloned { CommandId = c.CommandId, VolumeId = c.VolumeId, NewVolumeId = c.NewVolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
+            }
+            case CloneVolume c:
+            {
+                var r = await engine.CloneVolumeAsync(Guarded(new CloneVolumeRequest(export, c.VolumeId, c.NewVolumeId, Format(c.TargetFormat), c.NewSizeBytes, c.TargetShare), c), progress, ct).ConfigureAwait(false);
+                return Success(new VolumeCloned { CommandId = c.CommandId, VolumeId = c.VolumeId, NewVolumeId = c.NewVolumeId, Share = export, Timestamp = Now }, r);
+            }
+            case RevertToSnapshot c:
+            {
+                var r = await engine.RevertToSnapshotAsync(Guarded(new RevertToSnapshotRequest(export, c.VolumeId, c.SnapshotId), c), ct).ConfigureAwait(false);
+                return Success(new VolumeReverted { CommandId = c.CommandId, VolumeId = c.VolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
+            }
+            case ExtendVolume c:
+            {
+                var r = await engine.ExtendVolumeAsync(Guarded(new ExtendVolumeRequest(export, c.VolumeId, c.NewSizeBytes), c), ct).ConfigureAwait(false);
+                return Success(new VolumeExtended { CommandId = c.CommandId, VolumeId = c.VolumeId, NewSizeBytes = c.NewSizeBytes, Share = export, Timestamp = Now }, r);
+            }
+            default:
+                return Failed(command, StorageErrorCode.InvalidRequest.ToString(), $"Unknown command type {command.GetType().Name}.", false);
+        }
+    }
+
+    private static DateTimeOffset Now => DateTimeOffset.UtcNow;
+
+    private static T Guarded<T>(T request, VolumeCommand c)
+        where T : VolumeRequest =>
+        request with { EncryptionKeyId = c.EncryptionKeyId, Attached = c.Attached, BaseFormat = Format(c.BaseFormat) };
+
+    private static ImageFormat? Format(VolumeFormat? f) => f switch
+    {
+        VolumeFormat.Raw => ImageFormat.Raw,
+        VolumeFormat.Qcow2 => ImageFormat.Qcow2,
+        _ => null,
+    };
+
+    private static ITerminalEvent Success(VolumeEvent e, OperationResult r) =>
+        e with { AlreadyDone = r.Outcome == OperationOutcome.AlreadyDone, ActiveFile = r.ActiveFile, Message = r.Message };
+}

@@ -1,0 +1,102 @@
+using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Configuration;
+using NfsVolumeWorker.Storage.Inbox;
+using NfsVolumeWorker.Storage.Shares;
+using NfsVolumeWorker.Telemetry;
+
+namespace NfsVolumeWorker.Execution;
+
+/// <summary>
+/// Finds inboxes that have waiting commands and no drainer — what an instance that died (kill -9, power
+/// loss) or was stopped leaves — and drains them. The drain lock on the share makes this safe to run on
+/// every instance at once. Also prunes old outcome records.
+/// </summary>
+public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, IOptions<WorkerOptions> options, ILogger<InboxSweeper> logger) : BackgroundService
+{
+    private DateTimeOffset _lastPrune = DateTimeOffset.MinValue;
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(options.Value.SweepInterval);
+        do
+        {
+            Sweep();
+        }
+        while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false));
+    }
+
+    internal void Sweep()
+    {
+        foreach (var share in shares.All)
+        {
+            try
+            {
+                foreach (var volumeId in VolumeInbox.VolumesWithEntries(share))
+                {
+                    executor.Schedule(share, volumeId);
+                }
+                if (DateTimeOffset.UtcNow - _lastPrune > TimeSpan.FromHours(1))
+                {
+                    var pruned = CommandOutcomes.Prune(share, options.Value.OutcomeRetention);
+                    if (pruned > 0)
+                    {
+                        WorkerLog.PrunedOutcomes(logger, pruned, share.Export);
+                    }
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or Storage.Errors.StorageException)
+            {
+                WorkerLog.SweepFailed(logger, share.Export, e.Message);
+            }
+        }
+        if (DateTimeOffset.UtcNow - _lastPrune > TimeSpan.FromHours(1))
+        {
+            _lastPrune = DateTimeOffset.UtcNow;
+        }
+    }
+}
+
+/// <summary>
+/// Graceful shutdown of the executor. Registered before the bus, so it stops after the bus has stopped
+/// taking messages: running operations get <see cref="WorkerOptions.ShutdownTimeout"/> to finish; a second
+/// SIGTERM/SIGINT, or the timeout, cancels them (their inbox entries stay, and the next owner resumes them).
+/// </summary>
+public sealed class ExecutorLifetime(VolumeExecutor executor, IOptions<WorkerOptions> options, ILogger<ExecutorLifetime> logger) : IHostedService, IDisposable
+{
+    private readonly CancellationTokenSource _secondSignal = new();
+    private readonly List<System.Runtime.InteropServices.PosixSignalRegistration> _signals = [];
+    private int _signalCount;
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        foreach (var signal in new[] { System.Runtime.InteropServices.PosixSignal.SIGTERM, System.Runtime.InteropServices.PosixSignal.SIGINT })
+        {
+            _signals.Add(System.Runtime.InteropServices.PosixSignalRegistration.Create(signal, context =>
+            {
+                if (Interlocked.Increment(ref _signalCount) >= 2)
+                {
+                    WorkerLog.SecondSignal(logger);
+                    _secondSignal.Cancel();
+                }
+                context.Cancel = false; // let the host's own handler start the graceful stop
+            }));
+        }
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        WorkerLog.Draining(logger, executor.ActiveVolumes, options.Value.ShutdownTimeout.TotalSeconds);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _secondSignal.Token);
+        await executor.StopAsync(options.Value.ShutdownTimeout, linked.Token).ConfigureAwait(false);
+    }
+
+    public void Dispose()
+    {
+        foreach (var s in _signals)
+        {
+            s.Dispose();
+        }
+        _secondSignal.Dispose();
+    }
+}

@@ -1,0 +1,43 @@
+using NfsVolumeWorker.Contracts;
+using NfsVolumeWorker.Messaging;
+using NfsVolumeWorker.Storage.Engine;
+using NfsVolumeWorker.Telemetry;
+
+namespace NfsVolumeWorker.Execution;
+
+/// <summary>Publishes progress of long copies and merges as <see cref="OperationProgressed"/> events, at most
+/// one per second and per whole percent, without waiting (progress is advisory; losing one is harmless).</summary>
+internal sealed class ProgressPublisher(EventPublisher events, Guid commandId, ILogger logger) : IProgress<OperationProgress>
+{
+    private long _lastTicks;
+    private int _lastPercent = -1;
+
+    public void Report(OperationProgress value)
+    {
+        var percent = (int)(value.Fraction * 100);
+        var now = Environment.TickCount64;
+        if (percent == _lastPercent || (now - _lastTicks < 1000 && percent < 100))
+        {
+            return;
+        }
+        _lastPercent = percent;
+        _lastTicks = now;
+        var e = new OperationProgressed
+        {
+            CommandId = commandId, VolumeId = value.VolumeId, Timestamp = DateTimeOffset.UtcNow, Phase = value.Phase, Fraction = value.Fraction,
+        };
+        _ = PublishAsync(e);
+    }
+
+    private async Task PublishAsync(OperationProgressed e)
+    {
+        try
+        {
+            await events.PublishProgressAsync(e, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            WorkerLog.ProgressNotPublished(logger, e.CommandId, ex.Message);
+        }
+    }
+}

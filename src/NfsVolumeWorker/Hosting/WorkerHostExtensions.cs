@@ -1,0 +1,149 @@
+using MassTransit;
+using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Configuration;
+using NfsVolumeWorker.Contracts;
+using NfsVolumeWorker.Execution;
+using NfsVolumeWorker.Health;
+using NfsVolumeWorker.Messaging;
+using NfsVolumeWorker.Storage.Diagnostics;
+using NfsVolumeWorker.Storage.Engine;
+using NfsVolumeWorker.Storage.QemuImg;
+using NfsVolumeWorker.Storage.Shares;
+using NfsVolumeWorker.Telemetry;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
+
+namespace NfsVolumeWorker.Hosting;
+
+/// <summary>Wires the worker: options, storage engine, bus and topology, executor, health, telemetry.</summary>
+public static class WorkerHostExtensions
+{
+    public static WebApplicationBuilder AddNfsVolumeWorker(this WebApplicationBuilder builder)
+    {
+        builder.Configuration.AddEnvironmentVariables("NFSVOL_");
+        var services = builder.Services;
+
+        services.AddOptions<WorkerOptions>().BindConfiguration(WorkerOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<BrokerOptions>().BindConfiguration(BrokerOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        services.AddSingleton<IValidateOptions<BrokerOptions>, BrokerOptionsValidator>();
+        services.AddOptions<SharesOptions>().BindConfiguration(SharesOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        services.AddSingleton<IValidateOptions<SharesOptions>, SharesOptionsValidator>();
+        services.AddOptions<VolumeEngineOptions>().BindConfiguration(VolumeEngineOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<QemuImgOptions>().BindConfiguration(QemuImgOptions.SectionName).ValidateOnStart();
+        services.Configure<HostOptions>(o =>
+        {
+            // The executor's own grace period decides; the host must not cut it short.
+            o.ShutdownTimeout = builder.Configuration.GetValue($"{WorkerOptions.SectionName}:{nameof(WorkerOptions.ShutdownTimeout)}", TimeSpan.FromMinutes(5)) + TimeSpan.FromSeconds(45);
+        });
+
+        services.AddSingleton(sp => new ShareMap(sp.GetRequiredService<IOptions<SharesOptions>>()));
+        services.AddSingleton<QemuImgRunner>();
+        services.AddSingleton<VolumeEngine>();
+        services.AddSingleton<EventPublisher>();
+        services.AddSingleton<CommandRunner>();
+        services.AddSingleton<VolumeExecutor>();
+        // Registered before the bus: hosted services stop in reverse order, so the executor drains after the
+        // bus has stopped taking messages.
+        services.AddHostedService<ExecutorLifetime>();
+        services.AddHostedService<InboxSweeper>();
+        services.AddHostedService<StartupReport>();
+
+        services.AddMassTransit(x =>
+        {
+            x.AddConsumer<IngressRouter>();
+            x.AddConsumer<PartitionConsumer>();
+            x.UsingRabbitMq((context, cfg) =>
+            {
+                var broker = context.GetRequiredService<IOptions<BrokerOptions>>().Value;
+                var worker = context.GetRequiredService<IOptions<WorkerOptions>>().Value;
+                var uri = new Uri(broker.Url);
+                var vhost = Uri.UnescapeDataString(uri.AbsolutePath.TrimStart('/'));
+                cfg.Host(uri.Host, (ushort)(uri.Port > 0 ? uri.Port : 5672), string.IsNullOrEmpty(vhost) ? "/" : vhost, h =>
+                {
+                    var user = uri.UserInfo.Split(':', 2);
+                    h.Username(Uri.UnescapeDataString(user[0].Length > 0 ? user[0] : "guest"));
+                    h.Password(Uri.UnescapeDataString(user.Length > 1 ? user[1] : "guest"));
+                    h.PublisherConfirmation = true;
+                    h.ConnectionName(worker.InstanceName);
+                });
+
+                cfg.ReceiveEndpoint(Topology.IngressQueue, e =>
+                {
+                    // One active router, one message at a time: one volume's commands leave in arrival order.
+                    e.SetQuorumQueue();
+                    e.SingleActiveConsumer = true;
+                    e.ConcurrentMessageLimit = 1;
+                    e.PrefetchCount = worker.PrefetchCount;
+                    e.UseMessageRetry(r => r.Exponential(10, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(200)));
+                    e.ConfigureConsumer<IngressRouter>(context);
+                });
+                for (var p = 0; p < worker.PartitionCount; p++)
+                {
+                    cfg.ReceiveEndpoint(PartitionKey.QueueName(p), e =>
+                    {
+                        e.SetQuorumQueue();
+                        e.SingleActiveConsumer = true;
+                        e.ConfigureConsumeTopology = false; // fed by the router (or by producers routing directly)
+                        e.ConcurrentMessageLimit = 1;
+                        e.PrefetchCount = worker.PrefetchCount;
+                        e.UseMessageRetry(r => r.Exponential(10, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(200)));
+                        e.ConfigureConsumer<PartitionConsumer>(context);
+                    });
+                }
+            });
+        });
+
+        services.AddHealthChecks()
+            .AddCheck<ShareHealthCheck>("shares", tags: ["ready"])
+            .AddCheck<QemuImgHealthCheck>("qemu-img", tags: ["ready"]);
+
+        services.AddOpenTelemetry()
+            .ConfigureResource(r => r.AddService("nfsvolumeworker", serviceInstanceId: builder.Configuration[$"{WorkerOptions.SectionName}:InstanceName"]))
+            .WithTracing(t =>
+            {
+                t.AddSource(WorkerTelemetry.SourceName, StorageTelemetry.SourceName, "MassTransit");
+                if (!string.IsNullOrEmpty(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+                {
+                    t.AddOtlpExporter();
+                }
+            })
+            .WithMetrics(m =>
+            {
+                m.AddMeter(WorkerTelemetry.SourceName, StorageTelemetry.SourceName, "MassTransit");
+                m.AddRuntimeInstrumentation();
+                m.AddPrometheusExporter();
+                if (!string.IsNullOrEmpty(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+                {
+                    m.AddOtlpExporter();
+                }
+            });
+
+        builder.WebHost.UseUrls(builder.Configuration["Http:Urls"] ?? "http://127.0.0.1:9464");
+        return builder;
+    }
+
+    public static WebApplication MapWorkerEndpoints(this WebApplication app)
+    {
+        app.MapHealthChecks("/health", new Microsoft.AspNetCore.Diagnostics.HealthChecks.HealthCheckOptions
+        {
+            ResponseWriter = HealthReportWriter.WriteAsync,
+        });
+        app.MapPrometheusScrapingEndpoint("/metrics");
+        return app;
+    }
+}
+
+/// <summary>Logs one line at start saying what this instance serves.</summary>
+internal sealed class StartupReport(ShareMap shares, QemuImgRunner qemuImg, IOptions<WorkerOptions> worker, IOptions<BrokerOptions> broker, ILogger<StartupReport> logger) : IHostedService
+{
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        var version = await qemuImg.VersionAsync(cancellationToken).ConfigureAwait(false);
+        WorkerLog.Started(logger, worker.Value.InstanceName, shares.All.Count,
+            string.Join(", ", shares.All.Select(s => $"{s.Export} -> {s.LocalPath}")), worker.Value.PartitionCount,
+            BrokerOptionsValidator.Redact(broker.Value.Url), version);
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+}

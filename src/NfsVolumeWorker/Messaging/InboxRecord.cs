@@ -1,0 +1,57 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using NfsVolumeWorker.Contracts;
+
+namespace NfsVolumeWorker.Messaging;
+
+/// <summary>What the worker keeps in a volume's inbox on the share for one accepted command.</summary>
+/// <param name="CommandType">A <see cref="CommandCatalog"/> name.</param>
+/// <param name="Command">The command as JSON.</param>
+/// <param name="Partition">The partition it arrived on.</param>
+/// <param name="ReceivedAt">When it was accepted.</param>
+/// <param name="TraceParent">W3C trace context of the message, so the operation's trace continues the message's.</param>
+public sealed record InboxRecord(string CommandType, JsonElement Command, int Partition, DateTimeOffset ReceivedAt, string? TraceParent)
+{
+    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        Converters = { new JsonStringEnumConverter() },
+    };
+
+    public static InboxRecord For(VolumeCommand command, int partition, string? traceParent) =>
+        new(command.GetType().Name, JsonSerializer.SerializeToElement(command, command.GetType(), Json), partition, DateTimeOffset.UtcNow, traceParent);
+
+    public VolumeCommand ToCommand() =>
+        CommandCatalog.ByName.TryGetValue(CommandType, out var type)
+            ? (VolumeCommand)(Command.Deserialize(type, Json) ?? throw new JsonException("empty command"))
+            : throw new JsonException($"unknown command type '{CommandType}'");
+
+    public byte[] ToBytes() => JsonSerializer.SerializeToUtf8Bytes(this, Json);
+
+    public static InboxRecord FromBytes(byte[] bytes) => JsonSerializer.Deserialize<InboxRecord>(bytes, Json) ?? throw new JsonException("empty inbox record");
+}
+
+/// <summary>A command's recorded terminal event, kept so a repeated command gets the very same event.</summary>
+/// <param name="EventType">The event's type name (a Contracts type).</param>
+/// <param name="Event">The event as JSON.</param>
+/// <param name="Published">True once the broker confirmed the event.</param>
+public sealed record OutcomeRecord(string EventType, JsonElement Event, bool Published)
+{
+    public byte[] ToBytes() => JsonSerializer.SerializeToUtf8Bytes(this, InboxRecord.Json);
+
+    public static OutcomeRecord FromBytes(byte[] bytes) => JsonSerializer.Deserialize<OutcomeRecord>(bytes, InboxRecord.Json) ?? throw new JsonException("empty outcome record");
+
+    public static OutcomeRecord For(ITerminalEvent e) => new(e.GetType().Name, JsonSerializer.SerializeToElement(e, e.GetType(), InboxRecord.Json), false);
+
+    public ITerminalEvent ToEvent() => EventType switch
+    {
+        nameof(VolumeCreated) => Event.Deserialize<VolumeCreated>(InboxRecord.Json)!,
+        nameof(VolumeDeleted) => Event.Deserialize<VolumeDeleted>(InboxRecord.Json)!,
+        nameof(SnapshotCreated) => Event.Deserialize<SnapshotCreated>(InboxRecord.Json)!,
+        nameof(SnapshotDeleted) => Event.Deserialize<SnapshotDeleted>(InboxRecord.Json)!,
+        nameof(VolumeCloned) => Event.Deserialize<VolumeCloned>(InboxRecord.Json)!,
+        nameof(VolumeReverted) => Event.Deserialize<VolumeReverted>(InboxRecord.Json)!,
+        nameof(VolumeExtended) => Event.Deserialize<VolumeExtended>(InboxRecord.Json)!,
+        nameof(CommandFailed) => Event.Deserialize<CommandFailed>(InboxRecord.Json)!,
+        _ => throw new JsonException($"unknown event type '{EventType}'"),
+    };
+}

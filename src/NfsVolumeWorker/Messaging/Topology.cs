@@ -1,0 +1,23 @@
+using System.Globalization;
+
+namespace NfsVolumeWorker.Messaging;
+
+/// <summary>Names of the worker's queues and exchanges on the broker.</summary>
+public static class Topology
+{
+    /// <summary>Where native producers' commands arrive (bound to each command type's exchange).</summary>
+    public const string IngressQueue = "nfsvol.ingress";
+
+    /// <summary>The send address of partition <paramref name="partition"/>: its fanout exchange, which the
+    /// partition's receive endpoint declares and binds to the partition queue.</summary>
+    public static Uri PartitionAddress(int partition) => new($"exchange:{Contracts.PartitionKey.QueueName(partition)}");
+
+    /// <summary>The partition number of a partition queue's input address, or -1.</summary>
+    public static int PartitionOf(Uri? inputAddress)
+    {
+        var name = inputAddress?.Segments.LastOrDefault() ?? "";
+        const string prefix = "nfsvol.partition.";
+        return name.StartsWith(prefix, StringComparison.Ordinal)
+            && int.TryParse(name.AsSpan(prefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out var p) ? p : -1;
+    }
+}

@@ -1,0 +1,50 @@
+namespace NfsVolumeWorker.Telemetry;
+
+/// <summary>The host's log messages (event ids 3000-3099).</summary>
+internal static partial class WorkerLog
+{
+    [LoggerMessage(3000, LogLevel.Debug, "Routed {CommandType} {CommandId} of volume {VolumeId} to partition {Partition}")]
+    public static partial void Routed(ILogger logger, string commandType, Guid commandId, Guid volumeId, int partition);
+
+    [LoggerMessage(3001, LogLevel.Information, "Accepted {CommandType} {CommandId} of volume {VolumeId} on partition {Partition}")]
+    public static partial void Accepted(ILogger logger, string commandType, Guid commandId, Guid volumeId, int partition);
+
+    [LoggerMessage(3002, LogLevel.Information, "{CommandType} {CommandId} of volume {VolumeId} was received again; not running it twice")]
+    public static partial void DuplicateCommand(ILogger logger, string commandType, Guid commandId, Guid volumeId);
+
+    [LoggerMessage(3003, LogLevel.Warning, "Rejected {CommandType} {CommandId} of volume {VolumeId}: {Code}: {Reason}")]
+    public static partial void Rejected(ILogger logger, string commandType, Guid commandId, Guid volumeId, string code, string reason);
+
+    [LoggerMessage(3004, LogLevel.Information, "{CommandType} {CommandId} of volume {VolumeId} finished: {Outcome} in {ElapsedMs} ms")]
+    public static partial void Finished(ILogger logger, string commandType, Guid commandId, Guid volumeId, string outcome, long elapsedMs);
+
+    [LoggerMessage(3005, LogLevel.Warning, "{CommandType} {CommandId} failed with transient {Code} (attempt {Attempt}); retrying in {DelaySeconds} s: {Reason}")]
+    public static partial void Retrying(ILogger logger, string commandType, Guid commandId, string code, int attempt, double delaySeconds, string reason);
+
+    [LoggerMessage(3006, LogLevel.Error, "Draining the inbox of volume {VolumeId} on {Share} failed; the sweeper will try again")]
+    public static partial void DrainFailed(ILogger logger, Guid volumeId, string share, Exception exception);
+
+    [LoggerMessage(3007, LogLevel.Error, "Inbox entry {Path} cannot be read ({Reason}); moved aside as .unreadable")]
+    public static partial void UnreadableInboxEntry(ILogger logger, string path, string reason);
+
+    [LoggerMessage(3008, LogLevel.Warning, "Scanning inboxes on {Share} failed: {Reason}")]
+    public static partial void SweepFailed(ILogger logger, string share, string reason);
+
+    [LoggerMessage(3009, LogLevel.Information, "Pruned {Count} old command outcomes on {Share}")]
+    public static partial void PrunedOutcomes(ILogger logger, int count, string share);
+
+    [LoggerMessage(3010, LogLevel.Warning, "Shutting down: cancelling {Count} running operations; they resume from the share on the next owner")]
+    public static partial void ShutdownCancelling(ILogger logger, int count);
+
+    [LoggerMessage(3011, LogLevel.Information, "Shutting down: no new commands; waiting up to {Seconds} s for {Count} running volumes")]
+    public static partial void Draining(ILogger logger, int count, double seconds);
+
+    [LoggerMessage(3012, LogLevel.Warning, "Second stop signal: cancelling running operations now")]
+    public static partial void SecondSignal(ILogger logger);
+
+    [LoggerMessage(3013, LogLevel.Debug, "Progress event for command {CommandId} not published: {Reason}")]
+    public static partial void ProgressNotPublished(ILogger logger, Guid commandId, string reason);
+
+    [LoggerMessage(3014, LogLevel.Information, "NfsVolumeWorker {Instance} serving {ShareCount} share(s) [{Shares}], {Partitions} partitions, broker {Broker}, qemu-img {QemuImgVersion}")]
+    public static partial void Started(ILogger logger, string instance, int shareCount, string shares, int partitions, string broker, string qemuImgVersion);
+}

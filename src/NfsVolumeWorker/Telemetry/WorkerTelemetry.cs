@@ -1,0 +1,24 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace NfsVolumeWorker.Telemetry;
+
+/// <summary>The worker's trace source and metrics (meter <c>NfsVolumeWorker</c>).</summary>
+public static class WorkerTelemetry
+{
+    public const string SourceName = "NfsVolumeWorker";
+
+    public static readonly ActivitySource ActivitySource = new(SourceName);
+
+    public static readonly Meter Meter = new(SourceName);
+
+    public static readonly Counter<long> Accepted = Meter.CreateCounter<long>("nfsvolumeworker.commands.accepted", description: "Commands appended to a volume inbox.");
+
+    public static readonly Counter<long> Duplicates = Meter.CreateCounter<long>("nfsvolumeworker.commands.duplicates", description: "Commands received again (same command id) and not run again.");
+
+    public static readonly Counter<long> Finished = Meter.CreateCounter<long>("nfsvolumeworker.commands.finished", description: "Commands that reached their terminal event, by outcome.");
+
+    public static readonly Histogram<double> CommandDuration = Meter.CreateHistogram<double>("nfsvolumeworker.command.duration", unit: "s", description: "From acceptance to terminal event.");
+
+    public static readonly UpDownCounter<long> ActiveVolumes = Meter.CreateUpDownCounter<long>("nfsvolumeworker.volumes.active", description: "Volumes with a running drain loop in this instance.");
+}
