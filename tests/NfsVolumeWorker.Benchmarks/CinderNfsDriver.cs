@@ -19,6 +19,10 @@ namespace NfsVolumeWorker.Benchmarks;
 /// cached per Cinder process, so it is not replayed either. The figures are therefore a lower bound
 /// on what Cinder costs.
 /// </para>
+/// <para>
+/// Checked against the real driver: <c>ops/bench/trace-cinder-commands</c> runs Cinder's own
+/// <c>NfsDriver</c> methods offline and prints every command they execute; it prints these sequences.
+/// </para>
 /// </summary>
 internal sealed class CinderNfsDriver(string volumeDir)
 {
