@@ -24,11 +24,12 @@ internal sealed class Bench(Settings settings, Fixtures fx, Results results, Tex
 
     public bool DropCaches => _dropCaches;
 
-    public VolumeEngine NewEngine(bool directIo, int coroutines) => new(
+    public VolumeEngine NewEngine(bool directIo, int coroutines, IStepObserver? steps = null) => new(
         new ShareMap([new Share(Export, fx.Dir, null)]),
         new QemuImgRunner(Options.Create(new QemuImgOptions()), NullLogger<QemuImgRunner>.Instance),
         Options.Create(new VolumeEngineOptions { CopyWithDirectIo = directIo, CopyCoroutines = coroutines }),
-        NullLogger<VolumeEngine>.Instance);
+        NullLogger<VolumeEngine>.Instance,
+        steps);
 
     public VolumeEngine NewDefaultEngine()
     {
@@ -211,15 +212,22 @@ internal sealed class Bench(Settings settings, Fixtures fx, Results results, Tex
         var defaults = new VolumeEngineOptions();
         var configs = new[] { (Direct: false, M: 8), (Direct: false, M: 1), (Direct: true, M: 8), (Direct: true, M: 1) };
         var steps = new List<(string Name, Func<Task> Body)>();
+        var clocks = new List<(string Name, StepClock Clock)>();
         foreach (var (direct, m) in configs)
         {
-            var engine = NewEngine(direct, m);
+            var clock = new StepClock();
+            var engine = NewEngine(direct, m, clock);
             var name = EngineVariant(direct, m, direct == defaults.CopyWithDirectIo && m == defaults.CopyCoroutines);
+            clocks.Add((name, clock));
             steps.Add((name, async () =>
             {
                 var target = Guid.NewGuid();
                 await results.TimeAsync(scenario, name, Cp, async () =>
-                    Expect(await engine.CreateVolumeFromSnapshotAsync(new CreateVolumeFromSnapshotRequest(null, v.Id, snapshot, target) { BaseFormat = ImageFormat.Raw })));
+                {
+                    clock.Start();
+                    Expect(await engine.CreateVolumeFromSnapshotAsync(new CreateVolumeFromSnapshotRequest(null, v.Id, snapshot, target) { BaseFormat = ImageFormat.Raw }));
+                    clock.Stop();
+                });
                 fx.DeleteVolume(target);
             }));
         }
@@ -279,6 +287,11 @@ internal sealed class Bench(Settings settings, Fixtures fx, Results results, Tex
             }
         }
         fx.DeleteVolume(v.Id);
+        output.WriteLine("  engine phases (median; clone:copied is after convert and fsync of the copy):");
+        foreach (var (name, clock) in clocks)
+        {
+            output.WriteLine($"    {name}: {clock.Describe()}");
+        }
     }
 
     public static string EngineVariant(bool directIo, int coroutines, bool isDefault) =>
