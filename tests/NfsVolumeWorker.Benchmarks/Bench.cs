@@ -231,9 +231,13 @@ internal sealed class Bench(Settings settings, Fixtures fx, Results results, Tex
                 fx.DeleteVolume(target);
             }));
         }
-        // Diagnostic: the engine's own qemu-img command line and fsync, without the engine around it
-        // (lock, journal, chain read, rename, directory fsync). Tells engine overhead from qemu-img cost.
-        steps.Add(("engine command", async () =>
+        // Diagnostic (--diag): the engine's own qemu-img command line and fsync, without the engine around
+        // it (lock, journal, chain read, rename, directory fsync). Tells engine overhead from qemu-img cost.
+        if (settings.Diagnostics)
+        {
+            steps.Add(("engine command", EngineCommandAsync));
+        }
+        async Task EngineCommandAsync()
         {
             var target = "engine-command-" + Guid.NewGuid().ToString("N");
             List<string> args = ["convert", "-f", "raw", "-O", "raw"];
@@ -249,7 +253,7 @@ internal sealed class Bench(Settings settings, Fixtures fx, Results results, Tex
             results.Get(scenario, "diag: engine's qemu-img command, no engine", Cp).Add(converted);
             results.Get(scenario, "diag: engine's qemu-img command + fsync, no engine", Cp).Add(Stopwatch.GetElapsedTime(started).TotalSeconds);
             fx.DeleteFile(target);
-        }));
+        }
         steps.Add(("cinder convert", async () =>
         {
             var target = "cinder-convert-" + Guid.NewGuid().ToString("N");

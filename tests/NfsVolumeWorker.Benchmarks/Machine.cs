@@ -32,6 +32,7 @@ internal static partial class Machine
         output.WriteLine($"date        {DateTimeOffset.UtcNow:yyyy-MM-dd HH:mm} UTC");
         output.WriteLine($"cpu         {CpuModel()} x {Environment.ProcessorCount} (nproc {await Proc.FirstLineAsync("nproc")})");
         output.WriteLine($"memory      {MemTotal()}");
+        output.WriteLine($"load        {LoadLine()}");
         output.WriteLine($"kernel      {await Proc.FirstLineAsync("uname", "-srm")}");
         var df = await Proc.RunAsync("df", ["-hT", dir], check: false);
         var dfLines = df.Stdout.Trim().Split('\n');
@@ -39,6 +40,24 @@ internal static partial class Machine
         output.WriteLine($"qemu-img    {await Proc.FirstLineAsync("qemu-img", "--version")}");
         output.WriteLine($"python3     {await Proc.FirstLineAsync(CinderNfsDriver.Python, "--version")}, {await Proc.FirstLineAsync("dpkg-query", "-W", "python3-cinder")}, {await Proc.FirstLineAsync("dpkg-query", "-W", "python3-oslo.concurrency")}");
         output.WriteLine($".NET        {Environment.Version} ({RuntimeInformation.RuntimeIdentifier})");
+    }
+
+    /// <summary>The 1-, 5- and 15-minute load averages, and a warning when the machine is busy: other work
+    /// on the same cores and disk makes every figure noisy.</summary>
+    public static string LoadLine()
+    {
+        try
+        {
+            var parts = File.ReadAllText("/proc/loadavg").Split(' ');
+            var one = double.Parse(parts[0], System.Globalization.CultureInfo.InvariantCulture);
+            var busy = one > Environment.ProcessorCount / 2.0;
+            return $"{parts[0]} {parts[1]} {parts[2]} on {Environment.ProcessorCount} cores" +
+                (busy ? " -- BUSY: other work shares these cores and this disk; figures will be noisy, prefer a quiet machine" : "");
+        }
+        catch (IOException)
+        {
+            return "?";
+        }
     }
 
     private static string CpuModel()

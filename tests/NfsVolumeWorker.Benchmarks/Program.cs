@@ -63,6 +63,7 @@ try
     output.WriteLine("== targets ==");
     Targets.Print(results, settings, output);
     output.WriteLine();
+    output.WriteLine($"load at the end: {Machine.LoadLine()}");
     output.WriteLine($"total {Stopwatch.GetElapsedTime(started).TotalSeconds:0} s; working directory {dir}{(settings.Keep ? " kept" : " removed")}");
     return 0;
 }

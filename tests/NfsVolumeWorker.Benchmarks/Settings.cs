@@ -17,6 +17,7 @@ internal sealed record Settings
           --delete-data-mib N  data written into the overlay merged in 'delete' (default 256; --quick: 64)
           --sparse-data-mib N  data in each volume of 'sparse' (default 64)
           --sparse-sizes LIST  virtual sizes in GiB for 'sparse' (default 1,10,100)
+          --diag               clone: also time the engine's bare qemu-img command (engine overhead)
           --warm               do not drop the page cache between copy/merge runs (default: drop when allowed)
           --keep               keep the working directory
           -h, --help           this text
@@ -31,6 +32,7 @@ internal sealed record Settings
     public int SparseDataMiB { get; init; } = 64;
     public IReadOnlyList<int> SparseSizesGiB { get; init; } = [1, 10, 100];
     public bool Warm { get; init; }
+    public bool Diagnostics { get; init; }
     public bool Keep { get; init; }
     public bool Help { get; init; }
 
@@ -56,6 +58,7 @@ internal sealed record Settings
                 "--sparse-data-mib" => s with { SparseDataMiB = NextInt() },
                 "--sparse-sizes" => s with { SparseSizesGiB = Next().Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray() },
                 "--warm" => s with { Warm = true },
+                "--diag" => s with { Diagnostics = true },
                 "--keep" => s with { Keep = true },
                 "-h" or "--help" => s with { Help = true },
                 _ => throw new ArgumentException($"unknown option {args[i]}"),
