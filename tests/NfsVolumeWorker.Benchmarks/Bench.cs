@@ -17,12 +17,10 @@ namespace NfsVolumeWorker.Benchmarks;
 /// </summary>
 internal sealed class Bench(Settings settings, Fixtures fx, Results results, TextWriter output)
 {
-    public const string Export = "bench:/export";
+    private const string Export = "bench:/export";
 
     private readonly CinderNfsDriver _cinder = new(fx.Dir);
     private bool _dropCaches;
-
-    public bool DropCaches => _dropCaches;
 
     public VolumeEngine NewEngine(bool directIo, int coroutines, IStepObserver? steps = null) => new(
         new ShareMap([new Share(Export, fx.Dir, null)]),
