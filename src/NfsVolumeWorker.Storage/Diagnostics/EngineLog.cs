@@ -28,4 +28,7 @@ internal static partial class EngineLog
 
     [LoggerMessage(1007, LogLevel.Warning, "Volume {VolumeId}: snapshot {SnapshotId} is stale (its overlay {Overlay} has no backing file); removing its record")]
     public static partial void StaleSnapshot(ILogger logger, Guid volumeId, Guid snapshotId, string overlay);
+
+    [LoggerMessage(1008, LogLevel.Warning, "The file system refused O_DIRECT for {Target} ({Reason}); copying through the page cache and fsyncing instead")]
+    public static partial void DirectIoRefused(ILogger logger, string target, string reason);
 }

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using NfsVolumeWorker.Storage.Chains;
+using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Durability;
 using NfsVolumeWorker.Storage.Errors;
 using NfsVolumeWorker.Storage.Layout;
@@ -117,7 +118,7 @@ public sealed partial class VolumeEngine
 
             var sourcePath = chain.PathOf(source.FileName);
             var copy = ForwardingProgress.For(progress, newVolumeId, "copy");
-            await _qemuImg.ConvertAsync(new ConvertRequest(sourcePath, source.Format, temp, format,
+            await CopyAsync(new ConvertRequest(sourcePath, source.Format, temp, format,
                 DirectIo: _options.CopyWithDirectIo, OutOfOrderWrites: true, Coroutines: _options.CopyCoroutines), copy, ct).ConfigureAwait(false);
             DurableFile.FsyncFile(temp);
             Step(OperationSteps.CloneCopied, volumeId);
@@ -145,6 +146,23 @@ public sealed partial class VolumeEngine
         await DropTemporarySnapshotAsync(share, volumeId, tempSnapshot, ct).ConfigureAwait(false);
         OperationJournal.Clear(share, volumeId);
         return OperationResult.Done($"created volume {newVolumeId} ({format.ToQemuName()}, {size} bytes) from {what}", targetName);
+    }
+
+    /// <summary>Copies with O_DIRECT when configured; a file system that refuses O_DIRECT (tmpfs, some FUSE)
+    /// gets the page-cache copy instead, which the caller fsyncs: durable either way.</summary>
+    private async Task CopyAsync(ConvertRequest request, IProgress<double>? progress, CancellationToken ct)
+    {
+        try
+        {
+            await _qemuImg.ConvertAsync(request, progress, ct).ConfigureAwait(false);
+        }
+        catch (QemuImgException e) when (request.DirectIo && e.Code == StorageErrorCode.QemuImgFailed
+            && (e.StandardError.Contains("Invalid argument", StringComparison.Ordinal) || e.StandardError.Contains("O_DIRECT", StringComparison.Ordinal)))
+        {
+            EngineLog.DirectIoRefused(_logger, request.Target, e.StandardError);
+            DurableFile.TryDelete(request.Target);
+            await _qemuImg.ConvertAsync(request with { DirectIo = false }, progress, ct).ConfigureAwait(false);
+        }
     }
 
     private async Task DropTemporarySnapshotAsync(Share share, Guid volumeId, Guid? tempSnapshot, CancellationToken ct)

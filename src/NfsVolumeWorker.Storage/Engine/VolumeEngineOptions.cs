@@ -21,8 +21,9 @@ public sealed class VolumeEngineOptions
     public TimeSpan LockTimeout { get; set; } = TimeSpan.FromMinutes(10);
 
     /// <summary>Copies write with O_DIRECT (<c>qemu-img convert -t none</c>) instead of through the page cache
-    /// followed by fsync. Both are durable before success; which is faster depends on the storage. Default false.</summary>
-    public bool CopyWithDirectIo { get; set; }
+    /// followed by fsync. Both are durable before success; O_DIRECT measured closer to the disk's limit
+    /// (about 1.1x of cp+sync, against 1.4x) and does not flood the page cache. Default true.</summary>
+    public bool CopyWithDirectIo { get; set; } = true;
 
     /// <summary>Parallel coroutines for copies (<c>qemu-img convert -m</c>), 1..16. Default 8.</summary>
     [Range(1, 16)]

@@ -15,7 +15,7 @@ public sealed class QemuImgOptions
     /// <summary>Address-space cap for inspecting untrusted images (Cinder uses 1 GiB).</summary>
     public long InspectAddressSpaceBytes { get; set; } = 1L << 30;
 
-    /// <summary>CPU-time cap in seconds for inspecting untrusted images (Cinder uses 30 s).</summary>
+    /// <summary>CPU-time cap in seconds for inspecting untrusted images (Cinder 21.3.1 allows 60 s; stricter here: inspecting a header needs far less).</summary>
     public int InspectCpuSeconds { get; set; } = 30;
 
     /// <summary>Wall-clock limit for short calls (info, create, rebase -u, check, compare, --version).</summary>
