@@ -140,4 +140,36 @@ public sealed class InteropTests(ITestOutputHelper output)
         Assert.All(queues.Where(q => q.Name.Contains("_fanout_", StringComparison.Ordinal)),
             q => Assert.Equal(600_000L, Convert.ToInt64(q.Arguments["x-expires"], System.Globalization.CultureInfo.InvariantCulture)));
     }
+
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public async Task A_real_oslo_rpc_server_and_notifier_share_the_broker_with_the_worker_without_precondition_failed(bool durable, bool quorum)
+    {
+        var broker = await RabbitMqBroker.SharedAsync();
+        await using var vhost = await broker.CreateVirtualHostAsync("oslo-coexist");
+        await using var worker = await OsloWorker.StartAsync(vhost, new Dictionary<string, string?>
+        {
+            ["Oslo:AmqpDurableQueues"] = durable ? "true" : "false", ["Oslo:QuorumQueues"] = quorum ? "true" : "false",
+        });
+        var scratch = Directory.CreateTempSubdirectory("oslo-py-");
+        try
+        {
+            var args = new List<string> { "--url", Python.RabbitUrl(vhost), "--host", OsloWorker.Host, "--db", Path.Combine(scratch.FullName, "cinder.sqlite") };
+            if (durable)
+            {
+                args.Add("--durable");
+            }
+            if (quorum)
+            {
+                args.Add("--quorum");
+            }
+            await Python.RunAsync(output, "coexist.py", [.. args]);
+        }
+        finally
+        {
+            scratch.Delete(recursive: true);
+        }
+    }
 }

@@ -65,7 +65,16 @@ public sealed class ShareVolumeLocator(ShareMap shares, IOptions<VolumeEngineOpt
         var id = VolumeFileNames.Format(snapshotId);
         foreach (var share in shares.All)
         {
-            foreach (var info in Directory.EnumerateFiles(share.LocalPath, "volume-*.info"))
+            IEnumerable<string> infos;
+            try
+            {
+                infos = Directory.EnumerateFiles(share.LocalPath, "volume-*.info").ToList();
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                continue; // an unreachable share holds nothing we can use
+            }
+            foreach (var info in infos)
             {
                 if (File.ReadAllText(info).Contains($"\"{id}\"", StringComparison.Ordinal)
                     && VolumeFileNames.TryParse(Path.GetFileName(info), out var volumeId, out _))
