@@ -384,7 +384,11 @@ public sealed class OsloRpcServer(
     {
         var channel = await connection.CreateChannelAsync(cancellationToken: ct).ConfigureAwait(false);
         await channel.BasicQosAsync(0, 64, false, ct).ConfigureAwait(false);
-        var queue = (await channel.QueueDeclareAsync("", durable: false, exclusive: true, autoDelete: true, cancellationToken: ct).ConfigureAwait(false)).QueueName;
+        // One queue per adapter instance, not exclusive, so that terminal events published while the connection
+        // is being recovered wait for it; it expires an hour after its instance is gone.
+        var queue = $"nfsvol.oslo-events.{_options.Host}.{Environment.MachineName}-{Environment.ProcessId}";
+        await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false,
+            new Dictionary<string, object?> { ["x-expires"] = 3_600_000 }, cancellationToken: ct).ConfigureAwait(false);
         foreach (var type in TerminalEventTypes)
         {
             var exchange = $"NfsVolumeWorker.Contracts:{type}";
