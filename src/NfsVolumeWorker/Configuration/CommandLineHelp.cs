@@ -40,6 +40,7 @@ public static partial class CommandLineHelp
         output.WriteLine("      A share: as Cinder names it (host:/export) or a local directory; its local directory; mount options.");
         Section(output, VolumeEngineOptions.SectionName, new VolumeEngineOptions());
         Section(output, QemuImgOptions.SectionName, new QemuImgOptions());
+        Section(output, Oslo.OsloOptions.SectionName, new Oslo.OsloOptions());
         output.WriteLine("""
               --Http:Urls  (default http://127.0.0.1:9464)
                   Where /health (JSON) and /metrics (Prometheus) are served. Loopback by default.

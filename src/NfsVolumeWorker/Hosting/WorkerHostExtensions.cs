@@ -5,6 +5,7 @@ using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Execution;
 using NfsVolumeWorker.Health;
 using NfsVolumeWorker.Messaging;
+using NfsVolumeWorker.OsloBridge;
 using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.QemuImg;
@@ -93,6 +94,9 @@ public static class WorkerHostExtensions
                 }
             });
         });
+
+        // The cinder-volume RPC server (oslo.messaging), when Oslo:Enabled is true.
+        services.AddOsloBridge(builder.Configuration);
 
         services.AddHealthChecks()
             .AddCheck<ShareHealthCheck>("shares", tags: ["ready"])

@@ -1,0 +1,30 @@
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Oslo.Rpc;
+
+namespace NfsVolumeWorker.Oslo;
+
+public static class OsloServiceCollectionExtensions
+{
+    /// <summary>Adds the cinder-volume RPC server. The host must register <see cref="ICommandPipeline"/>,
+    /// <see cref="IVolumeLocator"/> and <see cref="IConnectionInfoProvider"/>. <paramref name="fallbackBrokerUrl"/>
+    /// is used when Oslo:BrokerUrl is empty.</summary>
+    public static IServiceCollection AddOsloAdapter(this IServiceCollection services, IConfiguration configuration, string? fallbackBrokerUrl = null)
+    {
+        services.AddOptions<OsloOptions>().Bind(configuration.GetSection(OsloOptions.SectionName)).PostConfigure(o =>
+        {
+            if (string.IsNullOrWhiteSpace(o.BrokerUrl))
+            {
+                o.BrokerUrl = fallbackBrokerUrl ?? configuration["Broker:Url"];
+            }
+        }).ValidateDataAnnotations().Validate(o => !o.Enabled || o.Host.Length > 0 && !o.Host.Contains('#', StringComparison.Ordinal),
+            "Oslo:Host must be the backend host name host@backend (as in Cinder's volume host, without #pool).").ValidateOnStart();
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton(sp => new CinderVolumeEndpoint(sp.GetRequiredService<IOptions<OsloOptions>>().Value,
+            sp.GetRequiredService<IVolumeLocator>(), sp.GetRequiredService<IConnectionInfoProvider>(), sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<OsloRpcServer>();
+        services.AddHostedService(sp => sp.GetRequiredService<OsloRpcServer>());
+        return services;
+    }
+}
