@@ -42,7 +42,7 @@ public sealed class OsloRpcServer(
     /// <summary>Completes when the topology is declared and the consumers run.</summary>
     public Task Ready => _ready.Task;
 
-    /// <summary>Commands waiting for their terminal event (lost on restart: see docs/oslo.md).</summary>
+    /// <summary>Commands waiting for their terminal event (lost on restart: see the README, "Cinder (oslo.messaging) interface").</summary>
     public int PendingCount => _pending.Count;
 
     private string BrokerUrl => string.IsNullOrWhiteSpace(_options.BrokerUrl) ? throw new InvalidOperationException("Oslo:BrokerUrl is not set.") : _options.BrokerUrl;
