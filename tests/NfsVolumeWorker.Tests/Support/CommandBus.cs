@@ -58,18 +58,38 @@ public static class RawSend
         {"messageId":"{{Guid.NewGuid()}}","messageType":["urn:message:NfsVolumeWorker.Contracts:{{typeName}}"],"sentTime":"{{DateTimeOffset.UtcNow:O}}","headers":{},"message":{{messageJson}}}
         """;
 
-    /// <summary>Reads (and acks) every message waiting in <paramref name="queue"/>: body and headers as strings.</summary>
-    public static async Task<List<(string Body, Dictionary<string, string> Headers)>> DrainAsync(Uri vhostUri, string queue)
+    /// <summary>Reads (and acks) the messages waiting in <paramref name="queue"/> (with a consumer: the error
+    /// queues are quorum queues with a single active consumer, which refuse basic.get): body and headers as strings.</summary>
+    public static async Task<List<(string Body, Dictionary<string, string> Headers)>> DrainAsync(Uri vhostUri, string queue, TimeSpan? quiet = null)
     {
         var result = new List<(string, Dictionary<string, string>)>();
         await using var connection = await new ConnectionFactory { Uri = vhostUri }.CreateConnectionAsync("test-raw-reader");
         await using var channel = await connection.CreateChannelAsync();
-        while (await channel.BasicGetAsync(queue, autoAck: true) is { } got)
+        var consumer = new RabbitMQ.Client.Events.AsyncEventingBasicConsumer(channel);
+        var last = DateTime.UtcNow;
+        consumer.ReceivedAsync += (_, got) =>
         {
             var headers = (got.BasicProperties.Headers ?? new Dictionary<string, object?>()).ToDictionary(
                 h => h.Key, h => h.Value switch { byte[] b => Encoding.UTF8.GetString(b), null => "", var o => o.ToString() ?? "" }, StringComparer.Ordinal);
-            result.Add((Encoding.UTF8.GetString(got.Body.Span), headers));
+            lock (result)
+            {
+                result.Add((Encoding.UTF8.GetString(got.Body.Span), headers));
+                last = DateTime.UtcNow;
+            }
+            return Task.CompletedTask;
+        };
+        await channel.BasicConsumeAsync(queue, autoAck: true, consumer);
+        var wait = quiet ?? TimeSpan.FromSeconds(1);
+        while (true)
+        {
+            await Task.Delay(100);
+            lock (result)
+            {
+                if (DateTime.UtcNow - last > wait)
+                {
+                    return [.. result];
+                }
+            }
         }
-        return result;
     }
 }
