@@ -139,3 +139,22 @@ internal sealed class TempDirectory : IDisposable
         }
     }
 }
+
+/// <summary>A qemu-img that copies slowly: the real qemu-img, with <c>convert -r</c> (its own rate limit)
+/// added, so that a clone of a few hundred MiB of real data takes seconds, as a big volume would.</summary>
+internal static class SlowQemuImg
+{
+    public static string Create(string directory, string rate)
+    {
+        var path = Path.Combine(directory, "qemu-img-slow");
+        File.WriteAllText(path, $"#!/bin/sh\nif [ \"$1\" = convert ]; then shift; exec qemu-img convert -r {rate} \"$@\"; fi\nexec qemu-img \"$@\"\n");
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        return path;
+    }
+
+    /// <summary>Settings for a worker that uses it.</summary>
+    public static Dictionary<string, string?> Settings(string directory, string rate) => new()
+    {
+        ["QemuImg:Executable"] = Create(directory, rate),
+    };
+}
