@@ -66,14 +66,16 @@ public static class RunningMarker
             && StartTime(pid) is { } started && started == parts[2];
     }
 
-    /// <summary>The process's start time in clock ticks since boot (field 22 of /proc/&lt;pid&gt;/stat), or null.</summary>
+    /// <summary>The process's start time in clock ticks since boot (field 22 of /proc/&lt;pid&gt;/stat), or null
+    /// when it does not run (gone, or a zombie).</summary>
     private static string? StartTime(int pid)
     {
         try
         {
             var stat = File.ReadAllText($"/proc/{pid.ToString(CultureInfo.InvariantCulture)}/stat");
             var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return fields.Length > 19 ? fields[19] : null;
+            // A zombie (killed, not yet reaped by its parent) holds no lock and runs nothing: it is dead.
+            return fields.Length > 19 && fields[0] is not ("Z" or "X") ? fields[19] : null;
         }
         catch (IOException)
         {
