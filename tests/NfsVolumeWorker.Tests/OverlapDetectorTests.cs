@@ -48,6 +48,23 @@ public sealed class OverlapDetectorTests
         Assert.Equal(0, engine.OverlapsDetected);
         Assert.False(File.Exists(RunningMarker.PathFor(share, vol)));
 
+        // A worker killed with -9 and not yet reaped by its parent is a zombie: it holds no lock and runs nothing.
+        using (var parent = Process.Start("sh", ["-c", "sleep 0 & exec sleep 30"])!)
+        {
+            try
+            {
+                var zombie = await Eventually.WaitAsync(() => ProcessTree.Children(parent.Id, "sleep"), l => l.Count == 1 && File.ReadAllText($"/proc/{l[0]}/stat").Contains(") Z ", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
+                Assert.Single(zombie);
+                File.WriteAllText(RunningMarker.PathFor(share, vol), string.Create(CultureInfo.InvariantCulture, $"{Environment.MachineName} {zombie[0]} {StartTime(zombie[0])} create-snapshot"));
+                await engine.CreateSnapshotAsync(new CreateSnapshotRequest(null, vol, Guid.NewGuid()));
+                Assert.Equal(0, engine.OverlapsDetected);
+            }
+            finally
+            {
+                parent.Kill();
+            }
+        }
+
         // Another live process (here: a sleep) is inside an operation on the volume while this one starts.
         using var live = Process.Start("sleep", "30")!;
         try

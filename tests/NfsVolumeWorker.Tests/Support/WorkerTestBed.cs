@@ -89,4 +89,19 @@ internal static class Ids
             }
         }
     }
+
+    /// <summary><paramref name="count"/> fresh volume ids in partition <paramref name="partition"/>.</summary>
+    public static IEnumerable<Guid> InPartition(int partition, int count, int partitions = WorkerSettings.Partitions)
+    {
+        var found = 0;
+        while (found < count)
+        {
+            var id = Guid.NewGuid();
+            if (PartitionKey.PartitionOf(id, partitions) == partition)
+            {
+                found++;
+                yield return id;
+            }
+        }
+    }
 }
