@@ -49,7 +49,8 @@ public sealed class IdempotencyTests(ITestOutputHelper output)
         // What a crash after the broker confirmed the event, but before the outcome was marked published
         // (and before the message was acked), leaves on the share.
         var share = new Share(bed.Share, bed.Share, null);
-        var record = JsonNode.Parse(CommandOutcomes.Read(share, snap.CommandId)!)!;
+        // (The worker marks the outcome published just after the broker confirms the event.)
+        var record = await Eventually.WaitAsync(() => JsonNode.Parse(CommandOutcomes.Read(share, snap.CommandId)!)!, r => r["published"]!.GetValue<bool>(), TimeSpan.FromSeconds(10));
         Assert.True(record["published"]!.GetValue<bool>());
         record["published"] = false;
         CommandOutcomes.Write(share, snap.CommandId, JsonSerializer.SerializeToUtf8Bytes(record), UnixFileMode.UserRead | UnixFileMode.UserWrite);
