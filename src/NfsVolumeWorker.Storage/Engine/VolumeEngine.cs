@@ -37,7 +37,8 @@ public sealed partial class VolumeEngine
         _steps = steps ?? NoStepObserver.Instance;
     }
 
-    /// <summary>Times two operations ran on one volume at once in this process. Must stay 0: the lock prevents it.</summary>
+    /// <summary>Times an operation started on a volume while another ran on it: in this process, or in another
+    /// live process of this host (see <see cref="RunningMarker"/>). Must stay 0: the lock prevents it.</summary>
     public long OverlapsDetected => Interlocked.Read(ref _overlaps);
 
     public ShareMap Shares => _shares;
@@ -67,11 +68,13 @@ public sealed partial class VolumeEngine
         {
             using var volumeLock = await VolumeLock.AcquireAsync(share, request.VolumeId, _options.LockTimeout, cancellationToken).ConfigureAwait(false);
             var key = (share.LocalPath, request.VolumeId);
-            if (!_running.TryAdd(key, operation))
+            var inProcess = !_running.TryAdd(key, operation);
+            var otherProcess = RunningMarker.Enter(share, request.VolumeId, operation);
+            if (inProcess || otherProcess is not null)
             {
                 Interlocked.Increment(ref _overlaps);
                 StorageTelemetry.Overlaps.Add(1);
-                EngineLog.OverlapDetected(_logger, request.VolumeId, _running.GetValueOrDefault(key) ?? "?", operation);
+                EngineLog.OverlapDetected(_logger, request.VolumeId, otherProcess ?? _running.GetValueOrDefault(key) ?? "?", operation);
             }
             try
             {
@@ -89,6 +92,7 @@ public sealed partial class VolumeEngine
             }
             finally
             {
+                RunningMarker.Exit(share, request.VolumeId);
                 _running.TryRemove(key, out _);
             }
         }

@@ -1,0 +1,95 @@
+using System.Text;
+using MassTransit;
+using NfsVolumeWorker.Contracts;
+using RabbitMQ.Client;
+
+namespace NfsVolumeWorker.Tests.Support;
+
+/// <summary>A native producer: a MassTransit bus of its own (its own connection) that publishes commands.
+/// Each publish waits for the broker's confirmation, so one producer's commands reach the ingress queue
+/// in the order it sent them.</summary>
+public sealed class CommandBus : IAsyncDisposable
+{
+    private readonly IBusControl _bus;
+
+    private CommandBus(IBusControl bus) => _bus = bus;
+
+    public static async Task<CommandBus> StartAsync(Uri vhostUri, string name = "test-producer")
+    {
+        var bus = MassTransit.Bus.Factory.CreateUsingRabbitMq(cfg =>
+        {
+            var vhost = Uri.UnescapeDataString(vhostUri.AbsolutePath.TrimStart('/'));
+            cfg.Host(vhostUri.Host, (ushort)vhostUri.Port, vhost, h =>
+            {
+                var user = vhostUri.UserInfo.Split(':', 2);
+                h.Username(Uri.UnescapeDataString(user[0]));
+                h.Password(Uri.UnescapeDataString(user[1]));
+                h.PublisherConfirmation = true;
+                h.ConnectionName(name);
+            });
+        });
+        await bus.StartAsync();
+        return new CommandBus(bus);
+    }
+
+    public IBus Instance => _bus;
+
+    public Task PublishAsync<T>(T command)
+        where T : VolumeCommand =>
+        _bus.Publish(command);
+
+    public async ValueTask DisposeAsync() => await _bus.StopAsync();
+}
+
+/// <summary>Raw AMQP publishing straight into a queue, for messages MassTransit would never produce.</summary>
+public static class RawSend
+{
+    public static async Task ToQueueAsync(Uri vhostUri, string queue, string body, string? messageType = null, string contentType = "application/vnd.masstransit+json")
+    {
+        await using var connection = await new ConnectionFactory { Uri = vhostUri }.CreateConnectionAsync("test-raw-sender");
+        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
+        var props = new BasicProperties { Persistent = true, ContentType = contentType, MessageId = Guid.NewGuid().ToString() };
+        await channel.BasicPublishAsync("", queue, mandatory: true, props, Encoding.UTF8.GetBytes(body));
+    }
+
+    /// <summary>A MassTransit envelope around <paramref name="messageJson"/> with the given message type name.</summary>
+    public static string Envelope(string messageJson, string typeName) =>
+        $$"""
+        {"messageId":"{{Guid.NewGuid()}}","messageType":["urn:message:NfsVolumeWorker.Contracts:{{typeName}}"],"sentTime":"{{DateTimeOffset.UtcNow:O}}","headers":{},"message":{{messageJson}}}
+        """;
+
+    /// <summary>Reads (and acks) the messages waiting in <paramref name="queue"/> (with a consumer: the error
+    /// queues are quorum queues with a single active consumer, which refuse basic.get): body and headers as strings.</summary>
+    public static async Task<List<(string Body, Dictionary<string, string> Headers)>> DrainAsync(Uri vhostUri, string queue, TimeSpan? quiet = null)
+    {
+        var result = new List<(string, Dictionary<string, string>)>();
+        await using var connection = await new ConnectionFactory { Uri = vhostUri }.CreateConnectionAsync("test-raw-reader");
+        await using var channel = await connection.CreateChannelAsync();
+        var consumer = new RabbitMQ.Client.Events.AsyncEventingBasicConsumer(channel);
+        var last = DateTime.UtcNow;
+        consumer.ReceivedAsync += (_, got) =>
+        {
+            var headers = (got.BasicProperties.Headers ?? new Dictionary<string, object?>()).ToDictionary(
+                h => h.Key, h => h.Value switch { byte[] b => Encoding.UTF8.GetString(b), null => "", var o => o.ToString() ?? "" }, StringComparer.Ordinal);
+            lock (result)
+            {
+                result.Add((Encoding.UTF8.GetString(got.Body.Span), headers));
+                last = DateTime.UtcNow;
+            }
+            return Task.CompletedTask;
+        };
+        await channel.BasicConsumeAsync(queue, autoAck: true, consumer);
+        var wait = quiet ?? TimeSpan.FromSeconds(1);
+        while (true)
+        {
+            await Task.Delay(100);
+            lock (result)
+            {
+                if (DateTime.UtcNow - last > wait)
+                {
+                    return [.. result];
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+using System.Collections.Concurrent;
+using System.Text;
+using System.Text.Json;
+using NfsVolumeWorker.Testing;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Events;
+
+namespace NfsVolumeWorker.Tests.Support;
+
+/// <summary>One event as a subscriber saw it: the envelope's message id and type, and the message itself.</summary>
+public sealed record ReceivedEvent(Guid MessageId, string Type, Guid CommandId, Guid VolumeId, string MessageJson, long Order, DateTimeOffset ReceivedAt)
+{
+    public JsonElement Message => JsonDocument.Parse(MessageJson).RootElement;
+
+    public string? Text(string property) => Message.TryGetProperty(property, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+
+    public bool AlreadyDone => Message.TryGetProperty("alreadyDone", out var v) && v.ValueKind == JsonValueKind.True;
+
+    public override string ToString() => $"{Type} {CommandId} (message {MessageId}): {MessageJson}";
+}
+
+/// <summary>
+/// A subscriber to the worker's events: a temporary queue bound to the <c>ITerminalEvent</c> exchange
+/// (every terminal event type's exchange is bound to it by MassTransit's publish topology) and to the
+/// <c>OperationProgressed</c> exchange. Counts terminal events by message id.
+/// </summary>
+public sealed class EventCollector : IAsyncDisposable
+{
+    public const string TerminalExchange = "NfsVolumeWorker.Contracts:ITerminalEvent";
+    public const string ProgressExchange = "NfsVolumeWorker.Contracts:OperationProgressed";
+
+    private readonly IConnection _connection;
+    private readonly IChannel _channel;
+    private readonly ConcurrentQueue<ReceivedEvent> _terminal = new();
+    private readonly ConcurrentQueue<ReceivedEvent> _progress = new();
+    private long _order;
+
+    private EventCollector(IConnection connection, IChannel channel)
+    {
+        _connection = connection;
+        _channel = channel;
+    }
+
+    public static async Task<EventCollector> StartAsync(Uri vhostUri)
+    {
+        var connection = await new ConnectionFactory { Uri = vhostUri }.CreateConnectionAsync("test-event-collector");
+        var channel = await connection.CreateChannelAsync();
+        var collector = new EventCollector(connection, channel);
+        // Declared as MassTransit declares them (fanout, durable), so whoever comes first wins without a conflict.
+        await channel.ExchangeDeclareAsync(TerminalExchange, ExchangeType.Fanout, durable: true, autoDelete: false);
+        await channel.ExchangeDeclareAsync(ProgressExchange, ExchangeType.Fanout, durable: true, autoDelete: false);
+        var terminalQueue = (await channel.QueueDeclareAsync("", durable: false, exclusive: true, autoDelete: true)).QueueName;
+        var progressQueue = (await channel.QueueDeclareAsync("", durable: false, exclusive: true, autoDelete: true)).QueueName;
+        await channel.QueueBindAsync(terminalQueue, TerminalExchange, "");
+        await channel.QueueBindAsync(progressQueue, ProgressExchange, "");
+        await channel.BasicConsumeAsync(terminalQueue, autoAck: true, collector.Consumer(collector._terminal));
+        await channel.BasicConsumeAsync(progressQueue, autoAck: true, collector.Consumer(collector._progress));
+        return collector;
+    }
+
+    private AsyncEventingBasicConsumer Consumer(ConcurrentQueue<ReceivedEvent> into)
+    {
+        var consumer = new AsyncEventingBasicConsumer(_channel);
+        consumer.ReceivedAsync += (_, ea) =>
+        {
+            into.Enqueue(Parse(ea.Body.ToArray(), Interlocked.Increment(ref _order)));
+            return Task.CompletedTask;
+        };
+        return consumer;
+    }
+
+    internal static ReceivedEvent Parse(byte[] body, long order)
+    {
+        using var doc = JsonDocument.Parse(body);
+        var root = doc.RootElement;
+        var messageId = Guid.Parse(root.GetProperty("messageId").GetString()!);
+        var type = root.GetProperty("messageType").EnumerateArray().First().GetString()!;
+        type = type[(type.LastIndexOf(':') + 1)..];
+        var message = root.GetProperty("message");
+        return new ReceivedEvent(messageId, type,
+            message.TryGetProperty("commandId", out var c) ? c.GetGuid() : Guid.Empty,
+            message.TryGetProperty("volumeId", out var v) ? v.GetGuid() : Guid.Empty,
+            message.GetRawText(), order, DateTimeOffset.UtcNow);
+    }
+
+    public IReadOnlyList<ReceivedEvent> Terminal => [.. _terminal];
+
+    public IReadOnlyList<ReceivedEvent> Progress => [.. _progress];
+
+    public IReadOnlyList<ReceivedEvent> TerminalOf(Guid commandId) => _terminal.Where(e => e.CommandId == commandId).ToList();
+
+    /// <summary>Waits for the terminal event of <paramref name="commandId"/>.</summary>
+    public async Task<ReceivedEvent> WaitForAsync(Guid commandId, TimeSpan? timeout = null)
+    {
+        var events = await Eventually.WaitAsync(() => TerminalOf(commandId), l => l.Count > 0, timeout ?? TimeSpan.FromSeconds(60), 20);
+        Assert.True(events.Count > 0, $"no terminal event for command {commandId} within {(timeout ?? TimeSpan.FromSeconds(60)).TotalSeconds} s; received: {Describe()}");
+        return events[0];
+    }
+
+    /// <summary>Waits until every command has a terminal event.</summary>
+    public async Task WaitForAllAsync(IReadOnlyCollection<Guid> commandIds, TimeSpan timeout)
+    {
+        var wanted = commandIds.ToHashSet();
+        var missing = await Eventually.WaitAsync(() => wanted.Except(_terminal.Select(e => e.CommandId)).ToList(), m => m.Count == 0, timeout, 100);
+        Assert.True(missing.Count == 0, $"{missing.Count} of {wanted.Count} commands have no terminal event after {timeout.TotalSeconds} s, e.g. {string.Join(", ", missing.Take(5))}");
+    }
+
+    /// <summary>Each command has exactly one terminal event, counted by message id; a repeat is allowed only
+    /// with the same message id and content (a crash between publishing and acking). Returns how many repeats.</summary>
+    public int AssertOneTerminalEventEach(IEnumerable<Guid> commandIds)
+    {
+        var repeats = 0;
+        foreach (var id in commandIds)
+        {
+            var events = TerminalOf(id);
+            Assert.True(events.Count >= 1, $"command {id} has no terminal event");
+            var ids = events.Select(e => e.MessageId).Distinct().ToList();
+            Assert.True(ids.Count == 1, $"command {id} has {ids.Count} distinct terminal events: {string.Join(" | ", events)}");
+            Assert.Equal(NfsVolumeWorker.Contracts.EventIds.TerminalEventId(id), ids[0]);
+            Assert.All(events, e => Assert.Equal(events[0].MessageJson, e.MessageJson));
+            repeats += events.Count - 1;
+        }
+        return repeats;
+    }
+
+    public string Describe() => string.Join(Environment.NewLine, _terminal.Select(e => e.ToString()));
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            await _channel.CloseAsync();
+            await _connection.CloseAsync();
+        }
+        catch (Exception e) when (e is RabbitMQ.Client.Exceptions.AlreadyClosedException or OperationCanceledException or IOException)
+        {
+        }
+        _channel.Dispose();
+        _connection.Dispose();
+    }
+}
