@@ -1,5 +1,6 @@
 using MassTransit;
 using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Balancing;
 using NfsVolumeWorker.Configuration;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Execution;
@@ -80,8 +81,10 @@ public static class WorkerHostExtensions
                 });
                 for (var p = 0; p < worker.PartitionCount; p++)
                 {
+                    var partition = p;
                     cfg.ReceiveEndpoint(PartitionKey.QueueName(p), e =>
                     {
+                        context.GetRequiredService<PartitionChannels>().Configure(e, partition); // first: hand-over gate
                         e.SetQuorumQueue();
                         e.SingleActiveConsumer = true;
                         e.ConfigureConsumeTopology = false; // fed by the router (or by producers routing directly)
@@ -93,6 +96,8 @@ public static class WorkerHostExtensions
                 }
             });
         });
+
+        services.AddPartitionBalancing(); // after the bus: stops before it and hands partitions over in order
 
         services.AddHealthChecks()
             .AddCheck<ShareHealthCheck>("shares", tags: ["ready"])
