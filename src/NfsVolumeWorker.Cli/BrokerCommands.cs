@@ -63,6 +63,11 @@ internal static class BrokerCommands
             {
                 return Fail(environment, json, "Usage", e.Message, ExitCodes.Usage);
             }
+            catch (PublishReturnException e)
+            {
+                return Fail(environment, json, "Unroutable", $"the broker returned the command: no queue is bound to exchange {e.Exchange} ({e.ReplyText}). "
+                    + "Start a worker on this vhost once, or import ops/rabbitmq/definitions.json.", ExitCodes.Failed);
+            }
             catch (Exception e) when (e is BrokerUnreachableException or OperationInterruptedException or AlreadyClosedException or System.Net.Sockets.SocketException)
             {
                 return Fail(environment, json, "BrokerUnavailable", e.InnerException?.Message ?? e.Message, ExitCodes.Failed);

@@ -97,7 +97,8 @@ internal static class Wire
     public static Task DeclareExchangeAsync(IChannel channel, Type type, CancellationToken cancellationToken) =>
         channel.ExchangeDeclareAsync(ExchangeOf(type), ExchangeType.Fanout, durable: true, autoDelete: false, cancellationToken: cancellationToken);
 
-    /// <summary>Publishes a command in MassTransit's envelope, waiting for the broker's confirmation.</summary>
+    /// <summary>Publishes a command in MassTransit's envelope, waiting for the broker's confirmation. Mandatory: with
+    /// no queue bound (no worker ever ran on the vhost, no definitions imported) it fails instead of vanishing.</summary>
     public static async Task PublishAsync(IChannel channel, VolumeCommand command, Guid messageId, CancellationToken cancellationToken)
     {
         var type = command.GetType();
@@ -118,7 +119,7 @@ internal static class Wire
             DeliveryMode = DeliveryModes.Persistent,
             Headers = new Dictionary<string, object?> { ["Content-Type"] = ContentType },
         };
-        await channel.BasicPublishAsync(ExchangeOf(type), "", mandatory: false, properties, body, cancellationToken).ConfigureAwait(false);
+        await channel.BasicPublishAsync(ExchangeOf(type), "", mandatory: true, properties, body, cancellationToken).ConfigureAwait(false);
     }
 }
 
