@@ -179,11 +179,13 @@ internal sealed class EventSubscription : IAsyncDisposable
             var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
             var subscription = new EventSubscription(connection, channel);
             var queue = await channel.QueueDeclareAsync("", durable: false, exclusive: true, autoDelete: true, cancellationToken: cancellationToken).ConfigureAwait(false);
-            IEnumerable<Type> types = progress ? [.. Wire.TerminalEventTypes, typeof(OperationProgressed)] : Wire.TerminalEventTypes;
-            foreach (var type in types)
+            foreach (var type in Wire.TerminalEventTypes.Append(typeof(OperationProgressed)))
             {
                 await Wire.DeclareExchangeAsync(channel, type, cancellationToken).ConfigureAwait(false);
-                await channel.QueueBindAsync(queue.QueueName, Wire.ExchangeOf(type), "", cancellationToken: cancellationToken).ConfigureAwait(false);
+                if (progress || type != typeof(OperationProgressed))
+                {
+                    await channel.QueueBindAsync(queue.QueueName, Wire.ExchangeOf(type), "", cancellationToken: cancellationToken).ConfigureAwait(false);
+                }
             }
             var consumer = new AsyncEventingBasicConsumer(channel);
             consumer.ReceivedAsync += (_, delivery) =>
