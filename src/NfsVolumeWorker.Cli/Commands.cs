@@ -25,6 +25,8 @@ internal static class Commands
         root.Add(VolumeCommand(globals, environment));
         root.Add(SnapshotCommand(globals, environment));
         root.Add(ConnectionInfoCommand(globals, environment));
+        root.Add(BrokerCommands.Send(globals, environment));
+        root.Add(BrokerCommands.Watch(globals, environment));
         return root;
     }
 

@@ -1,5 +1,6 @@
 using MassTransit;
 using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Balancing;
 using NfsVolumeWorker.Configuration;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Execution;
@@ -81,8 +82,10 @@ public static class WorkerHostExtensions
                 });
                 for (var p = 0; p < worker.PartitionCount; p++)
                 {
+                    var partition = p;
                     cfg.ReceiveEndpoint(PartitionKey.QueueName(p), e =>
                     {
+                        context.GetRequiredService<PartitionChannels>().Configure(e, partition); // first: hand-over gate
                         e.SetQuorumQueue();
                         e.SingleActiveConsumer = true;
                         e.ConfigureConsumeTopology = false; // fed by the router (or by producers routing directly)
@@ -97,6 +100,7 @@ public static class WorkerHostExtensions
 
         // The cinder-volume RPC server (oslo.messaging), when Oslo:Enabled is true.
         services.AddOsloBridge(builder.Configuration);
+        services.AddPartitionBalancing(); // after the bus: stops before it and hands partitions over in order
 
         services.AddHealthChecks()
             .AddCheck<ShareHealthCheck>("shares", tags: ["ready"])

@@ -1,0 +1,149 @@
+using System.Globalization;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+
+namespace NfsVolumeWorker.Balancing;
+
+/// <summary>One consumer of a partition queue, as the management API reports it.</summary>
+/// <param name="Queue">Queue name.</param>
+/// <param name="Connection">The consumer's connection name (the instance name for workers).</param>
+/// <param name="Active">True for the single active consumer.</param>
+public sealed record PartitionConsumerInfo(int Partition, string Queue, string Connection, bool Active);
+
+/// <summary>Who consumes which partition queue, and what follows for this instance.</summary>
+public sealed record ConsumerSnapshot(int PartitionCount, IReadOnlyList<PartitionConsumerInfo> Consumers)
+{
+    private const string Prefix = "nfsvol.partition.";
+
+    /// <summary>Distinct instances (connections) consuming partition queues: K.</summary>
+    public IReadOnlyList<string> Instances => Consumers.Select(c => c.Connection).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+
+    /// <summary>Partitions whose active consumer is <paramref name="instance"/>.</summary>
+    public IReadOnlyList<int> ActiveOf(string instance) =>
+        Consumers.Where(c => c.Active && c.Connection == instance).Select(c => c.Partition).Distinct().Order().ToList();
+
+    /// <summary>ceil(N/K): the most partitions one instance should hold.</summary>
+    public int FairShare => Instances.Count == 0 ? PartitionCount : (PartitionCount + Instances.Count - 1) / Instances.Count;
+
+    /// <summary>The partition <paramref name="instance"/> should hand over this round, or null.</summary>
+    /// <remarks>Only when it holds more than its fair share, and only a partition another instance waits on;
+    /// preferably one where an instance holding less than its share waits.</remarks>
+    public int? PartitionToHandOver(string instance)
+    {
+        var mine = ActiveOf(instance);
+        if (Instances.Count < 2 || mine.Count <= FairShare)
+        {
+            return null;
+        }
+        var held = Instances.ToDictionary(i => i, i => ActiveOf(i).Count, StringComparer.Ordinal);
+        int? fallback = null;
+        foreach (var p in mine.OrderByDescending(p => p))
+        {
+            var waiting = Consumers.Where(c => c.Partition == p && !c.Active && c.Connection != instance).Select(c => c.Connection).ToList();
+            if (waiting.Any(w => held[w] < FairShare))
+            {
+                return p;
+            }
+            if (waiting.Count > 0)
+            {
+                fallback ??= p;
+            }
+        }
+        return fallback;
+    }
+
+    /// <summary>Parses <c>GET /api/consumers/&lt;vhost&gt;</c>.</summary>
+    /// <param name="connectionNames">Connection name (<c>ip:port -&gt; ip:port</c>) to the client-provided name,
+    /// from <c>GET /api/vhosts/&lt;vhost&gt;/connections</c>; a connection not in it counts under its own name.</param>
+    public static ConsumerSnapshot Parse(JsonElement consumers, int partitionCount, IReadOnlyDictionary<string, string>? connectionNames = null)
+    {
+        var list = new List<PartitionConsumerInfo>();
+        foreach (var c in consumers.EnumerateArray())
+        {
+            var queue = c.TryGetProperty("queue", out var q) && q.TryGetProperty("name", out var qn) ? qn.GetString() ?? "" : "";
+            if (!queue.StartsWith(Prefix, StringComparison.Ordinal)
+                || !int.TryParse(queue.AsSpan(Prefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out var partition)
+                || partition >= partitionCount)
+            {
+                continue;
+            }
+            var connection = c.TryGetProperty("channel_details", out var ch) && ch.ValueKind == JsonValueKind.Object
+                && ch.TryGetProperty("connection_name", out var cn) ? cn.GetString() ?? "" : "";
+            if (connectionNames is not null && connectionNames.TryGetValue(connection, out var provided))
+            {
+                connection = provided;
+            }
+            var active = c.TryGetProperty("active", out var a) ? a.ValueKind == JsonValueKind.True
+                : c.TryGetProperty("activity_status", out var s) && s.GetString() is "single_active" or "up";
+            list.Add(new PartitionConsumerInfo(partition, queue, connection, active));
+        }
+        return new ConsumerSnapshot(partitionCount, list);
+    }
+}
+
+/// <summary>The one call of RabbitMQ's management API the balancer makes.</summary>
+public sealed class ManagementClient : IDisposable
+{
+    private readonly HttpClient _http;
+    private readonly string _vhost;
+
+    /// <param name="managementUrl">e.g. <c>http://127.0.0.1:15672/</c>.</param>
+    /// <param name="brokerUrl">The AMQP URL: its credentials and vhost are used.</param>
+    public ManagementClient(Uri managementUrl, Uri brokerUrl, TimeSpan timeout)
+    {
+        ArgumentNullException.ThrowIfNull(managementUrl);
+        ArgumentNullException.ThrowIfNull(brokerUrl);
+        var vhost = Uri.UnescapeDataString(brokerUrl.AbsolutePath.TrimStart('/'));
+        _vhost = vhost.Length == 0 ? "/" : vhost;
+        var user = brokerUrl.UserInfo.Split(':', 2);
+        var name = user[0].Length > 0 ? Uri.UnescapeDataString(user[0]) : "guest";
+        var password = user.Length > 1 ? Uri.UnescapeDataString(user[1]) : "guest";
+        _http = new HttpClient
+        {
+            BaseAddress = managementUrl.AbsoluteUri.EndsWith('/') ? managementUrl : new Uri(managementUrl.AbsoluteUri + "/"),
+            Timeout = timeout,
+        };
+        _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{name}:{password}")));
+    }
+
+    public string VirtualHost => _vhost;
+
+    /// <summary>The partition queues' consumers, each named by its connection's client-provided name (the worker's
+    /// <c>Worker:InstanceName</c>).</summary>
+    public async Task<ConsumerSnapshot> GetConsumersAsync(int partitionCount, CancellationToken cancellationToken)
+    {
+        var vhost = Uri.EscapeDataString(_vhost);
+        using var connections = await GetAsync($"api/vhosts/{vhost}/connections?columns=name,user_provided_name,client_properties", cancellationToken).ConfigureAwait(false);
+        var names = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var c in connections.RootElement.EnumerateArray())
+        {
+            var name = c.TryGetProperty("name", out var n) ? n.GetString() : null;
+            var provided = c.TryGetProperty("user_provided_name", out var u) && u.ValueKind == JsonValueKind.String ? u.GetString()
+                : c.TryGetProperty("client_properties", out var cp) && cp.ValueKind == JsonValueKind.Object
+                    && cp.TryGetProperty("connection_name", out var cn) && cn.ValueKind == JsonValueKind.String ? cn.GetString() : null;
+            if (name is not null && !string.IsNullOrEmpty(provided))
+            {
+                names[name] = provided;
+            }
+        }
+        using var consumers = await GetAsync($"api/consumers/{vhost}", cancellationToken).ConfigureAwait(false);
+        return ConsumerSnapshot.Parse(consumers.RootElement, partitionCount, names);
+    }
+
+    private async Task<JsonDocument> GetAsync(string path, CancellationToken cancellationToken)
+    {
+        using var response = await _http.GetAsync(new Uri(path, UriKind.Relative), cancellationToken).ConfigureAwait(false);
+        if (!response.IsSuccessStatusCode)
+        {
+            throw new HttpRequestException(string.Create(CultureInfo.InvariantCulture, $"GET {_http.BaseAddress}{path}: HTTP {(int)response.StatusCode}"));
+        }
+        var stream = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
+        await using (stream.ConfigureAwait(false))
+        {
+            return await JsonDocument.ParseAsync(stream, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    public void Dispose() => _http.Dispose();
+}

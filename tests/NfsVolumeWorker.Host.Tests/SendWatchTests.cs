@@ -1,0 +1,91 @@
+using System.Text.Json;
+using NfsVolumeWorker.Cli;
+using NfsVolumeWorker.Testing;
+using Xunit.Abstractions;
+
+namespace NfsVolumeWorker.Host.Tests;
+
+public sealed class SendWatchTests(ITestOutputHelper output) : IAsyncLifetime
+{
+    private readonly string _share = Directory.CreateTempSubdirectory("nfsvol-sendwatch-").FullName;
+    private WorkerProcess? _worker;
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        if (_worker is not null)
+        {
+            output.WriteLine(_worker.Output);
+            await _worker.DisposeAsync();
+        }
+        Directory.Delete(_share, recursive: true);
+    }
+
+    private static async Task<(int Exit, string Out, string Err)> NfsvolAsync(Uri broker, CancellationToken ct, params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        var env = new CliEnvironment(TextWriter.Synchronized(stdout), TextWriter.Synchronized(stderr),
+            name => name == "NFSVOL_BROKER_URL" ? broker.ToString() : null, IsTerminal: false);
+        var exit = await NfsVolumeWorker.Cli.Program.RunAsync(args, env, ct);
+        return (exit, stdout.ToString(), stderr.ToString());
+    }
+
+    private static async Task WaitForConsumerAsync(VirtualHost vhost, string queue)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (DateTime.UtcNow < deadline)
+        {
+            if ((await vhost.ListConsumersAsync()).Any(c => c.Queue == queue))
+            {
+                return;
+            }
+            await Task.Delay(250);
+        }
+        Assert.Fail($"no consumer on {queue} within 60 s");
+    }
+
+    [Fact]
+    public async Task I_can_send_commands_and_watch_their_terminal_events_as_json_lines()
+    {
+        var broker = await RabbitMqBroker.SharedAsync();
+        await using var vhost = await broker.CreateVirtualHostAsync("sendwatch");
+        var early = await NfsvolAsync(vhost.AmqpUri, CancellationToken.None, "send", "delete-volume", "--volume", Guid.NewGuid().ToString());
+        Assert.Equal(3, early.Exit); // no worker has bound a queue yet: refused, not lost
+        Assert.Contains("Unroutable", early.Err, StringComparison.Ordinal);
+
+        _worker = WorkerProcess.Start("sw", vhost.AmqpUri, null, _share);
+        await WaitForConsumerAsync(vhost, "nfsvol.ingress");
+
+        using var stopWatch = new CancellationTokenSource();
+        var volume = Guid.NewGuid();
+        var other = Guid.NewGuid();
+        var watch = NfsvolAsync(vhost.AmqpUri, stopWatch.Token, "watch", "--json", "--volume", volume.ToString());
+        await Task.Delay(2000); // the watch queue is bound
+
+        var created = await NfsvolAsync(vhost.AmqpUri, CancellationToken.None, "send", "create-volume", "--volume", volume.ToString(), "--size", "64M", "--wait", "--timeout", "60");
+        Assert.True(created.Exit == 0, created.Out + created.Err + _worker.Output);
+        Assert.Contains("VolumeCreated", created.Out, StringComparison.Ordinal);
+
+        var snapshot = Guid.NewGuid();
+        var json = $$"""{"type":"CreateSnapshot","volumeId":"{{volume}}","snapshotId":"{{snapshot}}"}""";
+        Assert.Equal(0, (await NfsvolAsync(vhost.AmqpUri, CancellationToken.None, "send", json, "--wait", "--timeout", "60")).Exit);
+
+        var shrink = await NfsvolAsync(vhost.AmqpUri, CancellationToken.None, "send", "extend-volume", "--volume", volume.ToString(), "--size", "1M", "--wait", "--timeout", "60");
+        Assert.Equal(3, shrink.Exit);
+        Assert.Contains("CommandFailed", shrink.Out, StringComparison.Ordinal);
+
+        Assert.Equal(0, (await NfsvolAsync(vhost.AmqpUri, CancellationToken.None, "send", "create-volume", "--volume", other.ToString(), "--size", "1M", "--wait", "--timeout", "60")).Exit);
+        Assert.Equal(2, (await NfsvolAsync(vhost.AmqpUri, CancellationToken.None, "send", "create-snapshot", "--volume", "not-a-uuid")).Exit);
+
+        await Task.Delay(1000);
+        await stopWatch.CancelAsync();
+        var watched = await watch;
+        Assert.Equal(0, watched.Exit);
+        var lines = watched.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(["VolumeCreated", "SnapshotCreated", "CommandFailed"], lines.Select(l => l.GetProperty("event").GetString()));
+        Assert.All(lines, l => Assert.Equal(volume, l.GetProperty("volumeId").GetGuid()));
+        Assert.Equal("ShrinkNotAllowed", lines[2].GetProperty("errorCode").GetString());
+    }
+}

@@ -1,0 +1,121 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using NfsVolumeWorker.Testing;
+
+namespace NfsVolumeWorker.Host.Tests;
+
+/// <summary>A worker host run as its own process (dotnet NfsVolumeWorker.dll), as operators run it.</summary>
+internal sealed class WorkerProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _output = new();
+
+    private WorkerProcess(string name, Process process)
+    {
+        Name = name;
+        _process = process;
+    }
+
+    public string Name { get; }
+
+    public int Id => _process.Id;
+
+    public bool HasExited => _process.HasExited;
+
+    public string Output
+    {
+        get
+        {
+            lock (_output)
+            {
+                return _output.ToString();
+            }
+        }
+    }
+
+    /// <summary>The worker's dll, built in the same configuration as the tests.</summary>
+    public static string DllPath
+    {
+        get
+        {
+            var configuration = AppContext.BaseDirectory.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
+            var path = Path.Combine(RepositoryRoot.Find(), "src", "NfsVolumeWorker", "bin", configuration, "net10.0", "NfsVolumeWorker.dll");
+            return File.Exists(path) ? path : throw new FileNotFoundException($"build the worker first: {path}");
+        }
+    }
+
+    public static WorkerProcess Start(string name, Uri brokerUrl, Uri? managementUrl, string share, params string[] extra)
+    {
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = Path.GetDirectoryName(DllPath)!,
+        };
+        start.ArgumentList.Add(DllPath);
+        start.ArgumentList.Add($"--Broker:Url={brokerUrl}");
+        if (managementUrl is not null)
+        {
+            start.ArgumentList.Add($"--Broker:ManagementUrl={managementUrl}");
+        }
+        start.ArgumentList.Add($"--Shares:Items:0:Export={share}");
+        start.ArgumentList.Add($"--Worker:InstanceName={name}");
+        start.ArgumentList.Add("--Http:Urls=http://127.0.0.1:0");
+        start.ArgumentList.Add("--Logging:Console:FormatterName=simple");
+        foreach (var e in extra)
+        {
+            start.ArgumentList.Add(e);
+        }
+        start.Environment["DOTNET_ENVIRONMENT"] = "Production";
+        var process = new Process { StartInfo = start };
+        var worker = new WorkerProcess(name, process);
+        process.OutputDataReceived += (_, e) => worker.Append(e.Data);
+        process.ErrorDataReceived += (_, e) => worker.Append(e.Data);
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return worker;
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+        lock (_output)
+        {
+            _output.AppendLine(line);
+        }
+    }
+
+    /// <summary>SIGTERM, as systemd stops it; returns the exit code.</summary>
+    public async Task<int> TerminateAsync(TimeSpan timeout)
+    {
+        using (var kill = Process.Start("kill", ["-TERM", Id.ToString(CultureInfo.InvariantCulture)]))
+        {
+            await kill.WaitForExitAsync();
+        }
+        using var cts = new CancellationTokenSource(timeout);
+        await _process.WaitForExitAsync(cts.Token);
+        return _process.ExitCode;
+    }
+
+    /// <summary>SIGKILL: the instance dies without a word to the broker.</summary>
+    public async Task KillAsync()
+    {
+        _process.Kill(entireProcessTree: true);
+        await _process.WaitForExitAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            await KillAsync();
+        }
+        _process.Dispose();
+    }
+}
