@@ -56,3 +56,47 @@ public sealed class OsloServiceException : Exception
     /// <summary>e.g. <c>InvalidVolume</c>, <c>VolumeNotFound</c>.</summary>
     public string CinderClass { get; }
 }
+
+/// <summary>
+/// The durable copy, on the shares, of what the adapter needs to send a command's <c>.end</c>/<c>.error</c>
+/// notification, so that it survives a restart and whichever instance sees the outcome can send it.
+/// Implemented by the host (<c>.nfsvolumeworker/oslo-pending/&lt;command-id&gt;.json</c>).
+/// </summary>
+public interface IPendingNotificationStore
+{
+    /// <summary>Writes <paramref name="record"/> for <paramref name="commandId"/> on <paramref name="share"/>,
+    /// atomically and durably, replacing an earlier one. Throws when it cannot.</summary>
+    void Save(string share, Guid commandId, ReadOnlySpan<byte> record);
+
+    /// <summary>Takes the record of <paramref name="commandId"/> for this caller alone (an atomic rename on the
+    /// share: of several claimers, exactly one gets it). Looks on <paramref name="share"/> first when given, then
+    /// on the other shares: one file-system operation per share. Null when no share holds it (never written, or
+    /// sent already) or another claimer took it first.</summary>
+    IPendingNotificationClaim? TryClaim(Guid commandId, string? share);
+
+    /// <summary>The records waiting on every share (one listing of the folder per share), for start-up. Claims
+    /// older than <paramref name="staleClaimAge"/> (their claimer died before sending) are given back first.</summary>
+    IReadOnlyList<(string Share, Guid CommandId)> ListPending(TimeSpan staleClaimAge);
+}
+
+/// <summary>A record taken by <see cref="IPendingNotificationStore.TryClaim"/>. Disposing it without
+/// <see cref="Complete"/> gives it back (for another attempt).</summary>
+public interface IPendingNotificationClaim : IDisposable
+{
+    /// <summary>The share that held the record.</summary>
+    string Share { get; }
+
+    /// <summary>The record as saved.</summary>
+    byte[] Record { get; }
+
+    /// <summary>Deletes the record: call once the notification is confirmed by the broker.</summary>
+    void Complete();
+}
+
+/// <summary>The terminal event the host recorded for a command (its outcome record on the share), if any.
+/// Implemented by the host.</summary>
+public interface ICommandOutcomeSource
+{
+    /// <summary>The command's terminal event, or null when it has not finished (or its record was pruned).</summary>
+    ITerminalEvent? OutcomeOf(string share, Guid commandId);
+}

@@ -41,4 +41,19 @@ internal static partial class OsloLog
 
     [LoggerMessage(4012, LogLevel.Debug, "oslo duplicate {Request}: same _unique_id as an earlier delivery, command {CommandId} runs once")]
     public static partial void Duplicate(ILogger logger, string request, Guid commandId);
+
+    [LoggerMessage(4013, LogLevel.Warning, "oslo {Request}: the notification record of command {CommandId} could not be written to its share; its .end/.error is sent only if this instance lives until the command ends")]
+    public static partial void NotPersisted(ILogger logger, Exception exception, string request, Guid commandId);
+
+    [LoggerMessage(4014, LogLevel.Information, "oslo notification for command {CommandId} sent from its record on share {Share} ({How})")]
+    public static partial void SentFromShare(ILogger logger, Guid commandId, string share, string how);
+
+    [LoggerMessage(4015, LogLevel.Warning, "oslo notification record of command {CommandId} on share {Share} is unreadable and was left in place: {Message}")]
+    public static partial void UnreadablePending(ILogger logger, Guid commandId, string share, string message);
+
+    [LoggerMessage(4016, LogLevel.Warning, "oslo adapter: looking for notification records of finished commands failed")]
+    public static partial void RecoveryFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(4017, LogLevel.Information, "oslo adapter at start: {Waiting} notification records on the shares, {Sent} of finished commands sent")]
+    public static partial void Recovered(ILogger logger, int waiting, int sent);
 }

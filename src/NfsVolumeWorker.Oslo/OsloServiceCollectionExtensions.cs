@@ -8,7 +8,8 @@ namespace NfsVolumeWorker.Oslo;
 public static class OsloServiceCollectionExtensions
 {
     /// <summary>Adds the cinder-volume RPC server. The host must register <see cref="ICommandPipeline"/>,
-    /// <see cref="IVolumeLocator"/> and <see cref="IConnectionInfoProvider"/>. <paramref name="fallbackBrokerUrl"/>
+    /// <see cref="IVolumeLocator"/>, <see cref="IConnectionInfoProvider"/>, <see cref="IPendingNotificationStore"/>
+    /// and <see cref="ICommandOutcomeSource"/>. <paramref name="fallbackBrokerUrl"/>
     /// is used when Oslo:BrokerUrl is empty.</summary>
     public static IServiceCollection AddOsloAdapter(this IServiceCollection services, IConfiguration configuration, string? fallbackBrokerUrl = null)
     {

@@ -11,7 +11,8 @@ using Xunit.Abstractions;
 
 namespace NfsVolumeWorker.Oslo.Tests;
 
-/// <summary>The worker, in-process, serving backend hostA@nfs with a temp directory as share 127.0.0.1:/export, on a vhost.</summary>
+/// <summary>The worker, in-process, serving backend hostA@nfs with a temp directory as share 127.0.0.1:/export, on a vhost.
+/// Given a <c>root</c>, it uses (and leaves) that directory's <c>export</c> as the share: a later worker can take over.</summary>
 public sealed class OsloWorker : IAsyncDisposable
 {
     public const string Host = "hostA@nfs";
@@ -19,11 +20,13 @@ public sealed class OsloWorker : IAsyncDisposable
 
     private readonly WebApplication _app;
     private readonly DirectoryInfo _root;
+    private readonly bool _ownsRoot;
 
-    private OsloWorker(WebApplication app, DirectoryInfo root, string shareDir, CapturingLoggerProvider logs)
+    private OsloWorker(WebApplication app, DirectoryInfo root, bool ownsRoot, string shareDir, CapturingLoggerProvider logs)
     {
         _app = app;
         _root = root;
+        _ownsRoot = ownsRoot;
         ShareDirectory = shareDir;
         Logs = logs;
     }
@@ -32,9 +35,11 @@ public sealed class OsloWorker : IAsyncDisposable
 
     public CapturingLoggerProvider Logs { get; }
 
-    public static async Task<OsloWorker> StartAsync(VirtualHost vhost, IDictionary<string, string?>? extra = null)
+    public IServiceProvider Services => _app.Services;
+
+    public static async Task<OsloWorker> StartAsync(VirtualHost vhost, IDictionary<string, string?>? extra = null, DirectoryInfo? sharedRoot = null)
     {
-        var root = Directory.CreateTempSubdirectory("nfsvol-oslo-");
+        var root = sharedRoot ?? Directory.CreateTempSubdirectory("nfsvol-oslo-");
         var share = Directory.CreateDirectory(Path.Combine(root.FullName, "export")).FullName;
         var settings = new Dictionary<string, string?>
         {
@@ -62,15 +67,22 @@ public sealed class OsloWorker : IAsyncDisposable
         builder.AddNfsVolumeWorker();
         var app = builder.Build();
         await app.StartAsync();
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await app.Services.GetRequiredService<OsloRpcServer>().Ready.WaitAsync(cts.Token);
-        return new OsloWorker(app, root, share, logs);
+        if (settings["Oslo:Enabled"] == "true")
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            await app.Services.GetRequiredService<OsloRpcServer>().Ready.WaitAsync(cts.Token);
+        }
+        return new OsloWorker(app, root, sharedRoot is null, share, logs);
     }
 
     public async ValueTask DisposeAsync()
     {
         await _app.StopAsync();
         await _app.DisposeAsync();
+        if (!_ownsRoot)
+        {
+            return;
+        }
         try
         {
             _root.Delete(recursive: true);

@@ -18,10 +18,14 @@ namespace NfsVolumeWorker.Oslo.Rpc;
 /// the broker confirmed its command into the partition pipeline), answers calls in oslo's reply format, and
 /// publishes Cinder's notifications — .start when a command is accepted, .end/.error from the native terminal
 /// event (a queue of this adapter bound to the event exchanges; correlated by command id).
+/// What a .end/.error notification needs is written to the command's share before the command is published
+/// (<see cref="IPendingNotificationStore"/>), so that after a restart, or when another instance finishes the
+/// command, the instance that claims that record sends it — exactly one per command, unless a claimer dies
+/// between sending and deleting the record (then the next start sends it again).
 /// </summary>
 public sealed class OsloRpcServer(
     IOptions<OsloOptions> optionsAccessor, CinderVolumeEndpoint endpoint, ICommandPipeline pipeline, IVolumeLocator locator,
-    TimeProvider time, ILogger<OsloRpcServer> logger) : BackgroundService
+    IPendingNotificationStore pendingStore, ICommandOutcomeSource outcomes, TimeProvider time, ILogger<OsloRpcServer> logger) : BackgroundService
 {
     /// <summary>The native terminal events this adapter listens to (MassTransit exchanges "NfsVolumeWorker.Contracts:&lt;type&gt;").</summary>
     public static readonly string[] TerminalEventTypes =
@@ -29,9 +33,13 @@ public sealed class OsloRpcServer(
 
     private static readonly JsonSerializerOptions EventJson = new(JsonSerializerDefaults.Web);
 
+    /// <summary>A claim on a pending record older than this is taken to be abandoned (its claimer died before
+    /// sending); the next start gives it back. Sending takes a publish and its confirm: seconds.</summary>
+    public static readonly TimeSpan StaleClaimAge = TimeSpan.FromMinutes(5);
+
     private readonly OsloOptions _options = optionsAccessor.Value;
     private readonly OsloTopology _topology = new(optionsAccessor.Value);
-    private readonly ConcurrentDictionary<Guid, PendingNotification> _pending = new();
+    private readonly ConcurrentDictionary<Guid, PendingEntry> _pending = new();
     private readonly ConcurrentDictionary<string, DateTimeOffset> _seen = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _publishLock = new(1, 1);
     private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -42,8 +50,18 @@ public sealed class OsloRpcServer(
     /// <summary>Completes when the topology is declared and the consumers run.</summary>
     public Task Ready => _ready.Task;
 
-    /// <summary>Commands waiting for their terminal event (lost on restart: see the README, "Cinder (oslo.messaging) interface").</summary>
+    /// <summary>Commands accepted by this instance and waiting for their terminal event (their records on the
+    /// shares outlive a restart: see the README, "Cinder (oslo.messaging) interface").</summary>
     public int PendingCount => _pending.Count;
+
+    /// <summary>Completes when the start-up look for records of commands that finished unobserved is done.</summary>
+    public Task Recovered => _recovered.Task;
+
+    private readonly TaskCompletionSource _recovered = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>A command this instance accepted: its notification, and whether its record is on the share
+    /// (then it is sent only by whoever claims the record).</summary>
+    private sealed record PendingEntry(PendingNotification Notification, string? Share, bool Persisted);
 
     private string BrokerUrl => string.IsNullOrWhiteSpace(_options.BrokerUrl) ? throw new InvalidOperationException("Oslo:BrokerUrl is not set.") : _options.BrokerUrl;
 
@@ -90,6 +108,9 @@ public sealed class OsloRpcServer(
         _publish.BasicReturnAsync += (_, _) => Task.CompletedTask; // a reply to a caller that gave up: dropped, as oslo does
 
         await StartEventListenerAsync(connection, stoppingToken).ConfigureAwait(false);
+        // Terminal events from now on reach the queue just bound; those published before (while no adapter
+        // listened) are found through the outcome records of the commands whose notification records wait.
+        _ = Task.Run(() => NotifyFinishedFromSharesAsync(stoppingToken), CancellationToken.None);
 
         var rpc = await connection.CreateChannelAsync(cancellationToken: stoppingToken).ConfigureAwait(false);
         await rpc.BasicQosAsync(0, _options.PrefetchCount, false, stoppingToken).ConfigureAwait(false);
@@ -223,7 +244,8 @@ public sealed class OsloRpcServer(
     {
         var command = submit.Command;
         var n = submit.Notification;
-        _pending.TryAdd(command.CommandId, n);
+        // The record goes to the share before the command goes to the pipeline (and the message is acked after).
+        _pending[command.CommandId] = new PendingEntry(n, command.Share, Persist(command, n, described));
         var first = _seen.TryAdd(request.UniqueId!, time.GetUtcNow());
         TrimSeen();
         if (first)
@@ -246,6 +268,31 @@ public sealed class OsloRpcServer(
         submit.OnAccepted?.Invoke();
         OsloLog.Accepted(logger, described, command.GetType().Name, command.CommandId, command.VolumeId);
         return true;
+    }
+
+    /// <summary>Writes the command's pending record to its share. False when it could not (the notification then
+    /// depends on this instance living until the terminal event, as it did before records existed) or when the
+    /// command has finished already (a redelivery after its outcome was recorded: its record was handled then).</summary>
+    private bool Persist(VolumeCommand command, PendingNotification n, string described)
+    {
+        if (!_options.Notifications || command.Share is not { } share)
+        {
+            return false;
+        }
+        try
+        {
+            if (outcomes.OutcomeOf(share, command.CommandId) is not null)
+            {
+                return true; // claimed (and sent) by whoever holds its record; nothing to add
+            }
+            pendingStore.Save(share, command.CommandId, PendingRecord.For(command.CommandId, command.VolumeId, share, time.GetUtcNow(), n).ToBytes());
+            return true;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            OsloLog.NotPersisted(logger, e, described, command.CommandId);
+            return false;
+        }
     }
 
     private void TrimSeen()
@@ -435,10 +482,73 @@ public sealed class OsloRpcServer(
             case VolumeCloned c: locator.RememberVolume(c.NewVolumeId, c.Share); break;
             case SnapshotCreated c: locator.RememberSnapshot(c.SnapshotId, c.VolumeId, c.Share); break;
         }
-        if (!_pending.TryRemove(e.CommandId, out var n))
+        if (_pending.TryRemove(e.CommandId, out var entry))
         {
-            return; // a native command, or one accepted before a restart of this instance
+            if (!entry.Persisted)
+            {
+                await SendFromMemoryAsync(entry, e, ct).ConfigureAwait(false);
+                return;
+            }
+            using var mine = pendingStore.TryClaim(e.CommandId, entry.Share);
+            if (mine is null)
+            {
+                return; // another instance claimed it and sends it
+            }
+            await SendClaimedAsync(mine, entry.Notification, e, ct).ConfigureAwait(false);
+            return;
         }
+        // Accepted by an instance that has since stopped (or by this one before a restart), or a native command:
+        // one look per share for its record.
+        await SendFromShareAsync(e, (e as VolumeEvent)?.Share, recovered: false, ct).ConfigureAwait(false);
+    }
+
+    private async Task SendFromMemoryAsync(PendingEntry entry, ITerminalEvent e, CancellationToken ct)
+    {
+        try
+        {
+            await SendTerminalAsync(entry.Notification, e, ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            _pending.TryAdd(e.CommandId, entry); // for the redelivered event
+            throw;
+        }
+    }
+
+    /// <summary>Claims the command's record on the shares and sends its notification; nothing when no share
+    /// holds one (a native command, or sent already) or another instance claimed it.</summary>
+    private async Task<bool> SendFromShareAsync(ITerminalEvent e, string? share, bool recovered, CancellationToken ct)
+    {
+        using var claim = pendingStore.TryClaim(e.CommandId, share);
+        if (claim is null)
+        {
+            return false;
+        }
+        PendingRecord record;
+        try
+        {
+            record = PendingRecord.FromBytes(claim.Record);
+        }
+        catch (JsonException x)
+        {
+            OsloLog.UnreadablePending(logger, e.CommandId, claim.Share, x.Message);
+            return false; // given back on dispose; left for people to look at
+        }
+        await SendClaimedAsync(claim, record.Notification, e, ct).ConfigureAwait(false);
+        OsloLog.SentFromShare(logger, e.CommandId, claim.Share, recovered ? "at start, from the command's outcome record" : "from its terminal event");
+        return true;
+    }
+
+    private async Task SendClaimedAsync(IPendingNotificationClaim claim, PendingNotification n, ITerminalEvent e, CancellationToken ct)
+    {
+        await SendTerminalAsync(n, e, ct).ConfigureAwait(false);
+        // Confirmed by the broker (the publish channel waits for confirms): the record can go. A crash before
+        // this line leaves the record claimed; the next start gives it back and sends again (a duplicate).
+        claim.Complete();
+    }
+
+    private async Task SendTerminalAsync(PendingNotification n, ITerminalEvent e, CancellationToken ct)
+    {
         if (e is CommandFailed failed)
         {
             var payload = n.PayloadWith(n.ErrorStatus);
@@ -448,6 +558,51 @@ public sealed class OsloRpcServer(
         else
         {
             await NotifyAsync($"{n.Resource}.{n.PublisherHost}", $"{n.Resource}.{n.Action}.end", "INFO", n.PayloadWith(n.EndStatus, n.EndExtra), n.Context, e.CommandId, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>At start: the records of commands whose outcome is recorded already — their terminal event was
+    /// published while no adapter listened — are claimed and their notification sent now. Records of commands
+    /// still running wait for the terminal event.</summary>
+    private async Task NotifyFinishedFromSharesAsync(CancellationToken ct)
+    {
+        try
+        {
+            IReadOnlyList<(string Share, Guid CommandId)> waiting;
+            try
+            {
+                waiting = pendingStore.ListPending(StaleClaimAge);
+            }
+            catch (Exception x) when (x is not OperationCanceledException)
+            {
+                OsloLog.RecoveryFailed(logger, x);
+                return;
+            }
+            var sent = 0;
+            foreach (var (share, commandId) in waiting)
+            {
+                ct.ThrowIfCancellationRequested();
+                try
+                {
+                    if (outcomes.OutcomeOf(share, commandId) is { } outcome && await SendFromShareAsync(outcome, share, recovered: true, ct).ConfigureAwait(false))
+                    {
+                        sent++;
+                    }
+                }
+                catch (Exception x) when (x is not OperationCanceledException)
+                {
+                    OsloLog.RecoveryFailed(logger, x);
+                }
+            }
+            OsloLog.Recovered(logger, waiting.Count, sent);
+        }
+        catch (OperationCanceledException)
+        {
+            // stopping
+        }
+        finally
+        {
+            _recovered.TrySetResult();
         }
     }
 }

@@ -15,6 +15,8 @@ public static class OsloBridgeRegistration
         services.AddSingleton<ICommandPipeline, PartitionCommandPipeline>();
         services.AddSingleton<IVolumeLocator, ShareVolumeLocator>();
         services.AddSingleton<IConnectionInfoProvider, EngineConnectionInfoProvider>();
+        services.AddSingleton<IPendingNotificationStore, SharePendingNotificationStore>();
+        services.AddSingleton<ICommandOutcomeSource, ShareCommandOutcomeSource>();
         return services.AddOsloAdapter(configuration);
     }
 }
