@@ -6,15 +6,15 @@ namespace NfsVolumeWorker.Storage.Locking;
 
 /// <summary>
 /// A second, independent witness that operations on one volume never overlap, across processes and hosts:
-/// while it holds the volume lock, an operation keeps a marker <c>.nfsvolumeworker/running/volume-&lt;id&gt;</c>
+/// while it holds the volume lock, an operation keeps a marker <c>.nfsvolumeworker/locks/volume-&lt;id&gt;.running</c> (next to the lock it belongs to)
 /// naming its host, process and operation. Finding a marker of a live process when starting means two
 /// operations overlap (the lock failed); a marker of a dead process is what a crash leaves, and is ignored.
 /// </summary>
 public static class RunningMarker
 {
-    private const string Folder = "running";
+    private const string Folder = "locks";
 
-    public static string PathFor(Share share, Guid volumeId) => Path.Combine(share.WorkerDirectory, Folder, VolumeFileNames.Base(volumeId));
+    public static string PathFor(Share share, Guid volumeId) => Path.Combine(share.WorkerDirectory, Folder, VolumeFileNames.Base(volumeId) + ".running");
 
     /// <summary>Writes this process's marker; returns the marker of another live operation found there, or null.</summary>
     public static string? Enter(Share share, Guid volumeId, string operation)

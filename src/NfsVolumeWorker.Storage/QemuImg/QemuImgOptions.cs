@@ -26,4 +26,8 @@ public sealed class QemuImgOptions
 
     /// <summary>How long to wait for a killed qemu-img to exit before giving up on it.</summary>
     public TimeSpan KillGracePeriod { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Run qemu-img under <c>setpriv --pdeathsig KILL</c> (util-linux) so that it dies with the worker
+    /// instead of copying on alone after a kill -9. Default true; ignored when setpriv is not installed.</summary>
+    public bool KillWithWorker { get; set; } = true;
 }

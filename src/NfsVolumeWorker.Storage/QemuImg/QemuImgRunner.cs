@@ -28,6 +28,7 @@ public sealed class QemuImgRunner
 
     private readonly QemuImgOptions _options;
     private readonly ILogger<QemuImgRunner> _logger;
+    private readonly Lazy<string?> _dieWithParent;
 
     public QemuImgRunner(IOptions<QemuImgOptions> options, ILogger<QemuImgRunner> logger)
     {
@@ -35,6 +36,7 @@ public sealed class QemuImgRunner
         ArgumentNullException.ThrowIfNull(logger);
         _options = options.Value;
         _logger = logger;
+        _dieWithParent = new(() => _options.KillWithWorker ? ProcessLauncher.Resolve("setpriv") : null);
     }
 
     /// <summary><c>qemu-img info --force-share -f fmt --output=json</c> under resource limits.</summary>
@@ -338,7 +340,15 @@ public sealed class QemuImgRunner
         IProgress<double>? progress,
         CancellationToken cancellationToken)
     {
-        var startInfo = new ProcessStartInfo(fileName)
+        // A worker killed outright must not leave qemu-img running on the share: run it under
+        // setpriv --pdeathsig (util-linux), started from the launcher thread.
+        var dieWithParent = _dieWithParent.Value;
+        if (dieWithParent is not null && ProcessLauncher.Resolve(fileName) is null)
+        {
+            // Through setpriv a missing binary would only show as exit 127; say it the way a failed start does.
+            throw Missing(command, fileName, commandLine, viaPrlimit, new Win32Exception(2, "No such file or directory"));
+        }
+        var startInfo = new ProcessStartInfo(dieWithParent ?? fileName)
         {
             UseShellExecute = false,
             RedirectStandardInput = true,
@@ -347,6 +357,13 @@ public sealed class QemuImgRunner
             StandardOutputEncoding = Encoding.UTF8,
             StandardErrorEncoding = Encoding.UTF8,
         };
+        if (dieWithParent is not null)
+        {
+            foreach (var argument in new[] { "--pdeathsig", "KILL", "--", fileName })
+            {
+                startInfo.ArgumentList.Add(argument);
+            }
+        }
         foreach (var argument in argv)
         {
             startInfo.ArgumentList.Add(argument);
@@ -358,15 +375,11 @@ public sealed class QemuImgRunner
         QemuImgLog.Starting(_logger, commandLine);
         try
         {
-            process.Start();
+            await ProcessLauncher.StartAsync(process).ConfigureAwait(false);
         }
         catch (Win32Exception ex)
         {
-            QemuImgLog.StartFailed(_logger, ex, fileName, command.Verb);
-            var message = viaPrlimit
-                ? $"prlimit (util-linux) could not be started from '{fileName}': {ex.Message}. It caps what inspecting an untrusted image may cost; install it with: apt-get install -y util-linux"
-                : $"qemu-img could not be started from '{fileName}': {ex.Message}. Install it with: apt-get install -y qemu-utils";
-            throw new QemuImgException(StorageErrorCode.QemuImgMissing, message, commandLine, null, string.Empty, ex);
+            throw Missing(command, fileName, commandLine, viaPrlimit, ex);
         }
 
         try
@@ -488,6 +501,15 @@ public sealed class QemuImgRunner
         return stderr.Truncated ? text + " [stderr truncated]" : text;
     }
 
+    private QemuImgException Missing(QemuImgCommand command, string fileName, string commandLine, bool viaPrlimit, Win32Exception ex)
+    {
+        QemuImgLog.StartFailed(_logger, ex, fileName, command.Verb);
+        var message = viaPrlimit
+            ? $"prlimit (util-linux) could not be started from '{fileName}': {ex.Message}. It caps what inspecting an untrusted image may cost; install it with: apt-get install -y util-linux"
+            : $"qemu-img could not be started from '{fileName}': {ex.Message}. Install it with: apt-get install -y qemu-utils";
+        return new QemuImgException(StorageErrorCode.QemuImgMissing, message, commandLine, null, string.Empty, ex);
+    }
+
     private static RunResult EnsureSuccess(QemuImgCommand command, RunResult result) =>
         result.ExitCode == 0 ? result : throw Failure(command, result);
 
@@ -495,11 +517,12 @@ public sealed class QemuImgRunner
     private static QemuImgException Failure(QemuImgCommand command, RunResult result)
     {
         var stderr = result.StandardError;
-        if (result.ViaPrlimit && result.ExitCode is 126 or 127 && stderr.Contains("prlimit: failed to execute", StringComparison.Ordinal))
+        if (result.ExitCode is 126 or 127
+            && (stderr.Contains("prlimit: failed to execute", StringComparison.Ordinal) || stderr.Contains("setpriv: failed to execute", StringComparison.Ordinal)))
         {
             return new QemuImgException(
                 StorageErrorCode.QemuImgMissing,
-                $"qemu-img could not be started by prlimit: {stderr}. Install it with: apt-get install -y qemu-utils. Command: {result.CommandLine}",
+                $"qemu-img could not be started: {stderr}. Install it with: apt-get install -y qemu-utils. Command: {result.CommandLine}",
                 result.CommandLine,
                 result.ExitCode,
                 stderr);
