@@ -51,43 +51,6 @@ public sealed class BalancingTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Partitions_spread_over_instances_as_they_join_and_leave_by_SIGTERM_or_kill()
-    {
-        var broker = await RabbitMqBroker.SharedAsync();
-        Assert.NotNull(broker.ManagementUri);
-        await using var vhost = await broker.CreateVirtualHostAsync("balancing");
-        using var management = new ManagementClient(broker.ManagementUri!, vhost.AmqpUri, TimeSpan.FromSeconds(10));
-        WorkerProcess Start(string name)
-        {
-            var w = WorkerProcess.Start(name, vhost.AmqpUri, broker.ManagementUri, _share, "--Balancing:Interval=00:00:01");
-            _workers.Add(w);
-            return w;
-        }
-        var limit = TimeSpan.FromSeconds(90);
-
-        var a = Start("a");
-        await WaitBalancedAsync(management, ["a"], limit);
-        var b = Start("b");
-        var joinedTwo = await WaitBalancedAsync(management, ["a", "b"], limit);
-        var c = Start("c");
-        var joinedThree = await WaitBalancedAsync(management, ["a", "b", "c"], limit);
-
-        var sw = Stopwatch.StartNew();
-        Assert.Equal(0, await a.TerminateAsync(TimeSpan.FromSeconds(60)));
-        output.WriteLine($"a stopped (SIGTERM) in {sw.Elapsed.TotalSeconds:0.0} s");
-        Assert.Contains("released", a.Output, StringComparison.Ordinal);
-        var afterTerm = await WaitBalancedAsync(management, ["b", "c"], limit);
-
-        var d = Start("d");
-        await WaitBalancedAsync(management, ["b", "c", "d"], limit);
-        await b.KillAsync();
-        var afterKill = await WaitBalancedAsync(management, ["c", "d"], limit);
-
-        output.WriteLine($"rebalancing: join 2nd {joinedTwo.TotalSeconds:0.0} s, join 3rd {joinedThree.TotalSeconds:0.0} s, after SIGTERM {afterTerm.TotalSeconds:0.0} s, after kill -9 {afterKill.TotalSeconds:0.0} s (round 1 s)");
-        Assert.DoesNotContain("BackgroundService failed", string.Concat(_workers.Select(w => w.Output)), StringComparison.Ordinal);
-    }
-
-    [Fact]
     public async Task Without_a_management_url_there_is_no_balancing_and_it_says_so_once()
     {
         var broker = await RabbitMqBroker.SharedAsync();

@@ -34,6 +34,17 @@ public sealed class BadMessageTests(ITestOutputHelper output)
         output.WriteLine($"good command after 4 bad ones finished in {sw.Elapsed.TotalSeconds:0.0} s");
         Assert.True(sw.Elapsed < TimeSpan.FromSeconds(10), $"the good command waited {sw.Elapsed.TotalSeconds:0.0} s behind undecodable messages");
 
+        // An operator reads dead letters with basic.get (the management UI's "Get messages"); a
+        // single-active-consumer queue refuses it, so the error queues must not be one.
+        var factory = new RabbitMQ.Client.ConnectionFactory { Uri = uri };
+        await using (var connection = await factory.CreateConnectionAsync())
+        await using (var channel = await connection.CreateChannelAsync())
+        {
+            var peek = await channel.BasicGetAsync(Topology.IngressQueue + "_error", autoAck: false);
+            Assert.NotNull(peek);
+            await channel.BasicNackAsync(peek.DeliveryTag, multiple: false, requeue: true);
+        }
+
         var errors = await RawSend.DrainAsync(uri, Topology.IngressQueue + "_error");
         var skipped = await RawSend.DrainAsync(uri, Topology.IngressQueue + "_skipped");
         foreach (var (body, headers) in errors.Concat(skipped))

@@ -70,6 +70,11 @@ public static class WorkerHostExtensions
                     h.ConnectionName(worker.InstanceName);
                 });
 
+                // _error and _skipped queues copy the endpoint's queue settings; with single-active-consumer
+                // RabbitMQ refuses basic.get on them, which is how an operator reads a dead letter.
+                cfg.SendTopology.ConfigureErrorSettings = q => q.SingleActiveConsumer = false;
+                cfg.SendTopology.ConfigureDeadLetterSettings = q => q.SingleActiveConsumer = false;
+
                 cfg.ReceiveEndpoint(Topology.IngressQueue, e =>
                 {
                     // One active router, one message at a time: one volume's commands leave in arrival order.
