@@ -111,12 +111,43 @@ public static class Harness
 
     private sealed class FirstProgressPrinter : IProgress<OperationProgress>
     {
+        private static void FreezeQemuImgChildren()
+        {
+            var self = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            foreach (var dir in Directory.EnumerateDirectories("/proc"))
+            {
+                if (!int.TryParse(Path.GetFileName(dir), out _))
+                {
+                    continue; // not a process (/proc/net, /proc/sys, ...)
+                }
+                try
+                {
+                    // /proc/<pid>/stat: "pid (comm) state ppid ..."
+                    var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                    var close = stat.LastIndexOf(')');
+                    var comm = stat[(stat.IndexOf('(', StringComparison.Ordinal) + 1)..close];
+                    var ppid = stat[(close + 2)..].Split(' ')[1];
+                    if (comm == "qemu-img" && ppid == self)
+                    {
+                        using var kill = System.Diagnostics.Process.Start("kill", ["-STOP", Path.GetFileName(dir)]);
+                        kill.WaitForExit();
+                    }
+                }
+                catch (IOException)
+                {
+                }
+            }
+        }
+
         private int _printed;
 
         public void Report(OperationProgress value)
         {
             if (Interlocked.Exchange(ref _printed, 1) == 0)
             {
+                // Freeze the qemu-img child first, so that a kill after this line always lands mid-copy
+                // (a fast copy could otherwise finish between the line and the kill).
+                FreezeQemuImgChildren();
                 Console.Out.WriteLine($"PROGRESS {value.Phase} {value.Fraction.ToString(System.Globalization.CultureInfo.InvariantCulture)}");
                 Console.Out.Flush();
             }
