@@ -118,28 +118,6 @@ internal static class Eventually
         WaitAsync(() => Task.FromResult(probe()), done, timeout, pollMs);
 }
 
-/// <summary>A real temp directory, removed at the end.</summary>
-internal sealed class TempDirectory : IDisposable
-{
-    public TempDirectory(string prefix = "nfsvol-worker-test-") => Path = Directory.CreateTempSubdirectory(prefix).FullName;
-
-    public string Path { get; }
-
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(Path, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
-    }
-}
-
 /// <summary>A qemu-img that copies slowly: the real qemu-img, with <c>convert -r</c> (its own rate limit)
 /// added, so that a clone of a few hundred MiB of real data takes seconds, as a big volume would.</summary>
 internal static class SlowQemuImg

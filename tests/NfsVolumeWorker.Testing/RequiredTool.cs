@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace NfsVolumeWorker.Storage.Tests.Support;
+namespace NfsVolumeWorker.Testing;
 
 /// <summary>
 /// Tests that need a real tool call this first: a missing tool fails the test loudly with the

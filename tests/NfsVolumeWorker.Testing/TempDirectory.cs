@@ -1,4 +1,4 @@
-namespace NfsVolumeWorker.Cli.Tests.Support;
+namespace NfsVolumeWorker.Testing;
 
 /// <summary>A real directory under the system temp folder, removed when the test ends.</summary>
 public sealed class TempDirectory : IDisposable
@@ -21,6 +21,9 @@ public sealed class TempDirectory : IDisposable
         catch (IOException)
         {
             // A test that failed mid-way may leave a file open; the temp folder is cleaned by the OS.
+        }
+        catch (UnauthorizedAccessException)
+        {
         }
     }
 }
