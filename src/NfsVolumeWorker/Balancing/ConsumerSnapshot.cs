@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using NfsVolumeWorker.Partitions;
 
 namespace NfsVolumeWorker.Balancing;
 
@@ -9,7 +10,22 @@ namespace NfsVolumeWorker.Balancing;
 /// <param name="Queue">Queue name.</param>
 /// <param name="Connection">The consumer's connection name (the instance name for workers).</param>
 /// <param name="Active">True for the single active consumer.</param>
-public sealed record PartitionConsumerInfo(int Partition, string Queue, string Connection, bool Active);
+/// <param name="SubscribedAt">When it subscribed, from its consumer tag (<see cref="ConsumerTags"/>); null
+/// for a consumer that is not a worker's.</param>
+public sealed record PartitionConsumerInfo(int Partition, string Queue, string Connection, bool Active, DateTimeOffset? SubscribedAt = null);
+
+/// <summary>What the balancer does with one of this instance's partition subscriptions.</summary>
+public enum BalanceMove
+{
+    /// <summary>This instance is active on the partition and has too many: give it to the next in line.</summary>
+    HandOver,
+
+    /// <summary>This instance is next in line for a partition it should not take: move to the back of the line.</summary>
+    StepBack,
+}
+
+/// <summary>One move of a balancing round.</summary>
+public sealed record BalanceAction(int Partition, BalanceMove Move);
 
 /// <summary>Who consumes which partition queue, and what follows for this instance.</summary>
 public sealed record ConsumerSnapshot(int PartitionCount, IReadOnlyList<PartitionConsumerInfo> Consumers)
@@ -26,31 +42,72 @@ public sealed record ConsumerSnapshot(int PartitionCount, IReadOnlyList<Partitio
     /// <summary>ceil(N/K): the most partitions one instance should hold.</summary>
     public int FairShare => Instances.Count == 0 ? PartitionCount : (PartitionCount + Instances.Count - 1) / Instances.Count;
 
-    /// <summary>The partition <paramref name="instance"/> should hand over this round, or null.</summary>
-    /// <remarks>Only when it holds more than its fair share, and only a partition another instance waits on;
-    /// preferably one where an instance holding less than its share waits.</remarks>
-    public int? PartitionToHandOver(string instance)
+    /// <summary>The waiting consumer RabbitMQ activates next on <paramref name="partition"/>: the one that
+    /// subscribed first (single active consumer activates waiters in subscription order).</summary>
+    public PartitionConsumerInfo? NextInLine(int partition) =>
+        Consumers.Where(c => c.Partition == partition && !c.Active)
+            .OrderBy(c => c.SubscribedAt ?? DateTimeOffset.MaxValue).ThenBy(c => c.Connection, StringComparer.Ordinal).FirstOrDefault();
+
+    /// <summary>
+    /// This round's moves for <paramref name="instance"/>, so that every instance ends with at most ceil(N/K):
+    /// <list type="bullet">
+    /// <item>above its share, it hands over (at most its excess) partitions whose next in line is below its
+    /// share, counting each receiver only up to its own shortfall;</item>
+    /// <item>next in line for a partition whose holder is above its share, while itself at or above its share
+    /// and someone below its share waits behind it, it steps back, so the one below becomes next.</item>
+    /// </list>
+    /// Both moves are safe at any time: a hand-over keeps order (see <see cref="PartitionSubscription"/>), and a
+    /// step-back of a waiting consumer moves no message.
+    /// </summary>
+    public IReadOnlyList<BalanceAction> Plan(string instance)
     {
-        var mine = ActiveOf(instance);
-        if (Instances.Count < 2 || mine.Count <= FairShare)
+        var instances = Instances;
+        if (instances.Count < 2 || !instances.Contains(instance, StringComparer.Ordinal))
         {
-            return null;
+            return [];
         }
-        var held = Instances.ToDictionary(i => i, i => ActiveOf(i).Count, StringComparer.Ordinal);
-        int? fallback = null;
-        foreach (var p in mine.OrderByDescending(p => p))
+        var fair = FairShare;
+        var held = instances.ToDictionary(i => i, i => ActiveOf(i).Count, StringComparer.Ordinal);
+        var actions = new List<BalanceAction>();
+
+        var excess = held[instance] - fair;
+        if (excess > 0)
         {
-            var waiting = Consumers.Where(c => c.Partition == p && !c.Active && c.Connection != instance).Select(c => c.Connection).ToList();
-            if (waiting.Any(w => held[w] < FairShare))
+            var room = held.ToDictionary(h => h.Key, h => Math.Max(0, fair - h.Value), StringComparer.Ordinal);
+            foreach (var p in ActiveOf(instance).OrderByDescending(p => p))
             {
-                return p;
-            }
-            if (waiting.Count > 0)
-            {
-                fallback ??= p;
+                if (excess == 0)
+                {
+                    break;
+                }
+                if (NextInLine(p) is { } next && room.GetValueOrDefault(next.Connection) > 0)
+                {
+                    room[next.Connection]--;
+                    excess--;
+                    actions.Add(new BalanceAction(p, BalanceMove.HandOver));
+                }
             }
         }
-        return fallback;
+
+        if (held[instance] >= fair)
+        {
+            for (var p = 0; p < PartitionCount; p++)
+            {
+                var holder = Consumers.FirstOrDefault(c => c.Partition == p && c.Active);
+                if (holder is null || holder.Connection == instance || held.GetValueOrDefault(holder.Connection) <= fair
+                    || NextInLine(p)?.Connection != instance)
+                {
+                    continue;
+                }
+                var someoneBelowWaits = Consumers.Any(c => c.Partition == p && !c.Active && c.Connection != instance
+                    && held.GetValueOrDefault(c.Connection) < fair);
+                if (someoneBelowWaits)
+                {
+                    actions.Add(new BalanceAction(p, BalanceMove.StepBack));
+                }
+            }
+        }
+        return actions;
     }
 
     /// <summary>Parses <c>GET /api/consumers/&lt;vhost&gt;</c>.</summary>
@@ -76,7 +133,8 @@ public sealed record ConsumerSnapshot(int PartitionCount, IReadOnlyList<Partitio
             }
             var active = c.TryGetProperty("active", out var a) ? a.ValueKind == JsonValueKind.True
                 : c.TryGetProperty("activity_status", out var s) && s.GetString() is "single_active" or "up";
-            list.Add(new PartitionConsumerInfo(partition, queue, connection, active));
+            var tag = c.TryGetProperty("consumer_tag", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
+            list.Add(new PartitionConsumerInfo(partition, queue, connection, active, ConsumerTags.SubscribedAt(tag)));
         }
         return new ConsumerSnapshot(partitionCount, list);
     }

@@ -1,23 +1,25 @@
 using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Configuration;
+using NfsVolumeWorker.Partitions;
 
 namespace NfsVolumeWorker.Balancing;
 
 /// <summary>
 /// Spreads the partition queues over the running instances. RabbitMQ's single active consumer keeps a
 /// partition on its first subscriber, so without help the first instance holds all N. Every round
-/// (<see cref="BalancingOptions.Interval"/>, jittered) this reads who consumes what from the management API;
-/// with K instances, one that is active on more than ceil(N/K) partitions hands one over
-/// (<see cref="PartitionSlot.HandOverAsync"/>). At shutdown it hands over every partition the same way
-/// before the bus stops, so no successor receives a partition's messages out of order.
+/// (<see cref="BalancingOptions.Interval"/>, jittered) this reads who consumes what from the management API
+/// and makes this instance's moves of <see cref="ConsumerSnapshot.Plan"/>: hand-overs and step-backs, each a
+/// <see cref="PartitionSubscription.ResubscribeAsync"/> of one partition's channel. The stop needs nothing
+/// here: <see cref="PartitionSubscriptions.StoppingAsync"/> releases every partition in order.
 /// </summary>
 public sealed class PartitionBalancer(
-    PartitionChannels channels, IOptions<BrokerOptions> broker, IOptions<WorkerOptions> worker, IOptions<BalancingOptions> options,
-    ILogger<PartitionBalancer> logger) : BackgroundService
+    PartitionSubscriptions subscriptions, IOptions<BrokerOptions> broker, IOptions<WorkerOptions> worker, IOptions<BalancingOptions> options,
+    IOptions<PartitionOptions> partitionOptions, ILogger<PartitionBalancer> logger) : BackgroundService
 {
     private static readonly Meter Meter = new("NfsVolumeWorker.Balancing");
     private static readonly Counter<long> HandOvers = Meter.CreateCounter<long>("nfsvol.partition.handovers", description: "Partitions this instance handed over to another.");
+    private static readonly Counter<long> StepBacks = Meter.CreateCounter<long>("nfsvol.partition.stepbacks", description: "Times this instance moved to the back of a partition's line of waiting consumers.");
     private int _held = -1;
 
     /// <summary>Partitions this instance was active on at the last round (-1 before the first).</summary>
@@ -28,7 +30,7 @@ public sealed class PartitionBalancer(
         Meter.CreateObservableGauge("nfsvol.partition.active", () => Held, description: "Partitions this instance is the active consumer of.");
         if (string.IsNullOrWhiteSpace(broker.Value.ManagementUrl) || !options.Value.Enabled)
         {
-            BalancerLog.Disabled(logger, string.IsNullOrWhiteSpace(broker.Value.ManagementUrl) ? "Broker:ManagementUrl is not set" : "Balancing:Enabled is false (opt-in)");
+            BalancerLog.Disabled(logger, string.IsNullOrWhiteSpace(broker.Value.ManagementUrl) ? "Broker:ManagementUrl is not set" : "Balancing:Enabled is false");
             return;
         }
         using var management = new ManagementClient(new Uri(broker.Value.ManagementUrl), new Uri(broker.Value.Url), options.Value.RequestTimeout);
@@ -36,27 +38,41 @@ public sealed class PartitionBalancer(
         BalancerLog.Enabled(logger, instance, management.VirtualHost, options.Value.Interval.TotalSeconds);
         var failures = 0;
 #pragma warning disable CA1031 // a failed round (management API down, a channel error) must never stop the worker
-        while (!stoppingToken.IsCancellationRequested)
+        while (!stoppingToken.IsCancellationRequested && !subscriptions.IsStopping)
         {
             var jitter = options.Value.Interval * (0.75 + Random.Shared.NextDouble() * 0.5);
             await Task.Delay(jitter, stoppingToken).ConfigureAwait(false);
             try
             {
-                var snapshot = await management.GetConsumersAsync(channels.Count, stoppingToken).ConfigureAwait(false);
+                var snapshot = await management.GetConsumersAsync(subscriptions.All.Count, stoppingToken).ConfigureAwait(false);
                 failures = 0;
-                var mine = snapshot.ActiveOf(instance);
-                Volatile.Write(ref _held, mine.Count);
-                if (snapshot.PartitionToHandOver(instance) is { } partition)
+                var mine = snapshot.ActiveOf(instance).Count;
+                Volatile.Write(ref _held, mine);
+                if (subscriptions.Connection is not { } connection)
                 {
-                    var handed = await channels[partition].HandOverAsync(options.Value.IdleTimeout, reopen: true, stoppingToken).ConfigureAwait(false);
-                    if (handed)
+                    continue;
+                }
+                foreach (var action in snapshot.Plan(instance))
+                {
+                    if (subscriptions.IsStopping)
+                    {
+                        break;
+                    }
+                    var moved = await subscriptions.All[action.Partition]
+                        .ResubscribeAsync(connection, partitionOptions.Value.HandOverTimeout, stoppingToken).ConfigureAwait(false);
+                    if (!moved)
+                    {
+                        BalancerLog.HandOverSkipped(logger, action.Partition);
+                    }
+                    else if (action.Move == BalanceMove.HandOver)
                     {
                         HandOvers.Add(1);
-                        BalancerLog.HandedOver(logger, partition, mine.Count, channels.Count, snapshot.Instances.Count, snapshot.FairShare);
+                        BalancerLog.HandedOver(logger, action.Partition, mine, subscriptions.All.Count, snapshot.Instances.Count, snapshot.FairShare);
                     }
                     else
                     {
-                        BalancerLog.HandOverSkipped(logger, partition);
+                        StepBacks.Add(1);
+                        BalancerLog.SteppedBack(logger, action.Partition);
                     }
                 }
             }
@@ -71,34 +87,6 @@ public sealed class PartitionBalancer(
         }
 #pragma warning restore CA1031
     }
-
-    public override async Task StopAsync(CancellationToken cancellationToken)
-    {
-        await base.StopAsync(cancellationToken).ConfigureAwait(false);
-        // Stopping before the bus (registered after it): hand every partition over by closing its channel, so
-        // the next owner gets the unacknowledged messages first (MassTransit's own stop sends basic.cancel,
-        // after which RabbitMQ 3.10 gives newer messages to the next consumer first).
-        var held = channels.All.Where(s => s.IsSubscribed).ToList();
-        foreach (var slot in channels.All)
-        {
-            slot.MarkStopping();
-        }
-        var results = await Task.WhenAll(held.Select(async s =>
-        {
-            try
-            {
-                return await s.HandOverAsync(options.Value.IdleTimeout, reopen: true, cancellationToken).ConfigureAwait(false);
-            }
-#pragma warning disable CA1031 // best effort: the bus's own stop follows
-            catch (Exception e) when (e is not OperationCanceledException)
-#pragma warning restore CA1031
-            {
-                BalancerLog.RoundFailed(logger, e.Message);
-                return false;
-            }
-        })).ConfigureAwait(false);
-        BalancerLog.ReleasedAtStop(logger, results.Count(r => r));
-    }
 }
 
 /// <summary>Partition balancing. Section <c>Balancing</c>.</summary>
@@ -106,16 +94,11 @@ public sealed class BalancingOptions
 {
     public const string SectionName = "Balancing";
 
-    /// <summary>True to spread partitions over instances (needs Broker:ManagementUrl). Default false: under load the
-    /// hand-over was seen to drop every consumer of the handing instance for a while (partitions ping-pong, some
-    /// briefly without an active consumer); until that is understood, balancing is opt-in.</summary>
-    public bool Enabled { get; set; }
+    /// <summary>True to spread partitions over instances (needs Broker:ManagementUrl). Default true.</summary>
+    public bool Enabled { get; set; } = true;
 
     /// <summary>Time between rounds (each jittered by ±25%). Default 5 seconds.</summary>
     public TimeSpan Interval { get; set; } = TimeSpan.FromSeconds(5);
-
-    /// <summary>How long a hand-over waits for the partition's message in progress. Default 30 seconds.</summary>
-    public TimeSpan IdleTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Timeout of a management API call. Default 10 seconds.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(10);
@@ -139,18 +122,17 @@ internal static partial class BalancerLog
     [LoggerMessage(3104, LogLevel.Warning, "Partition balancing round failed: {Reason}")]
     public static partial void RoundFailed(ILogger logger, string reason);
 
-    [LoggerMessage(3105, LogLevel.Information, "Shutting down: released {Count} partition(s) to the other instances")]
-    public static partial void ReleasedAtStop(ILogger logger, int count);
+    [LoggerMessage(3105, LogLevel.Information, "Stepped back on partition {Partition}: an instance below its fair share waits behind this one")]
+    public static partial void SteppedBack(ILogger logger, int partition);
 }
 
 /// <summary>Registration of the balancer.</summary>
 public static class BalancingServiceCollectionExtensions
 {
-    /// <summary>Adds the balancer. Call after AddMassTransit, so it stops before the bus.</summary>
+    /// <summary>Adds the balancer (after the partition subscriptions).</summary>
     public static IServiceCollection AddPartitionBalancing(this IServiceCollection services)
     {
         services.AddOptions<BalancingOptions>().BindConfiguration(BalancingOptions.SectionName);
-        services.AddSingleton(sp => new PartitionChannels(sp.GetRequiredService<IOptions<WorkerOptions>>().Value.PartitionCount));
         services.AddHostedService<PartitionBalancer>();
         return services;
     }

@@ -80,7 +80,9 @@ public sealed class VolumeExecutor : IAsyncDisposable
                 WorkerTelemetry.ActiveVolumes.Add(1);
                 try
                 {
-                    while (!_stopping.IsCancellationRequested)
+                    // After a stop request the command running finishes and the loop ends: what is left in the
+                    // inbox is another instance's to run (its sweeper finds it), or this one's after a restart.
+                    while (_accepting && !_stopping.IsCancellationRequested)
                     {
                         var entries = VolumeInbox.List(share, volumeId);
                         if (entries.Count == 0)

@@ -7,6 +7,7 @@ using NfsVolumeWorker.Execution;
 using NfsVolumeWorker.Health;
 using NfsVolumeWorker.Messaging;
 using NfsVolumeWorker.OsloBridge;
+using NfsVolumeWorker.Partitions;
 using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.QemuImg;
@@ -45,16 +46,21 @@ public static class WorkerHostExtensions
         services.AddSingleton<EventPublisher>();
         services.AddSingleton<CommandRunner>();
         services.AddSingleton<VolumeExecutor>();
-        // Registered before the bus: hosted services stop in reverse order, so the executor drains after the
-        // bus has stopped taking messages.
-        services.AddHostedService<ExecutorLifetime>();
-        services.AddHostedService<InboxSweeper>();
-        services.AddHostedService<StartupReport>();
+        services.AddSingleton<CommandAcceptor>();
+        services.AddOptions<PartitionOptions>().BindConfiguration(PartitionOptions.SectionName).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<PartitionOptions>, PartitionOptionsValidator>();
+
+        // Hosted services start in this order and stop in reverse, after every IHostedLifecycleService's
+        // StoppingAsync. So: the partition topology exists before the ingress router forwards into it; at
+        // SIGTERM the partitions are released first (StoppingAsync: no new commands here, the other instances
+        // take them in order), then running operations drain while the bus can still publish their events, and
+        // the bus stops last.
+        services.AddSingleton<PartitionSubscriptions>();
+        services.AddHostedService(sp => sp.GetRequiredService<PartitionSubscriptions>());
 
         services.AddMassTransit(x =>
         {
             x.AddConsumer<IngressRouter>();
-            x.AddConsumer<PartitionConsumer>();
             x.UsingRabbitMq((context, cfg) =>
             {
                 var broker = context.GetRequiredService<IOptions<BrokerOptions>>().Value;
@@ -85,30 +91,21 @@ public static class WorkerHostExtensions
                     e.UseMessageRetry(r => r.Exponential(10, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(200)));
                     e.ConfigureConsumer<IngressRouter>(context);
                 });
-                for (var p = 0; p < worker.PartitionCount; p++)
-                {
-                    var partition = p;
-                    cfg.ReceiveEndpoint(PartitionKey.QueueName(p), e =>
-                    {
-                        context.GetRequiredService<PartitionChannels>().Configure(e, partition); // first: hand-over gate
-                        e.SetQuorumQueue();
-                        e.SingleActiveConsumer = true;
-                        e.ConfigureConsumeTopology = false; // fed by the router (or by producers routing directly)
-                        e.ConcurrentMessageLimit = 1;
-                        e.PrefetchCount = worker.PrefetchCount;
-                        e.UseMessageRetry(r => r.Exponential(10, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(200)));
-                        e.ConfigureConsumer<PartitionConsumer>(context);
-                    });
-                }
+                // The partition queues are not MassTransit endpoints: PartitionSubscriptions consumes them.
             });
         });
 
+        services.AddHostedService<ExecutorLifetime>();
+        services.AddHostedService<InboxSweeper>();
+        services.AddHostedService<StartupReport>();
+
         // The cinder-volume RPC server (oslo.messaging), when Oslo:Enabled is true.
         services.AddOsloBridge(builder.Configuration);
-        services.AddPartitionBalancing(); // after the bus: stops before it and hands partitions over in order
+        services.AddPartitionBalancing();
 
         services.AddHealthChecks()
             .AddCheck<ShareHealthCheck>("shares", tags: ["ready"])
+            .AddCheck<PartitionHealthCheck>("partitions", tags: ["ready"])
             .AddCheck<QemuImgHealthCheck>("qemu-img", tags: ["ready"]);
 
         services.AddOpenTelemetry()

@@ -20,5 +20,7 @@ public static class WorkerTelemetry
 
     public static readonly Histogram<double> CommandDuration = Meter.CreateHistogram<double>("nfsvolumeworker.command.duration", unit: "s", description: "From acceptance to terminal event.");
 
+    public static readonly Counter<long> DeadLettered = Meter.CreateCounter<long>("nfsvolumeworker.messages.dead_lettered", description: "Partition messages that were not commands, moved to the error queue.");
+
     public static readonly UpDownCounter<long> ActiveVolumes = Meter.CreateUpDownCounter<long>("nfsvolumeworker.volumes.active", description: "Volumes with a running drain loop in this instance.");
 }

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using MassTransit;
 using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Execution;
@@ -12,28 +11,19 @@ using NfsVolumeWorker.Telemetry;
 namespace NfsVolumeWorker.Messaging;
 
 /// <summary>
-/// Accepts commands from a partition queue. Each accepted command is appended, durably, to its volume's
-/// inbox on the share; only then is the message acknowledged. The operation itself runs later in the
-/// <see cref="VolumeExecutor"/>, so a long copy never holds a delivery past the broker's consumer timeout,
-/// and a long operation on one volume never delays another volume of the same partition.
+/// Accepts a command taken from a partition queue: appends it, durably, to its volume's inbox on the
+/// share; the caller acknowledges the message only after this returns. The operation itself runs later in
+/// the <see cref="VolumeExecutor"/>, so a long copy never holds a delivery past the broker's consumer
+/// timeout, and a long operation on one volume never delays another volume of the same partition.
 /// </summary>
-public sealed class PartitionConsumer(
-    ShareMap shares, VolumeExecutor executor, EventPublisher events, IOptions<VolumeEngineOptions> engineOptions, ILogger<PartitionConsumer> logger) :
-    IConsumer<CreateVolume>, IConsumer<DeleteVolume>, IConsumer<CreateSnapshot>, IConsumer<DeleteSnapshot>,
-    IConsumer<CreateVolumeFromSnapshot>, IConsumer<CloneVolume>, IConsumer<RevertToSnapshot>, IConsumer<ExtendVolume>
+public sealed class CommandAcceptor(
+    ShareMap shares, VolumeExecutor executor, EventPublisher events, IOptions<VolumeEngineOptions> engineOptions, ILogger<CommandAcceptor> logger)
 {
-    public Task Consume(ConsumeContext<CreateVolume> context) => Accept(context, context.Message);
-    public Task Consume(ConsumeContext<DeleteVolume> context) => Accept(context, context.Message);
-    public Task Consume(ConsumeContext<CreateSnapshot> context) => Accept(context, context.Message);
-    public Task Consume(ConsumeContext<DeleteSnapshot> context) => Accept(context, context.Message);
-    public Task Consume(ConsumeContext<CreateVolumeFromSnapshot> context) => Accept(context, context.Message);
-    public Task Consume(ConsumeContext<CloneVolume> context) => Accept(context, context.Message);
-    public Task Consume(ConsumeContext<RevertToSnapshot> context) => Accept(context, context.Message);
-    public Task Consume(ConsumeContext<ExtendVolume> context) => Accept(context, context.Message);
-
-    private async Task Accept(ConsumeContext context, VolumeCommand command)
+    /// <summary>Validates, answers a command already finished from its outcome record, else appends it to the
+    /// volume's inbox and schedules the volume. Bad input yields <c>CommandFailed</c> and touches nothing.</summary>
+    public async Task AcceptAsync(VolumeCommand command, int partition, CancellationToken cancellationToken)
     {
-        var partition = Topology.PartitionOf(context.ReceiveContext.InputAddress);
+        ArgumentNullException.ThrowIfNull(command);
         using var scope = logger.BeginScope(new Dictionary<string, object>
         {
             ["CommandId"] = command.CommandId, ["VolumeId"] = command.VolumeId, ["Partition"] = partition,
@@ -42,7 +32,7 @@ public sealed class PartitionConsumer(
         var problem = Validate(command);
         if (problem is not null)
         {
-            await RejectAsync(command, commandType, StorageErrorCode.InvalidRequest.ToString(), problem, context.CancellationToken).ConfigureAwait(false);
+            await RejectAsync(command, commandType, StorageErrorCode.InvalidRequest.ToString(), problem, cancellationToken).ConfigureAwait(false);
             return;
         }
         Share share;
@@ -52,7 +42,7 @@ public sealed class PartitionConsumer(
         }
         catch (StorageException e)
         {
-            await RejectAsync(command, commandType, e.Code.ToString(), e.Message, context.CancellationToken).ConfigureAwait(false);
+            await RejectAsync(command, commandType, e.Code.ToString(), e.Message, cancellationToken).ConfigureAwait(false);
             return;
         }
 
@@ -62,7 +52,7 @@ public sealed class PartitionConsumer(
             var outcome = OutcomeRecord.FromBytes(recorded);
             if (!outcome.Published)
             {
-                await events.PublishTerminalAsync(outcome.ToEvent(), context.CancellationToken).ConfigureAwait(false);
+                await events.PublishTerminalAsync(outcome.ToEvent(), cancellationToken).ConfigureAwait(false);
                 CommandOutcomes.Write(share, command.CommandId, (outcome with { Published = true }).ToBytes(), engineOptions.Value.NewFileMode);
             }
             WorkerLog.DuplicateCommand(logger, commandType, command.CommandId, command.VolumeId);
@@ -71,7 +61,7 @@ public sealed class PartitionConsumer(
         }
 
         var record = InboxRecord.For(command, partition, Activity.Current?.Id);
-        var appended = await VolumeInbox.AppendAsync(share, command.VolumeId, command.CommandId, record.ToBytes(), engineOptions.Value.NewFileMode, context.CancellationToken).ConfigureAwait(false);
+        var appended = await VolumeInbox.AppendAsync(share, command.VolumeId, command.CommandId, record.ToBytes(), engineOptions.Value.NewFileMode, cancellationToken).ConfigureAwait(false);
         if (appended)
         {
             WorkerLog.Accepted(logger, commandType, command.CommandId, command.VolumeId, partition);

@@ -1,0 +1,119 @@
+using System.Text;
+using System.Text.Json;
+using NfsVolumeWorker.Contracts;
+using NfsVolumeWorker.Messaging;
+
+namespace NfsVolumeWorker.Partitions;
+
+/// <summary>A command decoded from a partition queue message.</summary>
+/// <param name="Command">The command.</param>
+/// <param name="TraceParent">W3C trace context of the message, when it carried one.</param>
+public sealed record DecodedCommand(VolumeCommand Command, string? TraceParent);
+
+/// <summary>Why a partition queue message is not a command the worker can accept.</summary>
+public sealed class CommandDecodeException(string reason, Exception? inner = null) : Exception(reason, inner);
+
+/// <summary>
+/// Reads MassTransit's JSON envelope (<c>application/vnd.masstransit+json</c>), which is what the ingress
+/// router, the oslo bridge and native producers routing directly put on a partition queue: the command type
+/// is the first <c>urn:message:NfsVolumeWorker.Contracts:&lt;Type&gt;</c> of <c>messageType</c> that names a
+/// command, the command is <c>message</c>.
+/// </summary>
+public static class CommandEnvelope
+{
+    private const string UrnPrefix = "urn:message:NfsVolumeWorker.Contracts:";
+
+    /// <summary>Decodes <paramref name="body"/>; throws <see cref="CommandDecodeException"/> with a reason an
+    /// operator can act on.</summary>
+    public static DecodedCommand Decode(ReadOnlySpan<byte> body, IDictionary<string, object?>? headers)
+    {
+        JsonDocument document;
+        try
+        {
+            var reader = new Utf8JsonReader(body);
+            document = JsonDocument.ParseValue(ref reader);
+        }
+        catch (JsonException e)
+        {
+            throw new CommandDecodeException($"the body is not JSON: {e.Message}", e);
+        }
+        using (document)
+        {
+            var root = document.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+            {
+                throw new CommandDecodeException("the body is not a JSON object (expected a MassTransit envelope)");
+            }
+            var type = CommandTypeOf(root)
+                ?? throw new CommandDecodeException("messageType names no NfsVolumeWorker.Contracts command (expected e.g. \"" + UrnPrefix + "CreateSnapshot\")");
+            if (!TryGet(root, "message", out var message) || message.ValueKind != JsonValueKind.Object)
+            {
+                throw new CommandDecodeException("the envelope has no \"message\" object");
+            }
+            VolumeCommand command;
+            try
+            {
+                command = (VolumeCommand)(message.Deserialize(type, InboxRecord.Json) ?? throw new JsonException("null message"));
+            }
+            catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)
+            {
+                throw new CommandDecodeException($"the message is not a valid {type.Name}: {e.Message}", e);
+            }
+            return new DecodedCommand(command, TraceParentOf(headers, root));
+        }
+    }
+
+    private static Type? CommandTypeOf(JsonElement root)
+    {
+        if (!TryGet(root, "messageType", out var types) || types.ValueKind != JsonValueKind.Array)
+        {
+            return null;
+        }
+        foreach (var t in types.EnumerateArray())
+        {
+            var urn = t.ValueKind == JsonValueKind.String ? t.GetString() : null;
+            if (urn is not null && urn.StartsWith(UrnPrefix, StringComparison.Ordinal)
+                && CommandCatalog.ByName.TryGetValue(urn[UrnPrefix.Length..], out var type))
+            {
+                return type;
+            }
+        }
+        return null;
+    }
+
+    /// <summary>The trace context: an AMQP header (<c>traceparent</c>, as MassTransit and eShop write it), else
+    /// the envelope's own headers.</summary>
+    private static string? TraceParentOf(IDictionary<string, object?>? headers, JsonElement root)
+    {
+        if (headers is not null && headers.TryGetValue("traceparent", out var value))
+        {
+            switch (value)
+            {
+                case byte[] bytes:
+                    return Encoding.UTF8.GetString(bytes);
+                case string s:
+                    return s;
+            }
+        }
+        if (TryGet(root, "headers", out var envelopeHeaders) && envelopeHeaders.ValueKind == JsonValueKind.Object
+            && TryGet(envelopeHeaders, "traceparent", out var tp) && tp.ValueKind == JsonValueKind.String)
+        {
+            return tp.GetString();
+        }
+        return null;
+    }
+
+    private static bool TryGet(JsonElement e, string name, out JsonElement value)
+    {
+        foreach (var p in e.EnumerateObject())
+        {
+            if (string.Equals(p.Name, name, StringComparison.OrdinalIgnoreCase))
+            {
+                value = p.Value;
+                return true;
+            }
+        }
+        value = default;
+        return false;
+    }
+}

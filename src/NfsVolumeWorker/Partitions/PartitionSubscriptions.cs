@@ -1,0 +1,378 @@
+using System.Diagnostics;
+using System.Text;
+using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Configuration;
+using NfsVolumeWorker.Messaging;
+using NfsVolumeWorker.Telemetry;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Events;
+
+namespace NfsVolumeWorker.Partitions;
+
+/// <summary>
+/// This instance's consumers of the N partition queues, on a RabbitMQ connection of their own (named
+/// <see cref="WorkerOptions.InstanceName"/>), one channel per partition. Owning the channels (rather than
+/// leaving them to MassTransit) is what makes a hand-over touch exactly one partition: closing one
+/// channel never recycles another, and nothing subscribes again behind our back.
+/// </summary>
+/// <remarks>
+/// Lifecycle: <see cref="StartAsync"/> (registered before the bus) declares the partition topology and
+/// subscribes, so the ingress router never forwards into an unbound exchange. <see cref="StoppingAsync"/>
+/// runs before any hosted service stops: every partition is released in order, so commands that arrive
+/// while running operations finish go to the other instances. A lost connection is re-established with
+/// back-off by a supervisor loop, which also re-subscribes any partition whose channel the broker closed.
+/// </remarks>
+public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisposable
+{
+    /// <summary>Where a partition message that is not a command goes, with the reason in its headers.</summary>
+    public const string ErrorQueue = "nfsvol.partition_error";
+
+    private readonly BrokerOptions _broker;
+    private readonly WorkerOptions _worker;
+    private readonly PartitionOptions _options;
+    private readonly CommandAcceptor _acceptor;
+    private readonly ILogger<PartitionSubscriptions> _logger;
+    private readonly PartitionSubscription[] _partitions;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly SemaphoreSlim _connecting = new(1, 1);
+    private IConnection? _connection;
+    private Task _supervisor = Task.CompletedTask;
+
+    public PartitionSubscriptions(IOptions<BrokerOptions> broker, IOptions<WorkerOptions> worker, IOptions<PartitionOptions> options,
+        CommandAcceptor acceptor, ILogger<PartitionSubscriptions> logger)
+    {
+        _broker = broker.Value;
+        _worker = worker.Value;
+        _options = options.Value;
+        _acceptor = acceptor;
+        _logger = logger;
+        _partitions = Enumerable.Range(0, _worker.PartitionCount)
+            .Select(p => new PartitionSubscription(p, _worker.InstanceName, (ushort)_worker.PrefetchCount, HandleAsync)).ToArray();
+    }
+
+    /// <summary>Every partition's subscription, by partition number.</summary>
+    public IReadOnlyList<PartitionSubscription> All => _partitions;
+
+    /// <summary>The connection, while it is open.</summary>
+    public IConnection? Connection => Volatile.Read(ref _connection) is { IsOpen: true } c ? c : null;
+
+    /// <summary>True once the stop began.</summary>
+    public bool IsStopping => _stopping.IsCancellationRequested;
+
+    /// <summary>Declares the topology and subscribes to every partition; waits (with back-off) for the broker.</summary>
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        var attempt = 0;
+        while (true)
+        {
+            try
+            {
+                var connection = await ConnectAsync(cancellationToken).ConfigureAwait(false);
+                await DeclareTopologyAsync(connection, _worker.PartitionCount, cancellationToken).ConfigureAwait(false);
+                await SubscribeAllAsync(connection, cancellationToken).ConfigureAwait(false);
+                break;
+            }
+            catch (Exception e) when (IsBrokerFault(e) && !cancellationToken.IsCancellationRequested)
+            {
+                var delay = Backoff(++attempt);
+                PartitionLog.BrokerUnreachable(_logger, BrokerOptionsValidator.Redact(_broker.Url), delay.TotalSeconds, e.Message);
+                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        PartitionLog.Subscribed(_logger, _partitions.Length, _worker.InstanceName);
+        _supervisor = SuperviseAsync(_stopping.Token);
+    }
+
+    /// <summary>Releases every partition (in order: see <see cref="PartitionSubscription"/>) before anything
+    /// else stops.</summary>
+    public async Task StoppingAsync(CancellationToken cancellationToken)
+    {
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        var sw = Stopwatch.StartNew();
+        await Task.WhenAll(_partitions.Select(p => p.StopAsync(_options.HandOverTimeout))).ConfigureAwait(false);
+        await _supervisor.ConfigureAwait(false);
+        PartitionLog.Released(_logger, _partitions.Length, sw.ElapsedMilliseconds);
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public async Task StoppedAsync(CancellationToken cancellationToken)
+    {
+        if (Interlocked.Exchange(ref _connection, null) is { } connection)
+        {
+            try
+            {
+                await connection.CloseAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (IsBrokerFault(e))
+            {
+                // Already gone.
+            }
+            connection.Dispose();
+        }
+    }
+
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>Declares the N partition exchanges (fanout) and quorum queues with a single active consumer,
+    /// bound one to one, and the partition error queue. Idempotent; the same arguments MassTransit uses.</summary>
+    public static async Task DeclareTopologyAsync(IConnection connection, int partitionCount, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        await using (channel.ConfigureAwait(false))
+        {
+            for (var p = 0; p < partitionCount; p++)
+            {
+                var name = Contracts.PartitionKey.QueueName(p);
+                await channel.ExchangeDeclareAsync(name, ExchangeType.Fanout, durable: true, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+                await channel.QueueDeclareAsync(name, durable: true, exclusive: false, autoDelete: false, new Dictionary<string, object?>
+                {
+                    ["x-queue-type"] = "quorum", ["x-single-active-consumer"] = true,
+                }, cancellationToken: cancellationToken).ConfigureAwait(false);
+                await channel.QueueBindAsync(name, name, "", cancellationToken: cancellationToken).ConfigureAwait(false);
+            }
+            // Read with basic.get by operators, so no single active consumer here.
+            await channel.QueueDeclareAsync(ErrorQueue, durable: true, exclusive: false, autoDelete: false,
+                new Dictionary<string, object?> { ["x-queue-type"] = "quorum" }, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Makes sure the connection is open, reconnecting if needed.</summary>
+    internal async Task<IConnection> ConnectAsync(CancellationToken cancellationToken)
+    {
+        if (Connection is { } open)
+        {
+            return open;
+        }
+        await _connecting.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (Connection is { } raced)
+            {
+                return raced;
+            }
+            Volatile.Read(ref _connection)?.Dispose();
+            var factory = new ConnectionFactory
+            {
+                Uri = AmqpUri(_broker.Url),
+                ClientProvidedName = _worker.InstanceName,
+                // Recovery is ours (SuperviseAsync): the library's would re-subscribe channels we closed on purpose.
+                AutomaticRecoveryEnabled = false,
+                TopologyRecoveryEnabled = false,
+                RequestedHeartbeat = TimeSpan.FromSeconds(30),
+            };
+            var connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+            Volatile.Write(ref _connection, connection);
+            return connection;
+        }
+        finally
+        {
+            _connecting.Release();
+        }
+    }
+
+    private async Task SubscribeAllAsync(IConnection connection, CancellationToken cancellationToken)
+    {
+        foreach (var p in _partitions)
+        {
+            await p.EnsureSubscribedAsync(connection, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Every <see cref="PartitionOptions.SuperviseInterval"/>: reconnect when the connection is gone, and
+    /// subscribe every partition whose channel is closed.</summary>
+    private async Task SuperviseAsync(CancellationToken stopping)
+    {
+        var attempt = 0;
+        while (!stopping.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(attempt == 0 ? _options.SuperviseInterval : Backoff(attempt), stopping).ConfigureAwait(false);
+                var wasOpen = Connection is not null;
+                var connection = await ConnectAsync(stopping).ConfigureAwait(false);
+                var missing = _partitions.Count(p => !p.IsSubscribed && !p.IsStopped);
+                if (missing > 0)
+                {
+                    await SubscribeAllAsync(connection, stopping).ConfigureAwait(false);
+                    PartitionLog.Resubscribed(_logger, missing, wasOpen ? "their channels were closed" : "the connection was re-established");
+                }
+                attempt = 0;
+            }
+            catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (IsBrokerFault(e))
+            {
+                attempt++;
+                PartitionLog.BrokerUnreachable(_logger, BrokerOptionsValidator.Redact(_broker.Url), Backoff(attempt).TotalSeconds, e.Message);
+            }
+        }
+    }
+
+    /// <summary>One delivery: decode, accept (retried with back-off while the share or broker fails), ack.</summary>
+    private async Task HandleAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, CancellationToken stopped)
+    {
+        DecodedCommand decoded;
+        try
+        {
+            decoded = CommandEnvelope.Decode(delivery.Body.Span, delivery.BasicProperties.Headers);
+        }
+        catch (CommandDecodeException e)
+        {
+            await DeadLetterAsync(channel, partition, delivery, e.Message, stopped).ConfigureAwait(false);
+            return;
+        }
+        var command = decoded.Command;
+        ActivityContext.TryParse(decoded.TraceParent, null, out var parent);
+        using var activity = WorkerTelemetry.ActivitySource.StartActivity($"{Contracts.PartitionKey.QueueName(partition)} receive", ActivityKind.Consumer, parent);
+        activity?.SetTag("messaging.system", "rabbitmq");
+        activity?.SetTag("messaging.destination.name", Contracts.PartitionKey.QueueName(partition));
+        activity?.SetTag("messaging.operation.type", "receive");
+        activity?.SetTag("nfsvol.command_id", command.CommandId);
+        activity?.SetTag("nfsvol.volume_id", command.VolumeId);
+
+        var subscription = _partitions[partition];
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await _acceptor.AcceptAsync(command, partition, stopped).ConfigureAwait(false);
+                break;
+            }
+            catch (Exception e) when (!stopped.IsCancellationRequested && e is not OperationCanceledException)
+            {
+                // Nothing here is the command's fault (that yields CommandFailed inside AcceptAsync): the share or
+                // the broker is failing. The partition waits, in order, rather than drop or reorder a command.
+                subscription.MarkRetrying(true);
+                var delay = Backoff(attempt);
+                PartitionLog.AcceptRetrying(_logger, command.GetType().Name, command.CommandId, command.VolumeId, partition, attempt, delay.TotalSeconds, e.Message);
+                try
+                {
+                    await Task.Delay(delay, stopped).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    subscription.MarkRetrying(false);
+                    return; // stopping: not acknowledged, the next owner gets it
+                }
+            }
+            catch (OperationCanceledException) when (stopped.IsCancellationRequested)
+            {
+                subscription.MarkRetrying(false);
+                return;
+            }
+        }
+        subscription.MarkRetrying(false);
+        await channel.BasicAckAsync(delivery.DeliveryTag, multiple: false, CancellationToken.None).ConfigureAwait(false);
+    }
+
+    /// <summary>Moves an undecodable message to <see cref="ErrorQueue"/> (publisher-confirmed) with MassTransit's
+    /// fault headers, then acks it: the partition goes on, and nothing on the share was touched.</summary>
+    private async Task DeadLetterAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, string reason, CancellationToken cancellationToken)
+    {
+        PartitionLog.Undecodable(_logger, partition, delivery.BasicProperties.MessageId ?? "(none)", reason);
+        var headers = delivery.BasicProperties.Headers is { } original ? new Dictionary<string, object?>(original) : [];
+        headers["MT-Reason"] = "fault";
+        headers["MT-Fault-ExceptionType"] = typeof(CommandDecodeException).FullName;
+        headers["MT-Fault-Message"] = reason;
+        headers["MT-Fault-Timestamp"] = DateTimeOffset.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture);
+        headers["MT-Host-MachineName"] = Environment.MachineName;
+        headers["nfsvol-partition"] = partition;
+        headers["nfsvol-instance"] = _worker.InstanceName;
+        var properties = new BasicProperties
+        {
+            Persistent = true,
+            ContentType = delivery.BasicProperties.ContentType,
+            MessageId = delivery.BasicProperties.MessageId,
+            Headers = headers,
+        };
+        await channel.BasicPublishAsync("", ErrorQueue, mandatory: true, properties, delivery.Body, cancellationToken).ConfigureAwait(false);
+        WorkerTelemetry.DeadLettered.Add(1, new KeyValuePair<string, object?>("queue", ErrorQueue));
+        await channel.BasicAckAsync(delivery.DeliveryTag, multiple: false, CancellationToken.None).ConfigureAwait(false);
+    }
+
+    private static TimeSpan Backoff(int attempt) =>
+        TimeSpan.FromMilliseconds(Math.Min(30_000, 100 * Math.Pow(2, Math.Min(attempt - 1, 16))));
+
+    private static bool IsBrokerFault(Exception e) =>
+        e is RabbitMQ.Client.Exceptions.BrokerUnreachableException or RabbitMQ.Client.Exceptions.AlreadyClosedException
+            or RabbitMQ.Client.Exceptions.OperationInterruptedException or RabbitMQ.Client.Exceptions.ConnectFailureException
+            or IOException or System.Net.Sockets.SocketException or TimeoutException or ObjectDisposedException;
+
+    /// <summary>RabbitMQ.Client takes amqp:// and amqps:// only; MassTransit's rabbitmq:// means amqp://.</summary>
+    internal static Uri AmqpUri(string url)
+    {
+        var uri = new Uri(url);
+        return uri.Scheme == "rabbitmq" ? new UriBuilder(uri) { Scheme = "amqp", Port = uri.IsDefaultPort || uri.Port <= 0 ? 5672 : uri.Port }.Uri : uri;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StoppedAsync(CancellationToken.None).ConfigureAwait(false);
+        foreach (var p in _partitions)
+        {
+            p.Dispose();
+        }
+        _stopping.Dispose();
+        _connecting.Dispose();
+    }
+}
+
+/// <summary>How the worker consumes its partition queues. Section <c>Partitions</c>.</summary>
+public sealed class PartitionOptions
+{
+    public const string SectionName = "Partitions";
+
+    /// <summary>At a hand-over or the stop, how long to wait for the message being accepted (a few
+    /// milliseconds normally; longer only while the share is failing). Default 30 seconds.</summary>
+    public TimeSpan HandOverTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How often the connection and every partition's subscription are checked and restored.
+    /// Default 2 seconds.</summary>
+    public TimeSpan SuperviseInterval { get; set; } = TimeSpan.FromSeconds(2);
+}
+
+/// <summary>Log messages of the partition consumers (event ids 3120-3139).</summary>
+internal static partial class PartitionLog
+{
+    [LoggerMessage(3120, LogLevel.Information, "Subscribed to {Partitions} partition queues as {Instance}")]
+    public static partial void Subscribed(ILogger logger, int partitions, string instance);
+
+    [LoggerMessage(3121, LogLevel.Warning, "Broker {Broker} unreachable for the partition consumers; retrying in {Seconds} s: {Reason}")]
+    public static partial void BrokerUnreachable(ILogger logger, string broker, double seconds, string reason);
+
+    [LoggerMessage(3122, LogLevel.Warning, "Subscribed again to {Count} partition(s): {Why}")]
+    public static partial void Resubscribed(ILogger logger, int count, string why);
+
+    [LoggerMessage(3123, LogLevel.Warning, "Accepting {CommandType} {CommandId} of volume {VolumeId} on partition {Partition} failed (attempt {Attempt}); the partition waits {Seconds} s and tries again: {Reason}")]
+    public static partial void AcceptRetrying(ILogger logger, string commandType, Guid commandId, Guid volumeId, int partition, int attempt, double seconds, string reason);
+
+    [LoggerMessage(3124, LogLevel.Error, "Message {MessageId} on partition {Partition} is not a command; moved to " + PartitionSubscriptions.ErrorQueue + ": {Reason}")]
+    public static partial void Undecodable(ILogger logger, int partition, string messageId, string reason);
+
+    [LoggerMessage(3125, LogLevel.Information, "Released {Partitions} partitions in {ElapsedMs} ms; the other instances take them over in order")]
+    public static partial void Released(ILogger logger, int partitions, long elapsedMs);
+}
+
+/// <summary>Validates <see cref="PartitionOptions"/>.</summary>
+public sealed class PartitionOptionsValidator : IValidateOptions<PartitionOptions>
+{
+    public ValidateOptionsResult Validate(string? name, PartitionOptions options)
+    {
+        var failures = new List<string>();
+        if (options.HandOverTimeout <= TimeSpan.Zero)
+        {
+            failures.Add($"Partitions:HandOverTimeout must be positive (got {options.HandOverTimeout}).");
+        }
+        if (options.SuperviseInterval < TimeSpan.FromMilliseconds(100))
+        {
+            failures.Add($"Partitions:SuperviseInterval must be at least 00:00:00.100 (got {options.SuperviseInterval}).");
+        }
+        return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+}
