@@ -17,7 +17,7 @@ public sealed class LoadTests(ITestOutputHelper output)
     /// <summary>20 commands for one volume, in the order they must run. Out of order, some would fail
     /// (a snapshot of a volume not yet created, an extend to a smaller size, a delete of an unknown snapshot
     /// done before its create would leave the snapshot behind).</summary>
-    private static List<VolumeCommand> Script(Guid vol)
+    internal static List<VolumeCommand> Script(Guid vol)
     {
         var snaps = Enumerable.Range(0, 6).Select(_ => Guid.NewGuid()).ToArray();
         var list = new List<VolumeCommand> { new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = vol, SizeBytes = 1 * MiB } };
@@ -34,7 +34,7 @@ public sealed class LoadTests(ITestOutputHelper output)
         return list;
     }
 
-    private static Task Publish(CommandBus bus, VolumeCommand c) => c switch
+    internal static Task Publish(CommandBus bus, VolumeCommand c) => c switch
     {
         CreateVolume x => bus.PublishAsync(x),
         CreateSnapshot x => bus.PublishAsync(x),

@@ -88,12 +88,24 @@ public static class OperationJournal
         DurableFile.WriteAtomically(PathFor(share, entry.VolumeId), Encoding.UTF8.GetBytes(JsonSerializer.Serialize(entry, Json)), mode);
     }
 
+    /// <summary>Removes the volume's entry, and temp files of entry writes a crash interrupted: called under the
+    /// volume lock, so no write of this volume's entry is under way. These are the worker's own files in its
+    /// dot-directory, never named by an image, unlike temp files beside the volumes (left for <c>nfsvol check</c>).</summary>
     public static void Clear(Share share, Guid volumeId)
     {
         var path = PathFor(share, volumeId);
-        if (DurableFile.TryDelete(path))
+        var directory = Path.GetDirectoryName(path)!;
+        var removed = DurableFile.TryDelete(path);
+        if (Directory.Exists(directory))
         {
-            DurableFile.FsyncDirectory(Path.GetDirectoryName(path)!);
+            foreach (var temp in Directory.EnumerateFiles(directory, "." + Path.GetFileName(path) + ".tmp-*"))
+            {
+                removed |= DurableFile.TryDelete(temp);
+            }
+        }
+        if (removed)
+        {
+            DurableFile.FsyncDirectory(directory);
         }
     }
 

@@ -98,6 +98,31 @@ public sealed class WorkerProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>Sends SIGTERM (as systemd stops it) without waiting.</summary>
+    public Task SignalTermAsync() => Tools.RunAsync("kill", "-TERM", _process.Id.ToString(CultureInfo.InvariantCulture));
+
+    /// <summary>Waits for the process to end; its exit code.</summary>
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"worker {InstanceName} did not exit within {timeout}:{Environment.NewLine}{Output}");
+        }
+        return _process.ExitCode;
+    }
+
+    /// <summary>SIGTERM and wait: the exit code.</summary>
+    public async Task<int> TerminateAsync(TimeSpan timeout)
+    {
+        await SignalTermAsync();
+        return await WaitForExitAsync(timeout);
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (!_process.HasExited)

@@ -1,0 +1,149 @@
+using NfsVolumeWorker.Contracts;
+using NfsVolumeWorker.Testing;
+using NfsVolumeWorker.Tests.Support;
+
+namespace NfsVolumeWorker.Tests;
+
+/// <summary>SIGTERM of a worker process that is in the middle of a long clone, with a second instance running.</summary>
+public sealed class ShutdownTests(ITestOutputHelper output)
+{
+    private const long MiB = WorkerTestBed.MiB;
+
+    /// <summary>Two workers with a slowed qemu-img, a 192 MiB volume and its clone started; returns once the
+    /// clone copies, with the worker running it.</summary>
+    private sealed class CloneInFlight : IAsyncDisposable
+    {
+        private readonly TempDirectory _root = new();
+        private readonly List<WorkerProcess> _workers = [];
+        private readonly ITestOutputHelper _output;
+
+        private CloneInFlight(ITestOutputHelper output, VirtualHost vhost)
+        {
+            _output = output;
+            VirtualHost = vhost;
+            Share = Directory.CreateDirectory(Path.Combine(_root.Path, "share")).FullName;
+        }
+
+        public VirtualHost VirtualHost { get; }
+        public string Share { get; }
+        public EventCollector Events { get; private set; } = null!;
+        public CommandBus Producer { get; private set; } = null!;
+        public Guid Source { get; } = Guid.NewGuid();
+        public CloneVolume Clone { get; private set; } = null!;
+        public WorkerProcess Copying { get; private set; } = null!;
+        public WorkerProcess Other { get; private set; } = null!;
+
+        public static async Task<CloneInFlight> StartAsync(ITestOutputHelper output, string name)
+        {
+            var broker = await RabbitMqBroker.SharedAsync();
+            var bed = new CloneInFlight(output, await broker.CreateVirtualHostAsync(name));
+            var slow = SlowQemuImg.Settings(bed._root.Path, "16M"); // 192 MiB: about 12 s of copying
+            slow["Worker:ShutdownTimeout"] = "00:01:00";
+            foreach (var w in new[] { "w1", "w2" })
+            {
+                bed._workers.Add(WorkerProcess.Start(bed.VirtualHost.AmqpUri, bed.Share, w, slow));
+            }
+            await Ownership.WaitForAsync(bed.VirtualHost, ["w1", "w2"], TimeSpan.FromSeconds(60));
+            bed.Events = await EventCollector.StartAsync(bed.VirtualHost.AmqpUri);
+            bed.Producer = await CommandBus.StartAsync(bed.VirtualHost.AmqpUri);
+
+            var create = new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = bed.Source, SizeBytes = 256 * MiB };
+            await bed.Producer.PublishAsync(create);
+            Assert.Equal(nameof(VolumeCreated), (await bed.Events.WaitForAsync(create.CommandId)).Type);
+            await Tools.WriteAsync(Path.Combine(bed.Share, $"volume-{bed.Source}"), "raw", 0x5a, 0, 192 * MiB);
+            bed.Clone = new CloneVolume { CommandId = Guid.NewGuid(), VolumeId = bed.Source, NewVolumeId = Guid.NewGuid() };
+            await bed.Producer.PublishAsync(bed.Clone);
+            await Eventually.WaitAsync(() => bed.Events.Progress.Count(p => p.CommandId == bed.Clone.CommandId), n => n > 0, TimeSpan.FromSeconds(30));
+            bed.Copying = await Eventually.WaitAsync(() => bed._workers.FirstOrDefault(w => ProcessTree.Children(w.Pid, "qemu-img").Count > 0),
+                w => w is not null, TimeSpan.FromSeconds(10), 50) ?? throw new InvalidOperationException("no worker runs qemu-img");
+            bed.Other = bed._workers.Single(w => w != bed.Copying);
+            output.WriteLine($"{bed.Copying.InstanceName} is copying the clone");
+            return bed;
+        }
+
+        /// <summary>Sends a few commands on every partition; their ids.</summary>
+        public async Task<List<Guid>> SendOnEveryPartitionAsync()
+        {
+            var ids = new List<Guid>();
+            foreach (var v in Enumerable.Range(0, WorkerSettings.Partitions).SelectMany(p => Ids.InPartition(p, 2)))
+            {
+                var create = new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = v, SizeBytes = 4 * MiB };
+                var snap = new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = v, SnapshotId = Guid.NewGuid() };
+                await Producer.PublishAsync(create);
+                await Producer.PublishAsync(snap);
+                ids.AddRange([create.CommandId, snap.CommandId]);
+            }
+            return ids;
+        }
+
+        public async Task AssertShareIsWholeAsync()
+        {
+            Assert.Equal(0, await Tools.CompareAsync(Path.Combine(Share, $"volume-{Clone.NewVolumeId}"), "raw", Path.Combine(Share, $"volume-{Source}"), "raw"));
+            Assert.Equal("", await Tools.CheckShareAsync(Share));
+            var inbox = Path.Combine(Share, ".nfsvolumeworker", "inbox");
+            await Eventually.WaitAsync(() => Directory.EnumerateFiles(inbox, "*.cmd", SearchOption.AllDirectories).Count(), n => n == 0, TimeSpan.FromSeconds(10));
+            Assert.Empty(Directory.EnumerateFiles(Share, ".volume-*.tmp-*"));
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Task.WhenAll(_workers.Select(w => w.DisposeAsync().AsTask()));
+            foreach (var w in _workers)
+            {
+                _output.WriteLine($"--- {w.InstanceName} ---{Environment.NewLine}{string.Join(Environment.NewLine, w.Output.Split('\n').TakeLast(30))}");
+            }
+            await Producer.DisposeAsync();
+            await Events.DisposeAsync();
+            await VirtualHost.DisposeAsync();
+            _root.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task SIGTERM_lets_the_running_clone_finish_while_new_commands_already_run_on_the_other_instance()
+    {
+        await using var bed = await CloneInFlight.StartAsync(output, "sigterm");
+        await bed.Copying.SignalTermAsync();
+        await Eventually.WaitAsync(() => bed.Copying.Output.Contains($"Released {WorkerSettings.Partitions} partitions", StringComparison.Ordinal),
+            released => released, TimeSpan.FromSeconds(10));
+
+        // Commands sent now, on every partition (half of them were the stopping instance's), run on the other
+        // instance while the clone is still being copied by the stopping one.
+        var sent = await bed.SendOnEveryPartitionAsync();
+        await bed.Events.WaitForAllAsync(sent, TimeSpan.FromSeconds(60));
+        Assert.False(bed.Copying.HasExited, "the stopping worker exited before its clone finished");
+        Assert.Empty(bed.Events.TerminalOf(bed.Clone.CommandId));
+        Assert.All(sent, id => Assert.Single(bed.Events.TerminalOf(id)));
+
+        // The clone finishes where it ran (not cancelled, not resumed elsewhere), then the worker exits cleanly.
+        var cloned = await bed.Events.WaitForAsync(bed.Clone.CommandId, TimeSpan.FromSeconds(90));
+        Assert.Equal(nameof(VolumeCloned), cloned.Type);
+        Assert.Equal(0, await bed.Copying.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Contains($"CloneVolume {bed.Clone.CommandId} of volume {bed.Source} finished", bed.Copying.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("cancelling", bed.Copying.Output, StringComparison.Ordinal);
+        Assert.Single(bed.Events.TerminalOf(bed.Clone.CommandId));
+        Assert.All(sent, id => Assert.NotEqual(nameof(CommandFailed), bed.Events.TerminalOf(id).Single().Type));
+        await bed.AssertShareIsWholeAsync();
+    }
+
+    [Fact]
+    public async Task A_second_SIGTERM_cancels_the_running_clone_and_the_other_instance_resumes_it_to_one_result()
+    {
+        await using var bed = await CloneInFlight.StartAsync(output, "sigterm2");
+        await bed.Copying.SignalTermAsync();
+        await Eventually.WaitAsync(() => bed.Copying.Output.Contains($"Released {WorkerSettings.Partitions} partitions", StringComparison.Ordinal),
+            released => released, TimeSpan.FromSeconds(10));
+        await bed.Copying.SignalTermAsync();
+        await bed.Copying.WaitForExitAsync(TimeSpan.FromSeconds(60));
+        Assert.Contains("Second stop signal", bed.Copying.Output, StringComparison.Ordinal);
+        Assert.Empty(bed.Events.TerminalOf(bed.Clone.CommandId)); // cancelled, not finished, not failed
+
+        // The other instance's sweeper finds the inbox entry nobody drains and resumes the clone from the share.
+        var cloned = await bed.Events.WaitForAsync(bed.Clone.CommandId, TimeSpan.FromSeconds(120));
+        Assert.Equal(nameof(VolumeCloned), cloned.Type);
+        Assert.Contains($"CloneVolume {bed.Clone.CommandId} of volume {bed.Source} finished", bed.Other.Output, StringComparison.Ordinal);
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        Assert.Single(bed.Events.TerminalOf(bed.Clone.CommandId));
+        await bed.AssertShareIsWholeAsync();
+    }
+}
