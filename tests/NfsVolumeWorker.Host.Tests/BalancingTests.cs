@@ -2,13 +2,11 @@ using System.Diagnostics;
 using NfsVolumeWorker.Balancing;
 using NfsVolumeWorker.Partitions;
 using NfsVolumeWorker.Testing;
-using Xunit.Abstractions;
 
 namespace NfsVolumeWorker.Host.Tests;
 
-public sealed class BalancingTests(ITestOutputHelper output) : IAsyncLifetime
+public sealed class BalancingTests : IAsyncLifetime
 {
-    private const int N = 16;
     private readonly string _share = Directory.CreateTempSubdirectory("nfsvol-balancing-").FullName;
     private readonly List<WorkerProcess> _workers = [];
 
@@ -21,34 +19,6 @@ public sealed class BalancingTests(ITestOutputHelper output) : IAsyncLifetime
             await w.DisposeAsync();
         }
         Directory.Delete(_share, recursive: true);
-    }
-
-    private static int Ceil(int n, int k) => (n + k - 1) / k;
-
-    /// <summary>Waits until the K named instances consume, every partition has exactly one active consumer,
-    /// and no instance is active on more than ceil(N/K)+1; returns how long it took.</summary>
-    private async Task<TimeSpan> WaitBalancedAsync(ManagementClient management, IReadOnlyCollection<string> instances, TimeSpan timeout)
-    {
-        var sw = Stopwatch.StartNew();
-        var limit = Ceil(N, instances.Count) + 1;
-        string last = "";
-        while (sw.Elapsed < timeout)
-        {
-            var snapshot = await management.GetConsumersAsync(N, CancellationToken.None);
-            var activePerPartition = Enumerable.Range(0, N).Select(p => snapshot.Consumers.Count(c => c.Partition == p && c.Active)).ToList();
-            var held = instances.ToDictionary(i => i, i => snapshot.ActiveOf(i).Count);
-            last = $"instances [{string.Join(", ", snapshot.Instances)}], held {{{string.Join(", ", held.Select(h => $"{h.Key}: {h.Value}"))}}}, active per partition [{string.Join(",", activePerPartition)}]";
-            if (snapshot.Instances.Order().SequenceEqual(instances.Order()) && activePerPartition.All(a => a == 1) && held.Values.All(h => h <= limit)
-                && snapshot.Consumers.Count == N * instances.Count)
-            {
-                output.WriteLine($"balanced in {sw.Elapsed.TotalSeconds:0.0} s: {last}");
-                return sw.Elapsed;
-            }
-            await Task.Delay(250);
-        }
-        Assert.Fail($"not balanced over {instances.Count} instances (limit {limit}) within {timeout}: {last}\n" +
-            string.Join("\n", _workers.Select(w => $"--- {w.Name}\n{w.Output}")));
-        return sw.Elapsed;
     }
 
     [Fact]

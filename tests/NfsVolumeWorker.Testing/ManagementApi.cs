@@ -119,6 +119,36 @@ internal sealed class ManagementApi : IDisposable
         return consumers;
     }
 
+    /// <summary>Force-closes every connection on <paramref name="vhost"/> whose client-provided name is
+    /// <paramref name="clientProvidedName"/> (as a broker restart or a network cut would); how many.</summary>
+    public async Task<int> CloseConnectionsAsync(string vhost, string clientProvidedName, CancellationToken ct)
+    {
+        var names = new List<string>();
+        using (var doc = await GetJsonAsync($"api/vhosts/{Escape(vhost)}/connections", ct).ConfigureAwait(false))
+        {
+            foreach (var c in doc.RootElement.EnumerateArray())
+            {
+                var provided = Str(c, "user_provided_name")
+                    ?? (c.TryGetProperty("client_properties", out var cp) && cp.ValueKind == JsonValueKind.Object ? Str(cp, "connection_name") : null);
+                if (provided == clientProvidedName && Str(c, "name") is { } name)
+                {
+                    names.Add(name);
+                }
+            }
+        }
+        foreach (var name in names)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Delete, new Uri($"api/connections/{Escape(name)}", UriKind.Relative));
+            request.Headers.Add("X-Reason", "test: connection cut");
+            using var response = await _http.SendAsync(request, ct).ConfigureAwait(false);
+            if (response.StatusCode != HttpStatusCode.NotFound)
+            {
+                await EnsureAsync(response, "close connection " + name, ct).ConfigureAwait(false);
+            }
+        }
+        return names.Count;
+    }
+
     private async Task<JsonDocument> GetJsonAsync(string path, CancellationToken ct)
     {
         using var response = await _http.GetAsync(new Uri(path, UriKind.Relative), ct).ConfigureAwait(false);

@@ -445,6 +445,10 @@ public sealed class RabbitMqBroker : IAsyncDisposable
     public Task<IReadOnlyList<ConsumerInfo>> ListConsumersAsync(string vhost, CancellationToken cancellationToken = default) =>
         RequireManagement().ListConsumersAsync(vhost, cancellationToken);
 
+    /// <summary>Force-closes the connections on <paramref name="vhost"/> with this client-provided name; how many.</summary>
+    public Task<int> CloseConnectionsAsync(string vhost, string clientProvidedName, CancellationToken cancellationToken = default) =>
+        RequireManagement().CloseConnectionsAsync(vhost, clientProvidedName, cancellationToken);
+
     /// <summary>
     /// Messages ready for delivery in a queue, exactly and at once (a passive declare over AMQP; the
     /// management API's counts lag). Unacknowledged messages are not counted.

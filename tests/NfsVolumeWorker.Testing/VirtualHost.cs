@@ -32,6 +32,10 @@ public sealed class VirtualHost : IAsyncDisposable
     public Task<IReadOnlyList<ConsumerInfo>> ListConsumersAsync(CancellationToken cancellationToken = default) =>
         Broker.ListConsumersAsync(Name, cancellationToken);
 
+    /// <summary>Force-closes this vhost's connections with the given client-provided name; how many.</summary>
+    public Task<int> CloseConnectionsAsync(string clientProvidedName, CancellationToken cancellationToken = default) =>
+        Broker.CloseConnectionsAsync(Name, clientProvidedName, cancellationToken);
+
     public Task<int> MessageCountAsync(string queue, CancellationToken cancellationToken = default) =>
         Broker.MessageCountAsync(Name, queue, cancellationToken);
 

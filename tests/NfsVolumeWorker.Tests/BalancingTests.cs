@@ -74,6 +74,10 @@ public sealed class BalancingTests(ITestOutputHelper output)
         {
             var a = Start("a");
             await WaitBalancedAsync(management, ["a"], workers);
+            // The router's queue must be bound before the first publish (the producer publishes mandatory and
+            // would fail on an unroutable command rather than lose it).
+            await Eventually.WaitAsync(async () => (await vhost.ListConsumersAsync()).Any(x => x.Queue == Messaging.Topology.IngressQueue),
+                bound => bound, TimeSpan.FromSeconds(30));
 
             // Traffic through every join and leave: batches of 8 volumes, each volume's 20 commands sent one step
             // at a time across the batch, so one volume's commands are spread over seconds.

@@ -35,6 +35,8 @@ public static partial class CommandLineHelp
             """);
         Section(output, BrokerOptions.SectionName, new BrokerOptions());
         Section(output, WorkerOptions.SectionName, new WorkerOptions());
+        Section(output, Partitions.PartitionOptions.SectionName, new Partitions.PartitionOptions());
+        Section(output, Balancing.BalancingOptions.SectionName, new Balancing.BalancingOptions());
         Section(output, SharesOptions.SectionName, new SharesOptions());
         output.WriteLine("  --Shares:Items:N:Export / :Path / :MountOptions");
         output.WriteLine("      A share: as Cinder names it (host:/export) or a local directory; its local directory; mount options.");

@@ -34,9 +34,17 @@ public sealed class CommandBus : IAsyncDisposable
 
     public IBus Instance => _bus;
 
+    /// <summary>Publishes mandatory and waits for the confirm: a command that no queue would receive (the worker's
+    /// topology not declared yet) fails the publish instead of vanishing, so a test can never lose one unnoticed.</summary>
     public Task PublishAsync<T>(T command)
         where T : VolumeCommand =>
-        _bus.Publish(command);
+        _bus.Publish(command, ctx =>
+        {
+            if (ctx.TryGetPayload<RabbitMqSendContext>(out var rabbit))
+            {
+                rabbit.Mandatory = true;
+            }
+        });
 
     public async ValueTask DisposeAsync() => await _bus.StopAsync();
 }
