@@ -81,24 +81,38 @@ public static class CommandEnvelope
         return null;
     }
 
-    /// <summary>The trace context: an AMQP header (<c>traceparent</c>, as MassTransit and eShop write it), else
-    /// the envelope's own headers.</summary>
+    /// <summary>Headers that carry a W3C trace context: MassTransit 8 writes <c>Diagnostic-Id</c> (and
+    /// <c>MT-Activity-Id</c>); other producers, as eShop does, <c>traceparent</c>.</summary>
+    private static readonly string[] TraceHeaders = ["traceparent", "Diagnostic-Id", "MT-Activity-Id"];
+
+    /// <summary>The trace context from the AMQP headers, else from the envelope's own headers.</summary>
     private static string? TraceParentOf(IDictionary<string, object?>? headers, JsonElement root)
     {
-        if (headers is not null && headers.TryGetValue("traceparent", out var value))
+        foreach (var name in TraceHeaders)
         {
-            switch (value)
+            if (headers is not null && headers.TryGetValue(name, out var value))
             {
-                case byte[] bytes:
-                    return Encoding.UTF8.GetString(bytes);
-                case string s:
-                    return s;
+                var text = value switch
+                {
+                    byte[] bytes => Encoding.UTF8.GetString(bytes),
+                    string s => s,
+                    _ => null,
+                };
+                if (!string.IsNullOrEmpty(text))
+                {
+                    return text;
+                }
             }
         }
-        if (TryGet(root, "headers", out var envelopeHeaders) && envelopeHeaders.ValueKind == JsonValueKind.Object
-            && TryGet(envelopeHeaders, "traceparent", out var tp) && tp.ValueKind == JsonValueKind.String)
+        if (TryGet(root, "headers", out var envelopeHeaders) && envelopeHeaders.ValueKind == JsonValueKind.Object)
         {
-            return tp.GetString();
+            foreach (var name in TraceHeaders)
+            {
+                if (TryGet(envelopeHeaders, name, out var tp) && tp.ValueKind == JsonValueKind.String)
+                {
+                    return tp.GetString();
+                }
+            }
         }
         return null;
     }

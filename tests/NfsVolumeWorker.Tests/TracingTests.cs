@@ -1,0 +1,48 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using NfsVolumeWorker.Contracts;
+using NfsVolumeWorker.Tests.Support;
+
+namespace NfsVolumeWorker.Tests;
+
+/// <summary>One trace from the producer's publish to the qemu-img call, across the router, the partition queue
+/// and the volume inbox on the share.</summary>
+public sealed class TracingTests(ITestOutputHelper output)
+{
+    private const long MiB = WorkerTestBed.MiB;
+
+    [Fact]
+    public async Task The_trace_of_a_published_command_reaches_the_partition_consumer_the_operation_and_its_qemu_img_call()
+    {
+        var stopped = new ConcurrentBag<Activity>();
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = s => s.Name is "NfsVolumeWorker" or "NfsVolumeWorker.Storage" or "MassTransit",
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = stopped.Add,
+        };
+        ActivitySource.AddActivityListener(listener);
+        await using var bed = await WorkerTestBed.StartAsync(output, "trace");
+        var volume = Guid.NewGuid();
+        await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = volume, SizeBytes = MiB }, nameof(VolumeCreated));
+
+        var snapshot = new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = volume, SnapshotId = Guid.NewGuid() };
+        ActivityTraceId traceId;
+        using (var root = new Activity("test publish").SetIdFormat(ActivityIdFormat.W3C).Start())
+        {
+            traceId = root.TraceId;
+            await bed.Producer.PublishAsync(snapshot);
+        }
+        await bed.Events.WaitForAsync(snapshot.CommandId);
+        await Task.Delay(500); // activities stop as their using blocks end, just after the event
+
+        var inTrace = stopped.Where(a => a.TraceId == traceId).Select(a => a.DisplayName).Distinct().ToList();
+        output.WriteLine("in the trace: " + string.Join(" | ", inTrace));
+        var partition = PartitionKey.QueueName(PartitionKey.PartitionOf(volume, WorkerSettings.Partitions));
+        Assert.Contains($"{partition} receive", inTrace);
+        Assert.Contains("run CreateSnapshot", inTrace);
+        Assert.Contains("qemu-img create", inTrace);
+        var receive = stopped.Single(a => a.TraceId == traceId && a.DisplayName == $"{partition} receive");
+        Assert.Equal(snapshot.CommandId.ToString(), receive.GetTagItem("nfsvol.command_id")?.ToString());
+    }
+}
