@@ -146,4 +146,61 @@ public sealed class ShutdownTests(ITestOutputHelper output)
         Assert.Single(bed.Events.TerminalOf(bed.Clone.CommandId));
         await bed.AssertShareIsWholeAsync();
     }
+
+    /// <summary>The ingress router hands over at SIGTERM while a backlog waits: the next router must not route
+    /// newer commands of a volume before the ones the stopping router had prefetched.</summary>
+    [Fact]
+    public async Task SIGTERM_of_the_router_with_a_backlog_waiting_keeps_every_volumes_order()
+    {
+        var broker = await RabbitMqBroker.SharedAsync();
+        await using var vhost = await broker.CreateVirtualHostAsync("router-handover");
+        using var root = new TempDirectory();
+        var share = Directory.CreateDirectory(Path.Combine(root.Path, "share")).FullName;
+        var workers = new List<WorkerProcess>();
+        try
+        {
+            // A first run declares the topology; with no worker left, the whole load waits in the ingress queue.
+            var first = WorkerProcess.Start(vhost.AmqpUri, share, "setup");
+            workers.Add(first);
+            await Ownership.WaitForAsync(vhost, ["setup"], TimeSpan.FromSeconds(60));
+            Assert.Equal(0, await first.TerminateAsync(TimeSpan.FromSeconds(60)));
+
+            await using var events = await EventCollector.StartAsync(vhost.AmqpUri);
+            await using var producer = await CommandBus.StartAsync(vhost.AmqpUri);
+            var scripts = Enumerable.Range(0, 60).Select(_ => Guid.NewGuid()).ToDictionary(v => v, LoadTests.Script);
+            for (var step = 0; step < 20; step++)
+            {
+                foreach (var commands in scripts.Values)
+                {
+                    await LoadTests.Publish(producer, commands[step]);
+                }
+            }
+            var all = scripts.Values.SelectMany(c => c).ToList();
+            Assert.Equal(all.Count, await vhost.MessageCountAsync(Messaging.Topology.IngressQueue));
+
+            // Two routers start together; as soon as both consume the ingress queue, the active one is stopped.
+            workers.Add(WorkerProcess.Start(vhost.AmqpUri, share, "r1"));
+            workers.Add(WorkerProcess.Start(vhost.AmqpUri, share, "r2"));
+            var owners = await Eventually.WaitAsync(() => Ownership.ReadAsync(vhost),
+                o => o[Messaging.Topology.IngressQueue] is { Instances.Count: 2, Active.Count: 1 }, TimeSpan.FromSeconds(60), 100);
+            var router = workers.Single(w => w.InstanceName == owners[Messaging.Topology.IngressQueue].Active[0]);
+            var waiting = await vhost.MessageCountAsync(Messaging.Topology.IngressQueue);
+            await router.SignalTermAsync();
+            output.WriteLine($"stopped router {router.InstanceName} with {waiting} of {all.Count} commands still waiting in the ingress queue");
+            Assert.True(waiting > 0, "the backlog was routed before the router could be stopped: the test proves nothing");
+
+            await events.WaitForAllAsync(all.Select(c => c.CommandId).ToList(), TimeSpan.FromMinutes(3));
+            var failures = events.Terminal.Where(e => e.Type == nameof(CommandFailed)).ToList();
+            var violations = scripts.Count(s => !events.Terminal.Where(e => e.VolumeId == s.Key).OrderBy(e => e.Order)
+                .Select(e => e.CommandId).Distinct().SequenceEqual(s.Value.Select(x => x.CommandId)));
+            output.WriteLine($"{all.Count} commands over {scripts.Count} volumes: ordering violations {violations}, failures {failures.Count}");
+            Assert.Equal(0, violations);
+            Assert.True(failures.Count == 0, string.Join(Environment.NewLine, failures.Take(5)));
+            Assert.Equal("", await Tools.CheckShareAsync(share));
+        }
+        finally
+        {
+            await Task.WhenAll(workers.Select(w => w.DisposeAsync().AsTask()));
+        }
+    }
 }

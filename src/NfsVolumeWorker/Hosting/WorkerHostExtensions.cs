@@ -84,10 +84,15 @@ public static class WorkerHostExtensions
                 cfg.ReceiveEndpoint(Topology.IngressQueue, e =>
                 {
                     // One active router, one message at a time: one volume's commands leave in arrival order.
+                    // Prefetch 1: when the router stops (MassTransit sends basic.cancel), RabbitMQ 3.10 activates
+                    // the next router at once and gives it the messages after the stopping router's unacked ones,
+                    // which come back only later. With one message unacked (the one being routed, finished and
+                    // acked before the channel closes) nothing can be overtaken. Measured: prefetch 32 reordered
+                    // 3 of 60 volumes in ShutdownTests; the router forwards one message at a time anyway.
                     e.SetQuorumQueue();
                     e.SingleActiveConsumer = true;
                     e.ConcurrentMessageLimit = 1;
-                    e.PrefetchCount = worker.PrefetchCount;
+                    e.PrefetchCount = 1;
                     e.UseMessageRetry(r => r.Exponential(10, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(200)));
                     e.ConfigureConsumer<IngressRouter>(context);
                 });
