@@ -61,6 +61,14 @@ public sealed class ShutdownTests(ITestOutputHelper output)
             return bed;
         }
 
+        /// <summary>SIGTERM to the worker copying the clone; returns once it has released its partitions.</summary>
+        public async Task TerminateCopyingAsync()
+        {
+            await Copying.SignalTermAsync();
+            await Eventually.WaitAsync(() => Copying.Output.Contains($"Released {WorkerSettings.Partitions} partitions", StringComparison.Ordinal),
+                released => released, TimeSpan.FromSeconds(10));
+        }
+
         /// <summary>Sends a few commands on every partition; their ids.</summary>
         public async Task<List<Guid>> SendOnEveryPartitionAsync()
         {
@@ -103,9 +111,7 @@ public sealed class ShutdownTests(ITestOutputHelper output)
     public async Task SIGTERM_lets_the_running_clone_finish_while_new_commands_already_run_on_the_other_instance()
     {
         await using var bed = await CloneInFlight.StartAsync(output, "sigterm");
-        await bed.Copying.SignalTermAsync();
-        await Eventually.WaitAsync(() => bed.Copying.Output.Contains($"Released {WorkerSettings.Partitions} partitions", StringComparison.Ordinal),
-            released => released, TimeSpan.FromSeconds(10));
+        await bed.TerminateCopyingAsync();
 
         // Commands sent now, on every partition (half of them were the stopping instance's), run on the other
         // instance while the clone is still being copied by the stopping one.
@@ -130,9 +136,7 @@ public sealed class ShutdownTests(ITestOutputHelper output)
     public async Task A_second_SIGTERM_cancels_the_running_clone_and_the_other_instance_resumes_it_to_one_result()
     {
         await using var bed = await CloneInFlight.StartAsync(output, "sigterm2");
-        await bed.Copying.SignalTermAsync();
-        await Eventually.WaitAsync(() => bed.Copying.Output.Contains($"Released {WorkerSettings.Partitions} partitions", StringComparison.Ordinal),
-            released => released, TimeSpan.FromSeconds(10));
+        await bed.TerminateCopyingAsync();
         await bed.Copying.SignalTermAsync();
         await bed.Copying.WaitForExitAsync(TimeSpan.FromSeconds(60));
         Assert.Contains("Second stop signal", bed.Copying.Output, StringComparison.Ordinal);
