@@ -101,11 +101,8 @@ public sealed class BadMessageTests(ITestOutputHelper output)
             Assert.False(string.IsNullOrWhiteSpace(e.Text("message")));
         }
         Assert.Empty(Directory.EnumerateFiles(bed.Share, "volume-*"));
-        // The engine refuses the attached volume's command, so it passes through the inbox: its entry goes just
-        // after its terminal event is confirmed (event first, for crash safety). Wait for that, then nothing may remain.
-        var inbox = Path.Combine(bed.Share, ".nfsvolumeworker", "inbox");
-        await Eventually.WaitAsync(() => Directory.Exists(inbox) ? Directory.EnumerateFiles(inbox, "*.cmd", SearchOption.AllDirectories).Count() : 0,
-            n => n == 0, TimeSpan.FromSeconds(10));
+        // The engine refuses the attached volume's command, so it passes through the inbox; then nothing may remain.
+        await Tools.WaitForEmptyInboxAsync(bed.Share);
         var added = Tools.Tree(bed.Share).Except(before).Where(p => !p.StartsWith(".nfsvolumeworker", StringComparison.Ordinal)
             || p.EndsWith(".cmd", StringComparison.Ordinal) || p.Contains("journal", StringComparison.Ordinal)).ToList();
         Assert.True(added.Count == 0, "touched: " + string.Join(", ", added));

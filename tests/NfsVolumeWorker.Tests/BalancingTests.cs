@@ -125,8 +125,7 @@ public sealed class BalancingTests(ITestOutputHelper output)
             await events.WaitForAllAsync(all.Select(x => x.CommandId).ToList(), TimeSpan.FromMinutes(3));
             var repeats = events.AssertOneTerminalEventEach(all.Select(x => x.CommandId));
             var failures = events.Terminal.Where(e => e.Type == nameof(CommandFailed)).ToList();
-            var violations = scripts.Count(s => !events.Terminal.Where(e => e.VolumeId == s.Volume).OrderBy(e => e.Order)
-                .Select(e => e.CommandId).Distinct().SequenceEqual(s.Commands.Select(x => x.CommandId)));
+            var violations = events.OrderingViolations(scripts.Select(s => s.Commands));
             output.WriteLine($"{all.Count} commands over {scripts.Count} volumes during the changes: ordering violations {violations}, failures {failures.Count}, repeated terminal events {repeats} (a kill -9 may repeat one)");
             Assert.True(failures.Count == 0, string.Join(Environment.NewLine, failures.Take(5)));
             Assert.Equal(0, violations);

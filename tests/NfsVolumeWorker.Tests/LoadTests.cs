@@ -78,15 +78,7 @@ public sealed class LoadTests(ITestOutputHelper output)
 
             var repeats = bed.Events.AssertOneTerminalEventEach(all.Select(c => c.CommandId));
             var failures = bed.Events.Terminal.Where(e => e.Type == nameof(CommandFailed)).ToList();
-            var violations = 0;
-            foreach (var (vol, commands) in scripts.SelectMany(s => s))
-            {
-                var ran = bed.Events.Terminal.Where(e => e.VolumeId == vol).OrderBy(e => e.Order).Select(e => e.CommandId).Distinct().ToList();
-                if (!ran.SequenceEqual(commands.Select(c => c.CommandId)))
-                {
-                    violations++;
-                }
-            }
+            var violations = bed.Events.OrderingViolations(scripts.SelectMany(s => s.Values));
             var overlaps = bed.Worker.Engine.OverlapsDetected;
             var rate = all.Count / elapsed.TotalSeconds;
 

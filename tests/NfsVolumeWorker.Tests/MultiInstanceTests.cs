@@ -146,9 +146,8 @@ public sealed class MultiInstanceTests(ITestOutputHelper output)
             // The share is readable and the clone is a full copy; nothing is left waiting or half done.
             Assert.Equal(0, await Tools.CompareAsync(Path.Combine(share, $"volume-{clone.NewVolumeId}"), "raw", Path.Combine(share, $"volume-{a}"), "raw"));
             Assert.Equal("", await Tools.CheckShareAsync(share));
-            var inbox = Path.Combine(share, ".nfsvolumeworker", "inbox");
-            await Eventually.WaitAsync(() => Directory.EnumerateFiles(inbox, "*.cmd", SearchOption.AllDirectories).Count(), n => n == 0, TimeSpan.FromSeconds(10));
-            var leftovers = Directory.EnumerateFiles(inbox, "*.cmd", SearchOption.AllDirectories)
+            await Tools.WaitForEmptyInboxAsync(share);
+            var leftovers = Tools.InboxEntries(share)
                 .Concat(Directory.EnumerateFiles(Path.Combine(share, ".nfsvolumeworker", "journal")))
                 .Concat(Directory.EnumerateFiles(share, ".volume-*.tmp-*").Where(f => !f.Contains(".info.tmp-", StringComparison.Ordinal))).ToList();
             // A .info temp file of an atomic replace the kill interrupted is harmless (the .info itself is whole)

@@ -88,8 +88,7 @@ public sealed class ShutdownTests(ITestOutputHelper output)
         {
             Assert.Equal(0, await Tools.CompareAsync(Path.Combine(Share, $"volume-{Clone.NewVolumeId}"), "raw", Path.Combine(Share, $"volume-{Source}"), "raw"));
             Assert.Equal("", await Tools.CheckShareAsync(Share));
-            var inbox = Path.Combine(Share, ".nfsvolumeworker", "inbox");
-            await Eventually.WaitAsync(() => Directory.EnumerateFiles(inbox, "*.cmd", SearchOption.AllDirectories).Count(), n => n == 0, TimeSpan.FromSeconds(10));
+            await Tools.WaitForEmptyInboxAsync(Share);
             Assert.Empty(Directory.EnumerateFiles(Share, ".volume-*.tmp-*"));
         }
 
@@ -195,8 +194,7 @@ public sealed class ShutdownTests(ITestOutputHelper output)
 
             await events.WaitForAllAsync(all.Select(c => c.CommandId).ToList(), TimeSpan.FromMinutes(3));
             var failures = events.Terminal.Where(e => e.Type == nameof(CommandFailed)).ToList();
-            var violations = scripts.Count(s => !events.Terminal.Where(e => e.VolumeId == s.Key).OrderBy(e => e.Order)
-                .Select(e => e.CommandId).Distinct().SequenceEqual(s.Value.Select(x => x.CommandId)));
+            var violations = events.OrderingViolations(scripts.Values);
             output.WriteLine($"{all.Count} commands over {scripts.Count} volumes: ordering violations {violations}, failures {failures.Count}");
             Assert.Equal(0, violations);
             Assert.True(failures.Count == 0, string.Join(Environment.NewLine, failures.Take(5)));

@@ -76,8 +76,7 @@ public sealed class TransientFaultTests(ITestOutputHelper output)
         Assert.False(IsTransient(refused));
         Assert.Empty(RetriesOf(bed, shrink.CommandId));
 
-        var inbox = Path.Combine(bed.Share, ".nfsvolumeworker", "inbox");
-        await Eventually.WaitAsync(() => Directory.EnumerateFiles(inbox, "*.cmd", SearchOption.AllDirectories).Count(), n => n == 0, TimeSpan.FromSeconds(10));
+        await Tools.WaitForEmptyInboxAsync(bed.Share);
         var added = Tools.Tree(bed.Share).Except(before).Where(p => !p.StartsWith(".nfsvolumeworker", StringComparison.Ordinal)).ToList();
         Assert.True(added.Count == 0, "touched: " + string.Join(", ", added));
     }

@@ -58,8 +58,10 @@ public sealed class PartitionSubscription : IDisposable
         }
     }
 
-    internal void MarkRetrying(bool retrying) =>
-        Interlocked.Exchange(ref _retryingSinceTicks, retrying ? (Interlocked.Read(ref _retryingSinceTicks) is var t and not 0 ? t : DateTimeOffset.UtcNow.UtcTicks) : 0);
+    /// <summary>Marks the delivery being handled as failing since now, unless it already was.</summary>
+    internal void MarkRetrying() => Interlocked.CompareExchange(ref _retryingSinceTicks, DateTimeOffset.UtcNow.UtcTicks, 0);
+
+    internal void ClearRetrying() => Interlocked.Exchange(ref _retryingSinceTicks, 0);
 
     /// <summary>Subscribes on a new channel of <paramref name="connection"/> unless already subscribed or stopped.
     /// A new subscription waits behind every consumer already on the queue.</summary>

@@ -34,7 +34,6 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
     private readonly ILogger<PartitionSubscriptions> _logger;
     private readonly PartitionSubscription[] _partitions;
     private readonly CancellationTokenSource _stopping = new();
-    private readonly SemaphoreSlim _connecting = new(1, 1);
     private IConnection? _connection;
     private Task _supervisor = Task.CompletedTask;
 
@@ -140,38 +139,27 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         }
     }
 
-    /// <summary>Makes sure the connection is open, reconnecting if needed.</summary>
-    internal async Task<IConnection> ConnectAsync(CancellationToken cancellationToken)
+    /// <summary>Makes sure the connection is open, reconnecting if needed. Called by the start and then only by
+    /// the supervisor loop, one after the other.</summary>
+    private async Task<IConnection> ConnectAsync(CancellationToken cancellationToken)
     {
         if (Connection is { } open)
         {
             return open;
         }
-        await _connecting.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
+        Volatile.Read(ref _connection)?.Dispose();
+        var factory = new ConnectionFactory
         {
-            if (Connection is { } raced)
-            {
-                return raced;
-            }
-            Volatile.Read(ref _connection)?.Dispose();
-            var factory = new ConnectionFactory
-            {
-                Uri = AmqpUri(_broker.Url),
-                ClientProvidedName = _worker.InstanceName,
-                // Recovery is ours (SuperviseAsync): the library's would re-subscribe channels we closed on purpose.
-                AutomaticRecoveryEnabled = false,
-                TopologyRecoveryEnabled = false,
-                RequestedHeartbeat = TimeSpan.FromSeconds(30),
-            };
-            var connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
-            Volatile.Write(ref _connection, connection);
-            return connection;
-        }
-        finally
-        {
-            _connecting.Release();
-        }
+            Uri = AmqpUri(_broker.Url),
+            ClientProvidedName = _worker.InstanceName,
+            // Recovery is ours (SuperviseAsync): the library's would re-subscribe channels we closed on purpose.
+            AutomaticRecoveryEnabled = false,
+            TopologyRecoveryEnabled = false,
+            RequestedHeartbeat = TimeSpan.FromSeconds(30),
+        };
+        var connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+        Volatile.Write(ref _connection, connection);
+        return connection;
     }
 
     private async Task SubscribeAllAsync(IConnection connection, CancellationToken cancellationToken)
@@ -237,37 +225,34 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         activity?.SetTag("nfsvol.volume_id", command.VolumeId);
 
         var subscription = _partitions[partition];
-        for (var attempt = 1; ; attempt++)
+        try
         {
-            try
+            for (var attempt = 1; ; attempt++)
             {
-                await _acceptor.AcceptAsync(command, partition, stopped).ConfigureAwait(false);
-                break;
-            }
-            catch (Exception e) when (!stopped.IsCancellationRequested && e is not OperationCanceledException)
-            {
-                // Nothing here is the command's fault (that yields CommandFailed inside AcceptAsync): the share or
-                // the broker is failing. The partition waits, in order, rather than drop or reorder a command.
-                subscription.MarkRetrying(true);
-                var delay = Backoff(attempt);
-                PartitionLog.AcceptRetrying(_logger, command.GetType().Name, command.CommandId, command.VolumeId, partition, attempt, delay.TotalSeconds, e.Message);
                 try
                 {
+                    await _acceptor.AcceptAsync(command, partition, stopped).ConfigureAwait(false);
+                    break;
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    // Nothing here is the command's fault (that yields CommandFailed inside AcceptAsync): the share or
+                    // the broker is failing. The partition waits, in order, rather than drop or reorder a command.
+                    subscription.MarkRetrying();
+                    var delay = Backoff(attempt);
+                    PartitionLog.AcceptRetrying(_logger, command.GetType().Name, command.CommandId, command.VolumeId, partition, attempt, delay.TotalSeconds, e.Message);
                     await Task.Delay(delay, stopped).ConfigureAwait(false);
                 }
-                catch (OperationCanceledException)
-                {
-                    subscription.MarkRetrying(false);
-                    return; // stopping: not acknowledged, the next owner gets it
-                }
-            }
-            catch (OperationCanceledException) when (stopped.IsCancellationRequested)
-            {
-                subscription.MarkRetrying(false);
-                return;
             }
         }
-        subscription.MarkRetrying(false);
+        catch (OperationCanceledException) when (stopped.IsCancellationRequested)
+        {
+            return; // stopping: not acknowledged, the next owner gets it
+        }
+        finally
+        {
+            subscription.ClearRetrying();
+        }
         await channel.BasicAckAsync(delivery.DeliveryTag, multiple: false, CancellationToken.None).ConfigureAwait(false);
     }
 
@@ -319,7 +304,6 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
             p.Dispose();
         }
         _stopping.Dispose();
-        _connecting.Dispose();
     }
 }
 

@@ -123,6 +123,11 @@ public sealed class EventCollector : IAsyncDisposable
         return repeats;
     }
 
+    /// <summary>How many scripts (each one volume's commands, in the order sent) finished in another order.</summary>
+    public int OrderingViolations(IEnumerable<IReadOnlyList<NfsVolumeWorker.Contracts.VolumeCommand>> scripts) =>
+        scripts.Count(commands => !_terminal.Where(e => e.VolumeId == commands[0].VolumeId).OrderBy(e => e.Order)
+            .Select(e => e.CommandId).Distinct().SequenceEqual(commands.Select(c => c.CommandId)));
+
     public string Describe() => string.Join(Environment.NewLine, _terminal.Select(e => e.ToString()));
 
     public async ValueTask DisposeAsync()

@@ -93,6 +93,18 @@ internal static class Tools
         return problems.ToString();
     }
 
+    /// <summary>The commands waiting in the share's volume inboxes.</summary>
+    public static List<string> InboxEntries(string share)
+    {
+        var inbox = Path.Combine(share, ".nfsvolumeworker", "inbox");
+        return Directory.Exists(inbox) ? Directory.EnumerateFiles(inbox, "*.cmd", SearchOption.AllDirectories).ToList() : [];
+    }
+
+    /// <summary>Waits (up to 10 s) until no command waits in any inbox: an entry goes just after its terminal
+    /// event is confirmed (event first, for crash safety), so a test that saw the event may still see it.</summary>
+    public static Task WaitForEmptyInboxAsync(string share) =>
+        Eventually.WaitAsync(() => InboxEntries(share).Count, n => n == 0, TimeSpan.FromSeconds(10));
+
     /// <summary>The files of a directory tree (relative paths), for "nothing was touched" checks.</summary>
     public static SortedSet<string> Tree(string directory) =>
         new(Directory.EnumerateFileSystemEntries(directory, "*", SearchOption.AllDirectories).Select(p => Path.GetRelativePath(directory, p)), StringComparer.Ordinal);

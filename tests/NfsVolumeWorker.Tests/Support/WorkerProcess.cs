@@ -127,7 +127,7 @@ public sealed class WorkerProcess : IAsyncDisposable
     {
         if (!_process.HasExited)
         {
-            await Tools.RunAsync("kill", "-TERM", _process.Id.ToString(CultureInfo.InvariantCulture));
+            await SignalTermAsync();
             using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
             try
             {
