@@ -144,7 +144,10 @@ public sealed class ShutdownTests(ITestOutputHelper output)
         // The other instance's sweeper finds the inbox entry nobody drains and resumes the clone from the share.
         var cloned = await bed.Events.WaitForAsync(bed.Clone.CommandId, TimeSpan.FromSeconds(120));
         Assert.Equal(nameof(VolumeCloned), cloned.Type);
-        Assert.Contains($"CloneVolume {bed.Clone.CommandId} of volume {bed.Source} finished", bed.Other.Output, StringComparison.Ordinal);
+        // The event is published before the worker logs the command's end, and its output arrives through a pipe.
+        var finished = $"CloneVolume {bed.Clone.CommandId} of volume {bed.Source} finished";
+        await Eventually.WaitAsync(() => bed.Other.Output.Contains(finished, StringComparison.Ordinal), logged => logged, TimeSpan.FromSeconds(10));
+        Assert.Contains(finished, bed.Other.Output, StringComparison.Ordinal);
         await Task.Delay(TimeSpan.FromSeconds(2));
         Assert.Single(bed.Events.TerminalOf(bed.Clone.CommandId));
         await bed.AssertShareIsWholeAsync();
@@ -184,8 +187,9 @@ public sealed class ShutdownTests(ITestOutputHelper output)
             // Two routers start together; as soon as both consume the ingress queue, the active one is stopped.
             workers.Add(WorkerProcess.Start(vhost.AmqpUri, share, "r1"));
             workers.Add(WorkerProcess.Start(vhost.AmqpUri, share, "r2"));
+            // Exactly r1 and r2: the management API may still list the stopped set-up run's consumer for a moment.
             var owners = await Eventually.WaitAsync(() => Ownership.ReadAsync(vhost),
-                o => o[Messaging.Topology.IngressQueue] is { Instances.Count: 2, Active.Count: 1 }, TimeSpan.FromSeconds(60), 100);
+                o => o[Messaging.Topology.IngressQueue] is { Instances: ["r1", "r2"], Active.Count: 1 }, TimeSpan.FromSeconds(60), 100);
             var router = workers.Single(w => w.InstanceName == owners[Messaging.Topology.IngressQueue].Active[0]);
             var waiting = await vhost.MessageCountAsync(Messaging.Topology.IngressQueue);
             await router.SignalTermAsync();

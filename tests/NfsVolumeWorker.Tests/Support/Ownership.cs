@@ -18,8 +18,9 @@ public static class Ownership
 
     public static async Task<Dictionary<string, QueueOwners>> ReadAsync(VirtualHost vhost)
     {
-        var names = await ConnectionNamesAsync(vhost);
+        // Consumers first: a connection opened between the two reads then has its name, not its address.
         var consumers = await vhost.ListConsumersAsync();
+        var names = await ConnectionNamesAsync(vhost);
         return WorkerQueues.ToDictionary(q => q, q =>
         {
             var of = consumers.Where(c => c.Queue == q).ToList();
