@@ -236,7 +236,7 @@ public sealed class RabbitMqBroker : IAsyncDisposable
             var user = amqp.UserInfo.Split(':', 2);
             var management = await ConnectManagementAsync(
                 new Uri($"http://{container.Hostname}:{container.GetMappedPublicPort(15672)}/"),
-                Uri.UnescapeDataString(user[0]), user.Length > 1 ? Uri.UnescapeDataString(user[1]) : "", required: true)
+                Uri.UnescapeDataString(user[0]), user.Length > 1 ? Uri.UnescapeDataString(user[1]) : "", required: true, TimeSpan.FromSeconds(60))
                 .ConfigureAwait(false);
             var broker = new RabbitMqBroker(
                 RabbitMqBrokerMode.Container, amqp, management,
@@ -297,6 +297,26 @@ public sealed class RabbitMqBroker : IAsyncDisposable
         {
         }
 
+        // A start can lose a race for its ports to another test process starting a broker at the same moment
+        // (dotnet test runs the assemblies in parallel); a second attempt picks new ports.
+        var failures = new List<string>();
+        for (var attempt = 1; attempt <= PrivateStartAttempts; attempt++)
+        {
+            var (broker, failure) = await StartPrivateOnceAsync(options, isShared, before, script, scriptPath, temp).ConfigureAwait(false);
+            if (broker is not null)
+            {
+                return (broker, "");
+            }
+            failures.Add($"attempt {attempt}: {failure}");
+        }
+        return (null, string.Join(Environment.NewLine, failures));
+    }
+
+    private const int PrivateStartAttempts = 3;
+
+    private static async Task<(RabbitMqBroker? Broker, string Failure)> StartPrivateOnceAsync(
+        RabbitMqBrokerOptions options, bool isShared, string before, PrivateBrokerScript script, string scriptPath, string temp)
+    {
         var dir = Path.Combine(temp, string.Create(CultureInfo.InvariantCulture,
             $"nfsvol-rabbitmq-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..8]}"));
         var args = new List<string> { "start", dir, "--owner-pid", Environment.ProcessId.ToString(CultureInfo.InvariantCulture), "--ephemeral" };
@@ -325,8 +345,18 @@ public sealed class RabbitMqBroker : IAsyncDisposable
 
         var env = PrivateBrokerScript.ReadEnvFile(Path.Combine(dir, "broker.env"));
         var amqp = new Uri(env["RABBITMQ_URL"]);
-        var management = await ConnectManagementAsync(new Uri(env["RABBITMQ_MANAGEMENT_URL"]), "guest", "guest", required: false)
-            .ConfigureAwait(false);
+        // The script always enables the management plugin: a private broker without it is a failed start.
+        ManagementApi management;
+        try
+        {
+            management = (await ConnectManagementAsync(new Uri(env["RABBITMQ_MANAGEMENT_URL"]), "guest", "guest", required: true,
+                TimeSpan.FromSeconds(60)).ConfigureAwait(false))!;
+        }
+        catch (InvalidOperationException e)
+        {
+            await script.RunAsync(TimeSpan.FromSeconds(60), "stop", "--fast", dir).ConfigureAwait(false);
+            return (null, e.Message);
+        }
         var broker = new RabbitMqBroker(
             RabbitMqBrokerMode.Private, amqp, management,
             $"private rabbitmq-server {env.GetValueOrDefault("RABBITMQ_NODENAME")} in {dir}" +
@@ -337,10 +367,18 @@ public sealed class RabbitMqBroker : IAsyncDisposable
         return (broker, "");
     }
 
-    private static async Task<ManagementApi?> ConnectManagementAsync(Uri uri, string user, string password, bool required)
+    /// <summary>Probes the management API until it answers or <paramref name="patience"/> (default: one 5 s
+    /// probe) is spent: a loaded machine can take a while to answer the first request.</summary>
+    private static async Task<ManagementApi?> ConnectManagementAsync(Uri uri, string user, string password, bool required, TimeSpan patience = default)
     {
         var api = new ManagementApi(uri, user, password);
+        var deadline = Stopwatch.StartNew();
         var (answers, detail) = await api.ProbeAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+        while (!answers && deadline.Elapsed < patience)
+        {
+            await Task.Delay(250).ConfigureAwait(false);
+            (answers, detail) = await api.ProbeAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+        }
         if (answers)
         {
             return api;

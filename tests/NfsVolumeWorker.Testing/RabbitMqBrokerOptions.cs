@@ -38,11 +38,16 @@ public sealed record RabbitMqBrokerOptions
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromMinutes(2);
 
     /// <summary>The options the environment variables describe.</summary>
-    public static RabbitMqBrokerOptions FromEnvironment()
+    public static RabbitMqBrokerOptions FromEnvironment() => FromEnvironment(Environment.GetEnvironmentVariable);
+
+    /// <summary>The options the variables <paramref name="variable"/> looks up describe (tests pass their own
+    /// lookup rather than change the process environment that parallel tests read).</summary>
+    public static RabbitMqBrokerOptions FromEnvironment(Func<string, string?> variable)
     {
-        var url = Environment.GetEnvironmentVariable(UrlVariable);
-        var management = Environment.GetEnvironmentVariable(ManagementUrlVariable);
-        var mode = Environment.GetEnvironmentVariable(ModeVariable);
+        ArgumentNullException.ThrowIfNull(variable);
+        var url = variable(UrlVariable);
+        var management = variable(ManagementUrlVariable);
+        var mode = variable(ModeVariable);
         return new RabbitMqBrokerOptions
         {
             Url = string.IsNullOrWhiteSpace(url) ? null : new Uri(url.Trim()),
