@@ -172,6 +172,8 @@ public sealed class ManagementClient : IDisposable
     public async Task<ConsumerSnapshot> GetConsumersAsync(int partitionCount, CancellationToken cancellationToken)
     {
         var vhost = Uri.EscapeDataString(_vhost);
+        // Consumers first: a connection opened between the two reads is then named, not counted as a stranger.
+        using var consumers = await GetAsync($"api/consumers/{vhost}", cancellationToken).ConfigureAwait(false);
         using var connections = await GetAsync($"api/vhosts/{vhost}/connections?columns=name,user_provided_name,client_properties", cancellationToken).ConfigureAwait(false);
         var names = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var c in connections.RootElement.EnumerateArray())
@@ -185,7 +187,6 @@ public sealed class ManagementClient : IDisposable
                 names[name] = provided;
             }
         }
-        using var consumers = await GetAsync($"api/consumers/{vhost}", cancellationToken).ConfigureAwait(false);
         return ConsumerSnapshot.Parse(consumers.RootElement, partitionCount, names);
     }
 
