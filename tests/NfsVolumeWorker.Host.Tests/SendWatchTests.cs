@@ -32,18 +32,21 @@ public sealed class SendWatchTests(ITestOutputHelper output) : IAsyncLifetime
         return (exit, stdout.ToString(), stderr.ToString());
     }
 
-    private static async Task WaitForConsumerAsync(VirtualHost vhost, string queue)
+    private static Task WaitForConsumerAsync(VirtualHost vhost, string queue) =>
+        WaitForConsumerAsync(vhost, q => q == queue, queue);
+
+    private static async Task WaitForConsumerAsync(VirtualHost vhost, Func<string, bool> queue, string what)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         while (DateTime.UtcNow < deadline)
         {
-            if ((await vhost.ListConsumersAsync()).Any(c => c.Queue == queue))
+            if ((await vhost.ListConsumersAsync()).Any(c => queue(c.Queue)))
             {
                 return;
             }
             await Task.Delay(250);
         }
-        Assert.Fail($"no consumer on {queue} within 60 s");
+        Assert.Fail($"no consumer on {what} within 60 s");
     }
 
     [Fact]
@@ -62,7 +65,8 @@ public sealed class SendWatchTests(ITestOutputHelper output) : IAsyncLifetime
         var volume = Guid.NewGuid();
         var other = Guid.NewGuid();
         var watch = NfsvolAsync(vhost.AmqpUri, stopWatch.Token, "watch", "--json", "--volume", volume.ToString());
-        await Task.Delay(2000); // the watch queue is bound
+        // The watch consumes its (server-named) queue only after binding it to every event exchange.
+        await WaitForConsumerAsync(vhost, q => q.StartsWith("amq.gen-", StringComparison.Ordinal), "the watch's queue");
 
         var created = await NfsvolAsync(vhost.AmqpUri, CancellationToken.None, "send", "create-volume", "--volume", volume.ToString(), "--size", "64M", "--wait", "--timeout", "60");
         Assert.True(created.Exit == 0, created.Out + created.Err + _worker.Output);

@@ -42,7 +42,11 @@ public sealed class RestartTests(ITestOutputHelper output)
                 {
                     await Python.RunAsync(output, "restart.py", [.. common, "--phase", "cast"]);
                     await Eventually(() => first.Logs.All.Contains($"for volume {volumeId} (accepted)", StringComparison.Ordinal), "worker 1 accepted the cast");
-                    await Task.Delay(1000); // the ack follows the log line
+                    // The ack follows the log line. The management API's counts lag by up to 1 s
+                    // (collect_statistics_interval), so wait that long before trusting a zero.
+                    await Task.Delay(1000);
+                    await EventuallyAsync(async () => (await vhost.ListQueuesAsync()).Where(q => q.Name.StartsWith("cinder-volume", StringComparison.Ordinal)).All(q => q.Messages == 0),
+                        "worker 1 acked the cast");
                     Assert.Equal(1, first.Services.GetRequiredService<OsloRpcServer>().PendingCount);
                 }
                 var records = Directory.GetFiles(pendingDir);
@@ -72,10 +76,12 @@ public sealed class RestartTests(ITestOutputHelper output)
 
             await using var last = await OsloWorker.StartAsync(vhost, sharedRoot: root);
             await Python.RunAsync(output, "restart.py", [.. common, "--phase", "listen"]);
-            await Eventually(() => Directory.GetFiles(pendingDir).Length == 0, "the record is deleted once the notification is confirmed");
+            // The record is deleted before the line is logged: wait for both.
+            var sent = $"oslo notification for command {commandId} sent from its record on share {OsloWorker.Export} (";
+            await Eventually(() => Directory.GetFiles(pendingDir).Length == 0 && last.Logs.All.Contains(sent, StringComparison.Ordinal),
+                "the record is deleted once the notification is confirmed");
             Assert.True(File.Exists(Path.Combine(shareDir, $"volume-{volumeId}")));
-            Assert.Contains($"oslo notification for command {commandId} sent from its record on share {OsloWorker.Export} ("
-                + (adapterWhileRunning ? "" : "at start"), last.Logs.All, StringComparison.Ordinal);
+            Assert.Contains(sent + (adapterWhileRunning ? "" : "at start"), last.Logs.All, StringComparison.Ordinal);
         }
         finally
         {
@@ -84,10 +90,12 @@ public sealed class RestartTests(ITestOutputHelper output)
         }
     }
 
-    private static async Task Eventually(Func<bool> condition, string what)
+    private static Task Eventually(Func<bool> condition, string what) => EventuallyAsync(() => Task.FromResult(condition()), what);
+
+    private static async Task EventuallyAsync(Func<Task<bool>> condition, string what)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (!condition())
+        while (!await condition())
         {
             Assert.True(DateTime.UtcNow < deadline, $"timed out waiting until {what}");
             await Task.Delay(100);

@@ -56,7 +56,8 @@ public sealed class DedicatedBrokerTests(ITestOutputHelper output)
         Assert.True(connection.IsOpen, "only the channel is closed, not the connection");
 
         // The broker puts the message back: another channel gets it again.
-        Assert.Equal(1, await broker.MessageCountAsync("/", "slow"));
+        // The requeue follows the channel's close asynchronously.
+        Assert.Equal(1, await Eventually.WaitAsync(() => broker.MessageCountAsync("/", "slow"), n => n == 1, TimeSpan.FromSeconds(10)));
     }
 
     [Theory]

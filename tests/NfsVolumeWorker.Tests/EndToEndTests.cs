@@ -85,7 +85,8 @@ public sealed class EndToEndTests(ITestOutputHelper output)
 
         Assert.Equal("", await Tools.CheckShareAsync(bed.Share));
         Assert.Equal(0, bed.Worker.Engine.OverlapsDetected);
-        // Inboxes are empty once every command has finished.
+        // Inboxes are empty once every command has finished (an entry goes once its event is confirmed).
+        await Tools.WaitForEmptyInboxAsync(bed.Share);
         Assert.Empty(Directory.EnumerateFiles(Path.Combine(bed.Share, ".nfsvolumeworker", "inbox"), "*.cmd", SearchOption.AllDirectories));
         Assert.Equal(8, bed.Events.Terminal.Count);
     }

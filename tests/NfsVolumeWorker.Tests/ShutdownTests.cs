@@ -37,7 +37,7 @@ public sealed class ShutdownTests(ITestOutputHelper output)
         {
             var broker = await RabbitMqBroker.SharedAsync();
             var bed = new CloneInFlight(output, await broker.CreateVirtualHostAsync(name));
-            var slow = SlowQemuImg.Settings(bed._root.Path, "16M"); // 192 MiB: about 12 s of copying
+            var slow = SlowQemuImg.Settings(bed._root.Path, "8M"); // 192 MiB: about 24 s of copying
             slow["Worker:ShutdownTimeout"] = "00:01:00";
             foreach (var w in new[] { "w1", "w2" })
             {
@@ -65,8 +65,9 @@ public sealed class ShutdownTests(ITestOutputHelper output)
         public async Task TerminateCopyingAsync()
         {
             await Copying.SignalTermAsync();
-            await Eventually.WaitAsync(() => Copying.Output.Contains($"Released {WorkerSettings.Partitions} partitions", StringComparison.Ordinal),
-                released => released, TimeSpan.FromSeconds(10));
+            var released = $"Released {WorkerSettings.Partitions} partitions";
+            await Eventually.WaitAsync(() => Copying.Output.Contains(released, StringComparison.Ordinal), logged => logged, TimeSpan.FromSeconds(30));
+            Assert.Contains(released, Copying.Output, StringComparison.Ordinal);
         }
 
         /// <summary>Sends a few commands on every partition; their ids.</summary>
@@ -184,14 +185,21 @@ public sealed class ShutdownTests(ITestOutputHelper output)
             var all = scripts.Values.SelectMany(c => c).ToList();
             Assert.Equal(all.Count, await vhost.MessageCountAsync(Messaging.Topology.IngressQueue));
 
-            // Two routers start together; as soon as both consume the ingress queue, the active one is stopped.
+            // Two routers start together. The first to become active is frozen (SIGSTOP) so that the backlog
+            // cannot drain before the second one waits behind it, however slowly that one starts; then the active
+            // router is resumed and stopped at once. Exactly r1 or r2: the management API may still list the
+            // stopped set-up run's consumer for a moment.
             workers.Add(WorkerProcess.Start(vhost.AmqpUri, share, "r1"));
             workers.Add(WorkerProcess.Start(vhost.AmqpUri, share, "r2"));
-            // Exactly r1 and r2: the management API may still list the stopped set-up run's consumer for a moment.
-            var owners = await Eventually.WaitAsync(() => Ownership.ReadAsync(vhost),
+            var activeFirst = await Eventually.WaitAsync(() => Ownership.ReadAsync(vhost),
+                o => o[Messaging.Topology.IngressQueue].Active is ["r1" or "r2"], TimeSpan.FromSeconds(60), 50);
+            var router = workers.Single(w => w.InstanceName == activeFirst[Messaging.Topology.IngressQueue].Active[0]);
+            await router.SignalAsync("STOP");
+            var both = await Eventually.WaitAsync(() => Ownership.ReadAsync(vhost),
                 o => o[Messaging.Topology.IngressQueue] is { Instances: ["r1", "r2"], Active.Count: 1 }, TimeSpan.FromSeconds(60), 100);
-            var router = workers.Single(w => w.InstanceName == owners[Messaging.Topology.IngressQueue].Active[0]);
+            Assert.True(both[Messaging.Topology.IngressQueue] is { Instances: ["r1", "r2"] }, Ownership.Describe(both));
             var waiting = await vhost.MessageCountAsync(Messaging.Topology.IngressQueue);
+            await router.SignalAsync("CONT");
             await router.SignalTermAsync();
             output.WriteLine($"stopped router {router.InstanceName} with {waiting} of {all.Count} commands still waiting in the ingress queue");
             Assert.True(waiting > 0, "the backlog was routed before the router could be stopped: the test proves nothing");

@@ -34,11 +34,12 @@ public sealed class TracingTests(ITestOutputHelper output)
             await bed.Producer.PublishAsync(snapshot);
         }
         await bed.Events.WaitForAsync(snapshot.CommandId);
-        await Task.Delay(500); // activities stop as their using blocks end, just after the event
-
-        var inTrace = stopped.Where(a => a.TraceId == traceId).Select(a => a.DisplayName).Distinct().ToList();
-        output.WriteLine("in the trace: " + string.Join(" | ", inTrace));
+        // Activities stop as their using blocks end, just after the event (the receive one after the ack).
         var partition = PartitionKey.QueueName(PartitionKey.PartitionOf(volume, WorkerSettings.Partitions));
+        string[] expected = [$"{partition} receive", "run CreateSnapshot", "qemu-img create"];
+        var inTrace = await Eventually.WaitAsync(() => stopped.Where(a => a.TraceId == traceId).Select(a => a.DisplayName).Distinct().ToList(),
+            names => expected.All(names.Contains), TimeSpan.FromSeconds(10));
+        output.WriteLine("in the trace: " + string.Join(" | ", inTrace));
         Assert.Contains($"{partition} receive", inTrace);
         Assert.Contains("run CreateSnapshot", inTrace);
         Assert.Contains("qemu-img create", inTrace);

@@ -99,7 +99,10 @@ public sealed class WorkerProcess : IAsyncDisposable
     }
 
     /// <summary>Sends SIGTERM (as systemd stops it) without waiting.</summary>
-    public Task SignalTermAsync() => Tools.RunAsync("kill", "-TERM", _process.Id.ToString(CultureInfo.InvariantCulture));
+    public Task SignalTermAsync() => SignalAsync("TERM");
+
+    /// <summary>Sends a signal by name (<c>TERM</c>, <c>STOP</c>, <c>CONT</c>) to the worker process.</summary>
+    public Task SignalAsync(string signal) => Tools.RunAsync("kill", $"-{signal}", _process.Id.ToString(CultureInfo.InvariantCulture));
 
     /// <summary>Waits for the process to end; its exit code.</summary>
     public async Task<int> WaitForExitAsync(TimeSpan timeout)
