@@ -36,14 +36,14 @@ public sealed class TracingTests(ITestOutputHelper output)
         await bed.Events.WaitForAsync(snapshot.CommandId);
         // Activities stop as their using blocks end, just after the event (the receive one after the ack).
         var partition = PartitionKey.QueueName(PartitionKey.PartitionOf(volume, WorkerSettings.Partitions));
-        string[] expected = [$"{partition} receive", "run CreateSnapshot", "qemu-img create"];
+        string[] expected = [$"{Messaging.Topology.IngressQueue} route", $"{partition} receive", "run CreateSnapshot", "qemu-img create"];
         var inTrace = await Eventually.WaitAsync(() => stopped.Where(a => a.TraceId == traceId).Select(a => a.DisplayName).Distinct().ToList(),
             names => expected.All(names.Contains), TimeSpan.FromSeconds(10));
         output.WriteLine("in the trace: " + string.Join(" | ", inTrace));
-        Assert.Contains($"{partition} receive", inTrace);
-        Assert.Contains("run CreateSnapshot", inTrace);
-        Assert.Contains("qemu-img create", inTrace);
+        Assert.All(expected, name => Assert.Contains(name, inTrace));
+        var route = stopped.Single(a => a.TraceId == traceId && a.DisplayName == $"{Messaging.Topology.IngressQueue} route");
         var receive = stopped.Single(a => a.TraceId == traceId && a.DisplayName == $"{partition} receive");
         Assert.Equal(snapshot.CommandId.ToString(), receive.GetTagItem("nfsvol.command_id")?.ToString());
+        Assert.Equal(route.SpanId, receive.ParentSpanId); // the partition hop continues the router's span
     }
 }

@@ -18,8 +18,8 @@ public sealed class WorkerOptions
     [Range(1, 256)]
     public int MaxParallelVolumes { get; set; } = 8;
 
-    /// <summary>Messages a partition consumer may hold unacknowledged. Default 32. (The ingress router always
-    /// takes one at a time, so that a router hand-over cannot reorder.)</summary>
+    /// <summary>Messages a partition consumer or the ingress router may hold unacknowledged (each handles one at
+    /// a time, in order; a hand-over returns them to the head of the queue). Default 32.</summary>
     [Range(1, 1000)]
     public int PrefetchCount { get; set; } = 32;
 

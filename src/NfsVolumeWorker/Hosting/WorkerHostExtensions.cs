@@ -52,15 +52,15 @@ public static class WorkerHostExtensions
 
         // Hosted services start in this order and stop in reverse, after every IHostedLifecycleService's
         // StoppingAsync. So: the partition topology exists before the ingress router forwards into it; at
-        // SIGTERM the partitions are released first (StoppingAsync: no new commands here, the other instances
-        // take them in order), then running operations drain while the bus can still publish their events, and
-        // the bus stops last.
+        // SIGTERM the ingress queue and the partitions are released first (StoppingAsync: no new commands here,
+        // the other instances take them in order), then running operations drain while the bus can still
+        // publish their events, and the bus stops last.
+        services.AddSingleton<IngressRouter>();
         services.AddSingleton<PartitionSubscriptions>();
         services.AddHostedService(sp => sp.GetRequiredService<PartitionSubscriptions>());
 
         services.AddMassTransit(x =>
         {
-            x.AddConsumer<IngressRouter>();
             x.UsingRabbitMq((context, cfg) =>
             {
                 var broker = context.GetRequiredService<IOptions<BrokerOptions>>().Value;
@@ -76,27 +76,11 @@ public static class WorkerHostExtensions
                     h.ConnectionName(worker.InstanceName);
                 });
 
-                // _error and _skipped queues copy the endpoint's queue settings; with single-active-consumer
-                // RabbitMQ refuses basic.get on them, which is how an operator reads a dead letter.
-                cfg.SendTopology.ConfigureErrorSettings = q => q.SingleActiveConsumer = false;
-                cfg.SendTopology.ConfigureDeadLetterSettings = q => q.SingleActiveConsumer = false;
-
-                cfg.ReceiveEndpoint(Topology.IngressQueue, e =>
-                {
-                    // One active router, one message at a time: one volume's commands leave in arrival order.
-                    // Prefetch 1: when the router stops (MassTransit sends basic.cancel), RabbitMQ 3.10 activates
-                    // the next router at once and gives it the messages after the stopping router's unacked ones,
-                    // which come back only later. With one message unacked (the one being routed, finished and
-                    // acked before the channel closes) nothing can be overtaken. Measured: prefetch 32 reordered
-                    // 3 of 60 volumes in ShutdownTests; the router forwards one message at a time anyway.
-                    e.SetQuorumQueue();
-                    e.SingleActiveConsumer = true;
-                    e.ConcurrentMessageLimit = 1;
-                    e.PrefetchCount = 1;
-                    e.UseMessageRetry(r => r.Exponential(10, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(200)));
-                    e.ConfigureConsumer<IngressRouter>(context);
-                });
-                // The partition queues are not MassTransit endpoints: PartitionSubscriptions consumes them.
+                // The bus only publishes (events, and the oslo bridge's commands). The ingress and partition
+                // queues are consumed by PartitionSubscriptions on channels it owns: a MassTransit receive
+                // endpoint stops with basic.cancel, and on RabbitMQ 3.10 the next single active consumer is then
+                // activated at once and gets newer messages before the stopping one's unacknowledged ones, which
+                // reordered commands of one volume at a router hand-over (ShutdownTests).
             });
         });
 

@@ -8,6 +8,14 @@ public static class Topology
     /// <summary>Where native producers' commands arrive (bound to each command type's exchange).</summary>
     public const string IngressQueue = "nfsvol.ingress";
 
+    /// <summary>The exchange MassTransit publishes messages of <paramref name="type"/> to
+    /// (<c>NfsVolumeWorker.Contracts:CreateVolume</c>).</summary>
+    public static string ExchangeOf(Type type)
+    {
+        ArgumentNullException.ThrowIfNull(type);
+        return $"{type.Namespace}:{type.Name}";
+    }
+
     /// <summary>The send address of partition <paramref name="partition"/>: its fanout exchange, which the
     /// partition's receive endpoint declares and binds to the partition queue.</summary>
     public static Uri PartitionAddress(int partition) => new($"exchange:{Contracts.PartitionKey.QueueName(partition)}");

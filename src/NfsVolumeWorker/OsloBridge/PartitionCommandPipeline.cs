@@ -8,7 +8,7 @@ using NfsVolumeWorker.Oslo;
 namespace NfsVolumeWorker.OsloBridge;
 
 /// <summary>Sends an oslo-originated command straight to its partition exchange (the same function
-/// <see cref="IngressRouter"/> uses), on the bus, which has publisher confirmations on: the task completes
+/// <see cref="Partitions.IngressRouter"/> uses), on the bus, which has publisher confirmations on: the task completes
 /// when the broker has confirmed the message, and only then does the adapter acknowledge the oslo message.</summary>
 public sealed class PartitionCommandPipeline(ISendEndpointProvider sendEndpoints, IOptions<WorkerOptions> options) : ICommandPipeline
 {

@@ -10,12 +10,18 @@ namespace NfsVolumeWorker.Partitions;
 /// <param name="TraceParent">W3C trace context of the message, when it carried one.</param>
 public sealed record DecodedCommand(VolumeCommand Command, string? TraceParent);
 
-/// <summary>Why a partition queue message is not a command the worker can accept.</summary>
-public sealed class CommandDecodeException(string reason, Exception? inner = null) : Exception(reason, inner);
+/// <summary>Why a queue message is not a command the worker can accept.</summary>
+public sealed class CommandDecodeException(string reason, Exception? inner = null, bool namesNoCommand = false) : Exception(reason, inner)
+{
+    /// <summary>True when the message is a readable envelope of a type that is not a command (MassTransit's
+    /// "skipped" case), false when it cannot be read as one.</summary>
+    public bool NamesNoCommand { get; } = namesNoCommand;
+}
 
 /// <summary>
-/// Reads MassTransit's JSON envelope (<c>application/vnd.masstransit+json</c>), which is what the ingress
-/// router, the oslo bridge and native producers routing directly put on a partition queue: the command type
+/// Reads MassTransit's JSON envelope (<c>application/vnd.masstransit+json</c>), which is what native producers
+/// publish to the ingress queue, and what the ingress router, the oslo bridge and producers routing directly put
+/// on a partition queue: the command type
 /// is the first <c>urn:message:NfsVolumeWorker.Contracts:&lt;Type&gt;</c> of <c>messageType</c> that names a
 /// command, the command is <c>message</c>.
 /// </summary>
@@ -45,7 +51,8 @@ public static class CommandEnvelope
                 throw new CommandDecodeException("the body is not a JSON object (expected a MassTransit envelope)");
             }
             var type = CommandTypeOf(root)
-                ?? throw new CommandDecodeException("messageType names no NfsVolumeWorker.Contracts command (expected e.g. \"" + UrnPrefix + "CreateSnapshot\")");
+                ?? throw new CommandDecodeException("messageType names no NfsVolumeWorker.Contracts command (expected e.g. \"" + UrnPrefix + "CreateSnapshot\")",
+                    namesNoCommand: true);
             if (!TryGet(root, "message", out var message) || message.ValueKind != JsonValueKind.Object)
             {
                 throw new CommandDecodeException("the envelope has no \"message\" object");

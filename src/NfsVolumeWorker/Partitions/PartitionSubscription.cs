@@ -5,7 +5,7 @@ using RabbitMQ.Client.Events;
 namespace NfsVolumeWorker.Partitions;
 
 /// <summary>
-/// This instance's consumer of one partition queue, on a channel of its own. Deliveries are handled one at a
+/// This instance's consumer of one partition queue (or of the ingress queue), on a channel of its own. Deliveries are handled one at a
 /// time (consumer dispatch concurrency 1), in queue order. Everything that takes the partition away from this
 /// channel (a hand-over, the stop) does it by closing the channel once no delivery is being handled: RabbitMQ
 /// then returns the unacknowledged messages to the head of the quorum queue before it activates the next
@@ -15,8 +15,8 @@ namespace NfsVolumeWorker.Partitions;
 public sealed class PartitionSubscription : IDisposable
 {
     private readonly Func<IChannel, int, BasicDeliverEventArgs, CancellationToken, Task> _handle;
-    private readonly string _instance;
     private readonly ushort _prefetch;
+    private readonly Func<DateTimeOffset, string> _tag;
     private readonly SemaphoreSlim _control = new(1, 1);
     private readonly CancellationTokenSource _stopped = new();
     private IChannel? _channel;
@@ -25,15 +25,26 @@ public sealed class PartitionSubscription : IDisposable
     private long _retryingSinceTicks;
 
     internal PartitionSubscription(int partition, string instance, ushort prefetch, Func<IChannel, int, BasicDeliverEventArgs, CancellationToken, Task> handle)
+        : this(partition, Contracts.PartitionKey.QueueName(partition), prefetch, handle, at => ConsumerTags.Create(partition, at, instance))
     {
-        Partition = partition;
-        Queue = Contracts.PartitionKey.QueueName(partition);
-        _instance = instance;
-        _prefetch = prefetch;
-        _handle = handle;
     }
 
-    /// <summary>The partition number.</summary>
+    private PartitionSubscription(int partition, string queue, ushort prefetch, Func<IChannel, int, BasicDeliverEventArgs, CancellationToken, Task> handle,
+        Func<DateTimeOffset, string> tag)
+    {
+        Partition = partition;
+        Queue = queue;
+        _prefetch = prefetch;
+        _handle = handle;
+        _tag = tag;
+    }
+
+    /// <summary>The consumer of the ingress queue (<see cref="Partition"/> -1), released the same way: a router
+    /// that stops closes its channel, so the next router gets the unrouted commands first and in order.</summary>
+    internal static PartitionSubscription ForIngress(string queue, string instance, ushort prefetch, Func<IChannel, int, BasicDeliverEventArgs, CancellationToken, Task> handle) =>
+        new(-1, queue, prefetch, handle, at => ConsumerTags.CreateIngress(at, instance));
+
+    /// <summary>The partition number; -1 for the ingress queue.</summary>
     public int Partition { get; }
 
     /// <summary>The partition queue.</summary>
@@ -171,7 +182,7 @@ public sealed class PartitionSubscription : IDisposable
             await channel.BasicQosAsync(0, _prefetch, global: false, cancellationToken).ConfigureAwait(false);
             var consumer = new AsyncEventingBasicConsumer(channel);
             consumer.ReceivedAsync += (_, delivery) => OnDeliveryAsync(channel, delivery);
-            var tag = ConsumerTags.Create(Partition, DateTimeOffset.UtcNow, _instance);
+            var tag = _tag(DateTimeOffset.UtcNow);
             Volatile.Write(ref _channel, channel);
             Interlocked.Exchange(ref _paused, 0);
             ConsumerTag = await channel.BasicConsumeAsync(Queue, autoAck: false, consumerTag: tag, noLocal: false, exclusive: false,
@@ -240,6 +251,10 @@ public static class ConsumerTags
 {
     public static string Create(int partition, DateTimeOffset subscribedAt, string instance) =>
         string.Create(CultureInfo.InvariantCulture, $"nfsvol-p{partition:D2}-{subscribedAt.ToUnixTimeMilliseconds()}-{instance}");
+
+    /// <summary>The ingress router's tag: <c>nfsvol-ingress-&lt;unix ms&gt;-&lt;instance&gt;</c> (not balanced).</summary>
+    public static string CreateIngress(DateTimeOffset subscribedAt, string instance) =>
+        string.Create(CultureInfo.InvariantCulture, $"nfsvol-ingress-{subscribedAt.ToUnixTimeMilliseconds()}-{instance}");
 
     /// <summary>When the tag's subscription was made, or null for a tag of another form.</summary>
     public static DateTimeOffset? SubscribedAt(string? tag)

@@ -10,16 +10,17 @@ using RabbitMQ.Client.Events;
 namespace NfsVolumeWorker.Partitions;
 
 /// <summary>
-/// This instance's consumers of the N partition queues, on a RabbitMQ connection of their own (named
-/// <see cref="WorkerOptions.InstanceName"/>), one channel per partition. Owning the channels (rather than
+/// This instance's consumers of the N partition queues and of the ingress queue (the
+/// <see cref="IngressRouter"/>), on a RabbitMQ connection of their own (named
+/// <see cref="WorkerOptions.InstanceName"/>), one channel per queue. Owning the channels (rather than
 /// leaving them to MassTransit) is what makes a hand-over touch exactly one partition: closing one
 /// channel never recycles another, and nothing subscribes again behind our back.
 /// </summary>
 /// <remarks>
-/// Lifecycle: <see cref="StartAsync"/> (registered before the bus) declares the partition topology and
-/// subscribes, so the ingress router never forwards into an unbound exchange. <see cref="StoppingAsync"/>
-/// runs before any hosted service stops: every partition is released in order, so commands that arrive
-/// while running operations finish go to the other instances. A lost connection is re-established with
+/// Lifecycle: <see cref="StartAsync"/> declares the topology and subscribes to the partitions, then to the
+/// ingress queue, so the router never forwards into an unbound exchange. <see cref="StoppingAsync"/> runs
+/// before any hosted service stops: the ingress queue and every partition are released in order, so
+/// commands that arrive while running operations finish go to the other instances. A lost connection is re-established with
 /// back-off by a supervisor loop, which also re-subscribes any partition whose channel the broker closed.
 /// </remarks>
 public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisposable
@@ -33,12 +34,13 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
     private readonly CommandAcceptor _acceptor;
     private readonly ILogger<PartitionSubscriptions> _logger;
     private readonly PartitionSubscription[] _partitions;
+    private readonly PartitionSubscription _ingress;
     private readonly CancellationTokenSource _stopping = new();
     private IConnection? _connection;
     private Task _supervisor = Task.CompletedTask;
 
     public PartitionSubscriptions(IOptions<BrokerOptions> broker, IOptions<WorkerOptions> worker, IOptions<PartitionOptions> options,
-        CommandAcceptor acceptor, ILogger<PartitionSubscriptions> logger)
+        CommandAcceptor acceptor, IngressRouter router, ILogger<PartitionSubscriptions> logger)
     {
         _broker = broker.Value;
         _worker = worker.Value;
@@ -47,7 +49,12 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         _logger = logger;
         _partitions = Enumerable.Range(0, _worker.PartitionCount)
             .Select(p => new PartitionSubscription(p, _worker.InstanceName, (ushort)_worker.PrefetchCount, HandleAsync)).ToArray();
+        _ingress = PartitionSubscription.ForIngress(Topology.IngressQueue, _worker.InstanceName, (ushort)_worker.PrefetchCount, router.RouteAsync);
+        router.Subscription = _ingress;
     }
+
+    /// <summary>The ingress queue's subscription (the router; active on one instance at a time).</summary>
+    public PartitionSubscription Ingress => _ingress;
 
     /// <summary>Every partition's subscription, by partition number.</summary>
     public IReadOnlyList<PartitionSubscription> All => _partitions;
@@ -88,7 +95,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
     {
         await _stopping.CancelAsync().ConfigureAwait(false);
         var sw = Stopwatch.StartNew();
-        await Task.WhenAll(_partitions.Select(p => p.StopAsync(_options.HandOverTimeout))).ConfigureAwait(false);
+        await Task.WhenAll(_partitions.Append(_ingress).Select(p => p.StopAsync(_options.HandOverTimeout))).ConfigureAwait(false);
         await _supervisor.ConfigureAwait(false);
         PartitionLog.Released(_logger, _partitions.Length, sw.ElapsedMilliseconds);
     }
@@ -115,17 +122,21 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
 
     public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    /// <summary>Declares the N partition exchanges (fanout) and quorum queues with a single active consumer,
-    /// bound one to one, and the partition error queue. Idempotent; the same arguments MassTransit uses.</summary>
+    /// <summary>
+    /// Declares the topology of <c>ops/rabbitmq/definitions.json</c>: the N partition exchanges (fanout) and quorum
+    /// queues with a single active consumer, bound one to one; the ingress exchange and queue (the same), with each
+    /// command type's exchange (<c>NfsVolumeWorker.Contracts:CreateVolume</c>, …, where MassTransit producers
+    /// publish) bound to it; and the error queues. Idempotent; the names and arguments MassTransit uses, so a
+    /// broker set up by an earlier version is left as it is.
+    /// </summary>
     public static async Task DeclareTopologyAsync(IConnection connection, int partitionCount, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(connection);
         var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
         await using (channel.ConfigureAwait(false))
         {
-            for (var p = 0; p < partitionCount; p++)
+            async Task SingleActiveAsync(string name)
             {
-                var name = Contracts.PartitionKey.QueueName(p);
                 await channel.ExchangeDeclareAsync(name, ExchangeType.Fanout, durable: true, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
                 await channel.QueueDeclareAsync(name, durable: true, exclusive: false, autoDelete: false, new Dictionary<string, object?>
                 {
@@ -133,9 +144,23 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
                 }, cancellationToken: cancellationToken).ConfigureAwait(false);
                 await channel.QueueBindAsync(name, name, "", cancellationToken: cancellationToken).ConfigureAwait(false);
             }
-            // Read with basic.get by operators, so no single active consumer here.
-            await channel.QueueDeclareAsync(ErrorQueue, durable: true, exclusive: false, autoDelete: false,
-                new Dictionary<string, object?> { ["x-queue-type"] = "quorum" }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            for (var p = 0; p < partitionCount; p++)
+            {
+                await SingleActiveAsync(Contracts.PartitionKey.QueueName(p)).ConfigureAwait(false);
+            }
+            await SingleActiveAsync(Topology.IngressQueue).ConfigureAwait(false);
+            foreach (var type in CommandCatalog.ByName.Values)
+            {
+                var exchange = Topology.ExchangeOf(type);
+                await channel.ExchangeDeclareAsync(exchange, ExchangeType.Fanout, durable: true, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+                await channel.ExchangeBindAsync(Topology.IngressQueue, exchange, "", cancellationToken: cancellationToken).ConfigureAwait(false);
+            }
+            // Read with basic.get by operators, so no single active consumer on these.
+            foreach (var queue in new[] { ErrorQueue, IngressRouter.ErrorQueue, IngressRouter.SkippedQueue })
+            {
+                await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false,
+                    new Dictionary<string, object?> { ["x-queue-type"] = "quorum" }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            }
         }
     }
 
@@ -162,9 +187,10 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         return connection;
     }
 
+    /// <summary>The partitions first: the router forwards only once this instance's partitions are bound.</summary>
     private async Task SubscribeAllAsync(IConnection connection, CancellationToken cancellationToken)
     {
-        foreach (var p in _partitions)
+        foreach (var p in _partitions.Append(_ingress))
         {
             await p.EnsureSubscribedAsync(connection, cancellationToken).ConfigureAwait(false);
         }
@@ -182,7 +208,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
                 await Task.Delay(attempt == 0 ? _options.SuperviseInterval : Backoff(attempt), stopping).ConfigureAwait(false);
                 var wasOpen = Connection is not null;
                 var connection = await ConnectAsync(stopping).ConfigureAwait(false);
-                var missing = _partitions.Count(p => !p.IsSubscribed && !p.IsStopped);
+                var missing = _partitions.Append(_ingress).Count(p => !p.IsSubscribed && !p.IsStopped);
                 if (missing > 0)
                 {
                     await SubscribeAllAsync(connection, stopping).ConfigureAwait(false);
@@ -212,7 +238,9 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         }
         catch (CommandDecodeException e)
         {
-            await DeadLetterAsync(channel, partition, delivery, e.Message, stopped).ConfigureAwait(false);
+            PartitionLog.Undecodable(_logger, partition, delivery.BasicProperties.MessageId ?? "(none)", e.Message);
+            await DeadLetters.MoveAsync(channel, ErrorQueue, delivery, e.Message, skipped: false,
+                [new("nfsvol-partition", partition), new("nfsvol-instance", _worker.InstanceName)], stopped).ConfigureAwait(false);
             return;
         }
         var command = decoded.Command;
@@ -253,31 +281,6 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         {
             subscription.ClearRetrying();
         }
-        await channel.BasicAckAsync(delivery.DeliveryTag, multiple: false, CancellationToken.None).ConfigureAwait(false);
-    }
-
-    /// <summary>Moves an undecodable message to <see cref="ErrorQueue"/> (publisher-confirmed) with MassTransit's
-    /// fault headers, then acks it: the partition goes on, and nothing on the share was touched.</summary>
-    private async Task DeadLetterAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, string reason, CancellationToken cancellationToken)
-    {
-        PartitionLog.Undecodable(_logger, partition, delivery.BasicProperties.MessageId ?? "(none)", reason);
-        var headers = delivery.BasicProperties.Headers is { } original ? new Dictionary<string, object?>(original) : [];
-        headers["MT-Reason"] = "fault";
-        headers["MT-Fault-ExceptionType"] = typeof(CommandDecodeException).FullName;
-        headers["MT-Fault-Message"] = reason;
-        headers["MT-Fault-Timestamp"] = DateTimeOffset.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture);
-        headers["MT-Host-MachineName"] = Environment.MachineName;
-        headers["nfsvol-partition"] = partition;
-        headers["nfsvol-instance"] = _worker.InstanceName;
-        var properties = new BasicProperties
-        {
-            Persistent = true,
-            ContentType = delivery.BasicProperties.ContentType,
-            MessageId = delivery.BasicProperties.MessageId,
-            Headers = headers,
-        };
-        await channel.BasicPublishAsync("", ErrorQueue, mandatory: true, properties, delivery.Body, cancellationToken).ConfigureAwait(false);
-        WorkerTelemetry.DeadLettered.Add(1, new KeyValuePair<string, object?>("queue", ErrorQueue));
         await channel.BasicAckAsync(delivery.DeliveryTag, multiple: false, CancellationToken.None).ConfigureAwait(false);
     }
 
@@ -339,8 +342,14 @@ internal static partial class PartitionLog
     [LoggerMessage(3124, LogLevel.Error, "Message {MessageId} on partition {Partition} is not a command; moved to " + PartitionSubscriptions.ErrorQueue + ": {Reason}")]
     public static partial void Undecodable(ILogger logger, int partition, string messageId, string reason);
 
-    [LoggerMessage(3125, LogLevel.Information, "Released {Partitions} partitions in {ElapsedMs} ms; the other instances take them over in order")]
+    [LoggerMessage(3125, LogLevel.Information, "Released {Partitions} partitions and the ingress queue in {ElapsedMs} ms; the other instances take them over in order")]
     public static partial void Released(ILogger logger, int partitions, long elapsedMs);
+
+    [LoggerMessage(3126, LogLevel.Warning, "Routing {CommandType} {CommandId} of volume {VolumeId} to partition {Partition} failed (attempt {Attempt}); the router waits {Seconds} s and tries again: {Reason}")]
+    public static partial void RouteRetrying(ILogger logger, string commandType, Guid commandId, Guid volumeId, int partition, int attempt, double seconds, string reason);
+
+    [LoggerMessage(3127, LogLevel.Error, "Message {MessageId} on the ingress queue is not a command; moved to {Queue}: {Reason}")]
+    public static partial void IngressUndecodable(ILogger logger, string messageId, string queue, string reason);
 }
 
 /// <summary>Validates <see cref="PartitionOptions"/>.</summary>
