@@ -81,7 +81,7 @@ public sealed class IngressRouter(IOptions<WorkerOptions> options, ILogger<Ingre
                     // Unroutable (the partition is not bound yet) or refused by the broker: the router waits, in
                     // order, rather than drop a command or let a later one pass it.
                     Subscription?.MarkRetrying();
-                    var delay = TimeSpan.FromMilliseconds(Math.Min(30_000, 100 * Math.Pow(2, Math.Min(attempt - 1, 16))));
+                    var delay = PartitionSubscriptions.Backoff(attempt);
                     PartitionLog.RouteRetrying(logger, command.GetType().Name, command.CommandId, command.VolumeId, partition, attempt, delay.TotalSeconds, e.Message);
                     await Task.Delay(delay, stopped).ConfigureAwait(false);
                 }
@@ -101,35 +101,5 @@ public sealed class IngressRouter(IOptions<WorkerOptions> options, ILogger<Ingre
         }
         await channel.BasicAckAsync(delivery.DeliveryTag, multiple: false, CancellationToken.None).ConfigureAwait(false);
         WorkerLog.Routed(logger, command.GetType().Name, command.CommandId, command.VolumeId, partition);
-    }
-}
-
-/// <summary>Moves a message that is not a command to an error queue, publisher-confirmed, with MassTransit's
-/// fault headers (<c>MT-Reason</c>, <c>MT-Fault-*</c>), then acks it: nothing on the share was touched.</summary>
-internal static class DeadLetters
-{
-    public static async Task MoveAsync(IChannel channel, string queue, BasicDeliverEventArgs delivery, string reason, bool skipped,
-        IEnumerable<KeyValuePair<string, object?>> extraHeaders, CancellationToken cancellationToken)
-    {
-        var headers = delivery.BasicProperties.Headers is { } original ? new Dictionary<string, object?>(original) : [];
-        headers["MT-Reason"] = skipped ? "skip" : "fault";
-        headers["MT-Fault-ExceptionType"] = typeof(CommandDecodeException).FullName;
-        headers["MT-Fault-Message"] = reason;
-        headers["MT-Fault-Timestamp"] = DateTimeOffset.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture);
-        headers["MT-Host-MachineName"] = Environment.MachineName;
-        foreach (var (key, value) in extraHeaders)
-        {
-            headers[key] = value;
-        }
-        var properties = new BasicProperties
-        {
-            Persistent = true,
-            ContentType = delivery.BasicProperties.ContentType,
-            MessageId = delivery.BasicProperties.MessageId,
-            Headers = headers,
-        };
-        await channel.BasicPublishAsync("", queue, mandatory: true, properties, delivery.Body, cancellationToken).ConfigureAwait(false);
-        WorkerTelemetry.DeadLettered.Add(1, new KeyValuePair<string, object?>("queue", queue));
-        await channel.BasicAckAsync(delivery.DeliveryTag, multiple: false, CancellationToken.None).ConfigureAwait(false);
     }
 }

@@ -284,7 +284,8 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         await channel.BasicAckAsync(delivery.DeliveryTag, multiple: false, CancellationToken.None).ConfigureAwait(false);
     }
 
-    private static TimeSpan Backoff(int attempt) =>
+    /// <summary>Doubling from 0.1 s up to 30 s: the partitions', the router's and the reconnect's back-off.</summary>
+    internal static TimeSpan Backoff(int attempt) =>
         TimeSpan.FromMilliseconds(Math.Min(30_000, 100 * Math.Pow(2, Math.Min(attempt - 1, 16))));
 
     private static bool IsBrokerFault(Exception e) =>
