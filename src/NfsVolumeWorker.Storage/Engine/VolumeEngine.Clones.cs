@@ -92,6 +92,7 @@ public sealed partial class VolumeEngine
             throw new StorageException(StorageErrorCode.ShrinkNotAllowed,
                 $"The new volume ({size} bytes) would be smaller than {what} ({sourceSize} bytes). Nothing was done.") { VolumeId = volumeId };
         }
+        RequireFits(target, size, format, "the new volume's size", volumeId);
 
         Journal(share, Intent(snapshotId is null ? PendingOperationKind.CloneVolume : PendingOperationKind.CreateVolumeFromSnapshot,
             volumeId, snapshotId, newVolumeId, targetFormat, newSizeBytes, targetShareName, baseFormat));

@@ -17,6 +17,7 @@ public sealed partial class VolumeEngine
         var format = request.Format ?? (_options.Qcow2Volumes ? ImageFormat.Qcow2 : ImageFormat.Raw);
         return RunLockedAsync("create-volume", request, null, async (share, ct) =>
         {
+            RequireFits(share, request.SizeBytes, format, "volume size", request.VolumeId);
             var name = VolumeFileNames.Base(request.VolumeId);
             var path = share.PathOf(name);
             DurableFile.EnsureNotSymlink(path);
@@ -152,6 +153,7 @@ public sealed partial class VolumeEngine
             {
                 return OperationResult.Already($"volume {request.VolumeId} already is {active.VirtualSize} bytes", active.FileName);
             }
+            RequireFits(share, request.NewSizeBytes, active.Format, "new size", request.VolumeId);
             var path = chain.PathOf(active.FileName);
             await _qemuImg.ResizeAsync(path, active.Format, request.NewSizeBytes, ct).ConfigureAwait(false);
             DurableFile.FsyncFile(path);

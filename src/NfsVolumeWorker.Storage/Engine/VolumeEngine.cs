@@ -237,6 +237,15 @@ public sealed partial class VolumeEngine
                 : new StorageException(StorageErrorCode.ShareUnavailable, $"I/O error on the share: {e.Message}", e) { VolumeId = volumeId };
     }
 
+    /// <summary>Refuses a size the share's file system or the image format cannot hold, before anything is written.</summary>
+    private static void RequireFits(Share share, long bytes, ImageFormat format, string what, Guid volumeId)
+    {
+        if (VolumeSizeLimit.Problem(share, bytes, format, what) is { } problem)
+        {
+            throw new StorageException(StorageErrorCode.InvalidRequest, $"Volume {volumeId}: {problem}. Nothing was changed.") { VolumeId = volumeId };
+        }
+    }
+
     private static long RequirePositiveSize(long bytes, string what) => bytes > 0
         ? bytes
         : throw new StorageException(StorageErrorCode.InvalidRequest, $"The {what} must be a positive number of bytes; got {bytes}.");

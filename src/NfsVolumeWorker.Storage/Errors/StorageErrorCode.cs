@@ -54,4 +54,8 @@ public enum StorageErrorCode
     TransientIo,
     /// <summary>The operation was cancelled before it finished; running it again finishes it.</summary>
     Cancelled,
+    /// <summary>An unexpected failure (a defect or a state nobody foresaw): not retried; the worker's log has
+    /// the exception. The share is left as the last completed step left it, readable, and the next operation on
+    /// the volume finishes or rolls back anything the journal records.</summary>
+    InternalError,
 }

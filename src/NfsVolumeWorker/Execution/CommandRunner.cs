@@ -48,16 +48,23 @@ public sealed class CommandRunner(
 
         if (CommandOutcomes.Read(share, command.CommandId) is { } existing)
         {
-            var recorded = OutcomeRecord.FromBytes(existing);
-            if (!recorded.Published)
+            if (OutcomeRecord.TryFromBytes(existing) is { } recorded)
             {
-                await PublishAndMarkAsync(share, recorded, cancellationToken).ConfigureAwait(false);
+                if (!recorded.Published)
+                {
+                    await PublishAndMarkAsync(share, recorded, cancellationToken).ConfigureAwait(false);
+                }
+                return;
             }
-            return;
+            var path = CommandOutcomes.PathOf(share, command.CommandId);
+            WorkerLog.UnreadableOutcome(logger, path, "not an outcome record");
+            File.Move(path, path + ".unreadable", overwrite: true);
         }
 
         var started = Stopwatch.GetTimestamp();
-        var terminal = await ExecuteWithRetriesAsync(share, command, cancellationToken).ConfigureAwait(false);
+        var terminal = CommandValidation.Problem(command, share, engineOptions.Value) is { } problem
+            ? Failed(command, StorageErrorCode.InvalidRequest.ToString(), problem, false) // accepted by an older worker
+            : await ExecuteWithRetriesAsync(share, command, cancellationToken).ConfigureAwait(false);
         var outcome = OutcomeRecord.For(terminal);
         CommandOutcomes.Write(share, command.CommandId, outcome.ToBytes(), engineOptions.Value.NewFileMode);
         await PublishAndMarkAsync(share, outcome, cancellationToken).ConfigureAwait(false);
@@ -97,6 +104,17 @@ public sealed class CommandRunner(
             catch (StorageException e)
             {
                 return Failed(command, e.Code.ToString(), e.Message, e.IsTransient);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                throw; // shutting down: the entry stays in the inbox and the next owner resumes it
+            }
+            catch (Exception e)
+            {
+                // Whatever escaped the engine ends the command, for good: an inbox entry retried forever stalls
+                // its volume and floods the log. The share is as the last durable step left it (readable).
+                WorkerLog.UnexpectedFailure(logger, command.GetType().Name, command.CommandId, command.VolumeId, e);
+                return Failed(command, StorageErrorCode.InternalError.ToString(), $"Unexpected {e.GetType().Name}: {e.Message}", false);
             }
         }
     }
@@ -164,12 +182,7 @@ public sealed class CommandRunner(
         where T : VolumeRequest =>
         request with { EncryptionKeyId = c.EncryptionKeyId, Attached = c.Attached, BaseFormat = Format(c.BaseFormat) };
 
-    private static ImageFormat? Format(VolumeFormat? f) => f switch
-    {
-        VolumeFormat.Raw => ImageFormat.Raw,
-        VolumeFormat.Qcow2 => ImageFormat.Qcow2,
-        _ => null,
-    };
+    private static ImageFormat? Format(VolumeFormat? f) => CommandValidation.ToImageFormat(f);
 
     private static ITerminalEvent Success(VolumeEvent e, OperationResult r) =>
         e with { AlreadyDone = r.Outcome == OperationOutcome.AlreadyDone, ActiveFile = r.ActiveFile, Message = r.Message };

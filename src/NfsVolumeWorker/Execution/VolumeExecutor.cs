@@ -19,6 +19,7 @@ public sealed class VolumeExecutor : IAsyncDisposable
     private readonly ILogger<VolumeExecutor> _logger;
     private readonly SemaphoreSlim _slots;
     private readonly ConcurrentDictionary<(string Share, Guid Volume), Task> _loops = new();
+    private readonly ConcurrentDictionary<(string Share, Guid Volume), DrainFailure> _failing = new();
     private readonly CancellationTokenSource _stopping = new();
     private volatile bool _accepting = true;
 
@@ -32,7 +33,12 @@ public sealed class VolumeExecutor : IAsyncDisposable
     /// <summary>Volumes with a running drain loop in this instance.</summary>
     public int ActiveVolumes => _loops.Count;
 
-    /// <summary>Makes sure the volume's inbox is being drained (by this instance or another).</summary>
+    /// <summary>Volumes whose drain loop failed for a reason outside any command (the share, the broker) and
+    /// waits out its back-off before the next attempt; empty when all is well. Health reports them.</summary>
+    public IReadOnlyCollection<DrainFailure> FailingVolumes => _failing.Values.ToList();
+
+    /// <summary>Makes sure the volume's inbox is being drained (by this instance or another), unless its drain
+    /// loop is waiting out a back-off after a failure: then the retry is already planned.</summary>
     public void Schedule(Share share, Guid volumeId)
     {
         if (!_accepting)
@@ -40,7 +46,7 @@ public sealed class VolumeExecutor : IAsyncDisposable
             return;
         }
         var key = (share.LocalPath, volumeId);
-        if (_loops.ContainsKey(key))
+        if (_loops.ContainsKey(key) || (_failing.TryGetValue(key, out var failure) && failure.NextAttemptAt > DateTimeOffset.UtcNow))
         {
             return;
         }
@@ -67,6 +73,7 @@ public sealed class VolumeExecutor : IAsyncDisposable
             return; // another loop for this volume won the race
         }
         var ranSome = false;
+        TimeSpan? retryIn = null;
         try
         {
             await _slots.WaitAsync(_stopping.Token).ConfigureAwait(false);
@@ -93,6 +100,7 @@ public sealed class VolumeExecutor : IAsyncDisposable
                         await _runner.RunAsync(share, volumeId, entries[0], _stopping.Token).ConfigureAwait(false);
                         VolumeInbox.Remove(entries[0]);
                     }
+                    _failing.TryRemove(key, out _);
                 }
                 finally
                 {
@@ -110,16 +118,52 @@ public sealed class VolumeExecutor : IAsyncDisposable
         }
         catch (Exception e)
         {
-            WorkerLog.DrainFailed(_logger, volumeId, share.Export, e);
+            // Commands themselves never get here (every failure of one becomes its CommandFailed): this is the
+            // share or the broker. Back off, so a fault that persists costs a log line per back-off, not a spin.
+            var attempt = _failing.TryGetValue(key, out var previous) ? previous.Attempts + 1 : 1;
+            var delay = RetryBackoff.Delay(attempt);
+            _failing[key] = new DrainFailure(share.Export, volumeId, attempt, e.GetType().Name + ": " + e.Message, DateTimeOffset.UtcNow + delay);
+            WorkerTelemetry.DrainFailures.Add(1);
+            WorkerLog.DrainFailed(_logger, volumeId, share.Export, attempt, delay.TotalSeconds, e);
+            retryIn = delay;
         }
         finally
         {
             _loops.TryRemove(key, out _);
+            if (retryIn is { } delay)
+            {
+                _ = RetryAfterAsync(share, volumeId, delay);
+            }
             // An append may have landed after the last look at the inbox; look again now that this loop is gone.
-            if (ranSome && _accepting && VolumeInbox.List(share, volumeId).Count > 0)
+            else if (ranSome && _accepting && HasEntries(share, volumeId))
             {
                 Schedule(share, volumeId);
             }
+        }
+    }
+
+    private async Task RetryAfterAsync(Share share, Guid volumeId, TimeSpan delay)
+    {
+        try
+        {
+            await Task.Delay(delay, _stopping.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+        Schedule(share, volumeId);
+    }
+
+    private static bool HasEntries(Share share, Guid volumeId)
+    {
+        try
+        {
+            return VolumeInbox.List(share, volumeId).Count > 0;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or Storage.Errors.StorageException)
+        {
+            return false; // the share is failing: the sweeper looks again
         }
     }
 
@@ -144,3 +188,11 @@ public sealed class VolumeExecutor : IAsyncDisposable
         _slots.Dispose();
     }
 }
+
+/// <summary>A volume whose drain loop failed outside any command, and when it is tried again.</summary>
+/// <param name="Share">The share, as named in the configuration.</param>
+/// <param name="VolumeId">The volume.</param>
+/// <param name="Attempts">Failed attempts in a row.</param>
+/// <param name="LastError">The last failure's type and message.</param>
+/// <param name="NextAttemptAt">When the drain loop runs again.</param>
+public sealed record DrainFailure(string Share, Guid VolumeId, int Attempts, string LastError, DateTimeOffset NextAttemptAt);

@@ -95,7 +95,8 @@ public static class WorkerHostExtensions
         services.AddHealthChecks()
             .AddCheck<ShareHealthCheck>("shares", tags: ["ready"])
             .AddCheck<PartitionHealthCheck>("partitions", tags: ["ready"])
-            .AddCheck<QemuImgHealthCheck>("qemu-img", tags: ["ready"]);
+            .AddCheck<QemuImgHealthCheck>("qemu-img", tags: ["ready"])
+            .AddCheck<DrainHealthCheck>("volumes", tags: ["ready"]);
 
         services.AddOpenTelemetry()
             .ConfigureResource(r => r.AddService("nfsvolumeworker", serviceInstanceId: builder.Configuration[$"{WorkerOptions.SectionName}:InstanceName"]))

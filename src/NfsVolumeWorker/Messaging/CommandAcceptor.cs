@@ -19,9 +19,15 @@ namespace NfsVolumeWorker.Messaging;
 public sealed class CommandAcceptor(
     ShareMap shares, VolumeExecutor executor, EventPublisher events, IOptions<VolumeEngineOptions> engineOptions, ILogger<CommandAcceptor> logger)
 {
-    /// <summary>Validates, answers a command already finished from its outcome record, else appends it to the
-    /// volume's inbox and schedules the volume. Bad input yields <c>CommandFailed</c> and touches nothing.</summary>
-    public async Task AcceptAsync(VolumeCommand command, int partition, CancellationToken cancellationToken)
+    /// <summary>Validates (<see cref="CommandValidation"/>), answers a command already finished by publishing its
+    /// recorded event again, else appends it to the volume's inbox and schedules the volume. Bad input yields
+    /// <c>CommandFailed</c> and touches nothing.</summary>
+    /// <param name="command">The decoded command.</param>
+    /// <param name="partition">The partition it arrived on.</param>
+    /// <param name="redelivered">True when the broker delivers this message again (a crash or a lost connection before
+    /// the ack): a finished command's event then went out already, and is not published again.</param>
+    /// <param name="cancellationToken">Stops waiting for the broker or the share.</param>
+    public async Task AcceptAsync(VolumeCommand command, int partition, bool redelivered, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(command);
         using var scope = logger.BeginScope(new Dictionary<string, object>
@@ -29,7 +35,7 @@ public sealed class CommandAcceptor(
             ["CommandId"] = command.CommandId, ["VolumeId"] = command.VolumeId, ["Partition"] = partition,
         });
         var commandType = command.GetType().Name;
-        var problem = Validate(command);
+        var problem = CommandValidation.FieldProblem(command);
         if (problem is not null)
         {
             await RejectAsync(command, commandType, StorageErrorCode.InvalidRequest.ToString(), problem, cancellationToken).ConfigureAwait(false);
@@ -45,18 +51,29 @@ public sealed class CommandAcceptor(
             await RejectAsync(command, commandType, e.Code.ToString(), e.Message, cancellationToken).ConfigureAwait(false);
             return;
         }
-
-        if (CommandOutcomes.Read(share, command.CommandId) is { } recorded)
+        if (CommandValidation.Problem(command, share, engineOptions.Value) is { } sizeProblem)
         {
-            // A command that already ran (a redelivery, or a producer sending it again): answer from the record.
-            var outcome = OutcomeRecord.FromBytes(recorded);
+            await RejectAsync(command, commandType, StorageErrorCode.InvalidRequest.ToString(), sizeProblem, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        if (CommandOutcomes.Read(share, command.CommandId) is { } recorded && OutcomeRecord.TryFromBytes(recorded) is { } outcome)
+        {
+            // A command that already ran. A producer sending it again (it missed the event) gets the recorded event
+            // again, with the same message id and content: subscribers that saw it already drop it by that id. A
+            // redelivery of a message whose event went out already publishes nothing.
+            WorkerTelemetry.Duplicates.Add(1);
+            if (outcome.Published && redelivered)
+            {
+                WorkerLog.DuplicateCommand(logger, commandType, command.CommandId, command.VolumeId);
+                return;
+            }
+            await events.PublishTerminalAsync(outcome.ToEvent(), cancellationToken).ConfigureAwait(false);
             if (!outcome.Published)
             {
-                await events.PublishTerminalAsync(outcome.ToEvent(), cancellationToken).ConfigureAwait(false);
                 CommandOutcomes.Write(share, command.CommandId, (outcome with { Published = true }).ToBytes(), engineOptions.Value.NewFileMode);
             }
-            WorkerLog.DuplicateCommand(logger, commandType, command.CommandId, command.VolumeId);
-            WorkerTelemetry.Duplicates.Add(1);
+            WorkerLog.Republished(logger, commandType, command.CommandId, command.VolumeId, outcome.Code);
             return;
         }
 
@@ -74,21 +91,6 @@ public sealed class CommandAcceptor(
         }
         executor.Schedule(share, command.VolumeId);
     }
-
-    /// <summary>What makes a command unusable before it reaches the engine (which checks the rest).</summary>
-    internal static string? Validate(VolumeCommand command) => command switch
-    {
-        _ when command.CommandId == Guid.Empty => "the command has no commandId (a UUID chosen by the sender)",
-        _ when command.VolumeId == Guid.Empty => "the command has no volumeId (a UUID)",
-        CreateSnapshot { SnapshotId: var s } when s == Guid.Empty => "snapshotId is missing",
-        DeleteSnapshot { SnapshotId: var s } when s == Guid.Empty => "snapshotId is missing",
-        RevertToSnapshot { SnapshotId: var s } when s == Guid.Empty => "snapshotId is missing",
-        CreateVolumeFromSnapshot c when c.SnapshotId == Guid.Empty || c.NewVolumeId == Guid.Empty => "snapshotId and newVolumeId are required",
-        CloneVolume { NewVolumeId: var n } when n == Guid.Empty => "newVolumeId is missing",
-        CreateVolume { SizeBytes: <= 0 } => "sizeBytes must be positive",
-        ExtendVolume { NewSizeBytes: <= 0 } => "newSizeBytes must be positive",
-        _ => null,
-    };
 
     private async Task RejectAsync(VolumeCommand command, string commandType, string code, string message, CancellationToken cancellationToken)
     {

@@ -40,6 +40,30 @@ public sealed record OutcomeRecord(string EventType, JsonElement Event, bool Pub
 
     public static OutcomeRecord FromBytes(byte[] bytes) => JsonSerializer.Deserialize<OutcomeRecord>(bytes, InboxRecord.Json) ?? throw new JsonException("empty outcome record");
 
+    /// <summary>The record, or null when the bytes are not a readable record (damage on the share: the
+    /// command then runs again, which its idempotence makes safe).</summary>
+    public static OutcomeRecord? TryFromBytes(byte[] bytes)
+    {
+        try
+        {
+            var record = FromBytes(bytes);
+            _ = record.ToEvent();
+            return record;
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>The outcome as logs and metrics name it: the error code, <c>AlreadyDone</c> or <c>Completed</c>.</summary>
+    public string Code => ToEvent() switch
+    {
+        CommandFailed f => f.ErrorCode,
+        { AlreadyDone: true } => "AlreadyDone",
+        _ => "Completed",
+    };
+
     public static OutcomeRecord For(ITerminalEvent e) => new(e.GetType().Name, JsonSerializer.SerializeToElement(e, e.GetType(), InboxRecord.Json), false);
 
     public ITerminalEvent ToEvent() => EventType switch

@@ -8,6 +8,11 @@ public static class Topology
     /// <summary>Where native producers' commands arrive (bound to each command type's exchange).</summary>
     public const string IngressQueue = "nfsvol.ingress";
 
+    /// <summary>Header the router sets on a command it forwards from a redelivered ingress message: the partition
+    /// then treats it as a redelivery (its event, if the command finished, was published already), not as a
+    /// producer sending the command again (which gets the recorded event again).</summary>
+    public const string RedeliveredHeader = "nfsvol-redelivered";
+
     /// <summary>The exchange MassTransit publishes messages of <paramref name="type"/> to
     /// (<c>NfsVolumeWorker.Contracts:CreateVolume</c>).</summary>
     public static string ExchangeOf(Type type)

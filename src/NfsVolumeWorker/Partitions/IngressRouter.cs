@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Configuration;
 using NfsVolumeWorker.Contracts;
+using NfsVolumeWorker.Execution;
 using NfsVolumeWorker.Messaging;
 using NfsVolumeWorker.Telemetry;
 using RabbitMQ.Client;
@@ -66,6 +67,10 @@ public sealed class IngressRouter(IOptions<WorkerOptions> options, ILogger<Ingre
         {
             headers["traceparent"] = activity.Id; // the partition's receive continues this trace
         }
+        if (delivery.Redelivered)
+        {
+            headers[Topology.RedeliveredHeader] = "true";
+        }
         var properties = new BasicProperties(delivery.BasicProperties) { Persistent = true, Headers = headers };
         try
         {
@@ -81,7 +86,7 @@ public sealed class IngressRouter(IOptions<WorkerOptions> options, ILogger<Ingre
                     // Unroutable (the partition is not bound yet) or refused by the broker: the router waits, in
                     // order, rather than drop a command or let a later one pass it.
                     Subscription?.MarkRetrying();
-                    var delay = PartitionSubscriptions.Backoff(attempt);
+                    var delay = RetryBackoff.Delay(attempt);
                     PartitionLog.RouteRetrying(logger, command.GetType().Name, command.CommandId, command.VolumeId, partition, attempt, delay.TotalSeconds, e.Message);
                     await Task.Delay(delay, stopped).ConfigureAwait(false);
                 }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Configuration;
+using NfsVolumeWorker.Execution;
 using NfsVolumeWorker.Messaging;
 using NfsVolumeWorker.Telemetry;
 using RabbitMQ.Client;
@@ -80,7 +81,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
             }
             catch (Exception e) when (IsBrokerFault(e) && !cancellationToken.IsCancellationRequested)
             {
-                var delay = Backoff(++attempt);
+                var delay = RetryBackoff.Delay(++attempt);
                 PartitionLog.BrokerUnreachable(_logger, BrokerOptionsValidator.Redact(_broker.Url), delay.TotalSeconds, e.Message);
                 await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
             }
@@ -205,7 +206,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         {
             try
             {
-                await Task.Delay(attempt == 0 ? _options.SuperviseInterval : Backoff(attempt), stopping).ConfigureAwait(false);
+                await Task.Delay(attempt == 0 ? _options.SuperviseInterval : RetryBackoff.Delay(attempt), stopping).ConfigureAwait(false);
                 var wasOpen = Connection is not null;
                 var connection = await ConnectAsync(stopping).ConfigureAwait(false);
                 var missing = _partitions.Append(_ingress).Count(p => !p.IsSubscribed && !p.IsStopped);
@@ -223,7 +224,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
             catch (Exception e) when (IsBrokerFault(e))
             {
                 attempt++;
-                PartitionLog.BrokerUnreachable(_logger, BrokerOptionsValidator.Redact(_broker.Url), Backoff(attempt).TotalSeconds, e.Message);
+                PartitionLog.BrokerUnreachable(_logger, BrokerOptionsValidator.Redact(_broker.Url), RetryBackoff.Delay(attempt).TotalSeconds, e.Message);
             }
         }
     }
@@ -253,13 +254,14 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         activity?.SetTag("nfsvol.volume_id", command.VolumeId);
 
         var subscription = _partitions[partition];
+        var redelivered = delivery.Redelivered || delivery.BasicProperties.Headers?.ContainsKey(Topology.RedeliveredHeader) == true;
         try
         {
             for (var attempt = 1; ; attempt++)
             {
                 try
                 {
-                    await _acceptor.AcceptAsync(command, partition, stopped).ConfigureAwait(false);
+                    await _acceptor.AcceptAsync(command, partition, redelivered, stopped).ConfigureAwait(false);
                     break;
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
@@ -267,7 +269,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
                     // Nothing here is the command's fault (that yields CommandFailed inside AcceptAsync): the share or
                     // the broker is failing. The partition waits, in order, rather than drop or reorder a command.
                     subscription.MarkRetrying();
-                    var delay = Backoff(attempt);
+                    var delay = RetryBackoff.Delay(attempt);
                     PartitionLog.AcceptRetrying(_logger, command.GetType().Name, command.CommandId, command.VolumeId, partition, attempt, delay.TotalSeconds, e.Message);
                     await Task.Delay(delay, stopped).ConfigureAwait(false);
                 }
@@ -283,10 +285,6 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         }
         await channel.BasicAckAsync(delivery.DeliveryTag, multiple: false, CancellationToken.None).ConfigureAwait(false);
     }
-
-    /// <summary>Doubling from 0.1 s up to 30 s: the partitions', the router's and the reconnect's back-off.</summary>
-    internal static TimeSpan Backoff(int attempt) =>
-        TimeSpan.FromMilliseconds(Math.Min(30_000, 100 * Math.Pow(2, Math.Min(attempt - 1, 16))));
 
     private static bool IsBrokerFault(Exception e) =>
         e is RabbitMQ.Client.Exceptions.BrokerUnreachableException or RabbitMQ.Client.Exceptions.AlreadyClosedException

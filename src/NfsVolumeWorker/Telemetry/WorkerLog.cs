@@ -21,8 +21,8 @@ internal static partial class WorkerLog
     [LoggerMessage(3005, LogLevel.Warning, "{CommandType} {CommandId} failed with transient {Code} (attempt {Attempt}); retrying in {DelaySeconds} s: {Reason}")]
     public static partial void Retrying(ILogger logger, string commandType, Guid commandId, string code, int attempt, double delaySeconds, string reason);
 
-    [LoggerMessage(3006, LogLevel.Error, "Draining the inbox of volume {VolumeId} on {Share} failed; the sweeper will try again")]
-    public static partial void DrainFailed(ILogger logger, Guid volumeId, string share, Exception exception);
+    [LoggerMessage(3006, LogLevel.Error, "Draining the inbox of volume {VolumeId} on {Share} failed (attempt {Attempt}); trying again in {DelaySeconds} s")]
+    public static partial void DrainFailed(ILogger logger, Guid volumeId, string share, int attempt, double delaySeconds, Exception exception);
 
     [LoggerMessage(3007, LogLevel.Error, "Inbox entry {Path} cannot be read ({Reason}); moved aside as .unreadable")]
     public static partial void UnreadableInboxEntry(ILogger logger, string path, string reason);
@@ -47,4 +47,13 @@ internal static partial class WorkerLog
 
     [LoggerMessage(3014, LogLevel.Information, "NfsVolumeWorker {Instance} serving {ShareCount} share(s) [{Shares}], {Partitions} partitions, broker {Broker}, qemu-img {QemuImgVersion}")]
     public static partial void Started(ILogger logger, string instance, int shareCount, string shares, int partitions, string broker, string qemuImgVersion);
+
+    [LoggerMessage(3015, LogLevel.Error, "{CommandType} {CommandId} of volume {VolumeId} failed unexpectedly; it ends as InternalError and is not retried")]
+    public static partial void UnexpectedFailure(ILogger logger, string commandType, Guid commandId, Guid volumeId, Exception exception);
+
+    [LoggerMessage(3016, LogLevel.Error, "Outcome record {Path} cannot be read ({Reason}); moved aside as .unreadable, the command runs again (it is idempotent)")]
+    public static partial void UnreadableOutcome(ILogger logger, string path, string reason);
+
+    [LoggerMessage(3017, LogLevel.Information, "{CommandType} {CommandId} of volume {VolumeId} finished earlier ({Outcome}); its terminal event was published again")]
+    public static partial void Republished(ILogger logger, string commandType, Guid commandId, Guid volumeId, string outcome);
 }

@@ -22,5 +22,7 @@ public static class WorkerTelemetry
 
     public static readonly Counter<long> DeadLettered = Meter.CreateCounter<long>("nfsvolumeworker.messages.dead_lettered", description: "Partition messages that were not commands, moved to the error queue.");
 
+    public static readonly Counter<long> DrainFailures = Meter.CreateCounter<long>("nfsvolumeworker.drain.failures", description: "Volume drain loops that failed outside any command (share or broker faults) and were retried after a back-off.");
+
     public static readonly UpDownCounter<long> ActiveVolumes = Meter.CreateUpDownCounter<long>("nfsvolumeworker.volumes.active", description: "Volumes with a running drain loop in this instance.");
 }

@@ -60,7 +60,7 @@ public sealed class InProcessWorker : IAsyncDisposable
     public VolumeEngine Engine => _app.Services.GetRequiredService<VolumeEngine>();
 
     public static async Task<InProcessWorker> StartAsync(Uri brokerUri, string shareDirectory, ITestOutputHelper? output,
-        IDictionary<string, string?>? extra = null, string instanceName = "in-process")
+        IDictionary<string, string?>? extra = null, string instanceName = "in-process", Action<IServiceCollection>? services = null)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory, EnvironmentName = "Production" });
         builder.Configuration.AddInMemoryCollection(WorkerSettings.For(brokerUri, shareDirectory, instanceName, extra));
@@ -68,6 +68,7 @@ public sealed class InProcessWorker : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.Logging.AddProvider(logs);
         builder.AddNfsVolumeWorker();
+        services?.Invoke(builder.Services); // a test's fault injection (an IStepObserver, say)
         // Start returns once the receive endpoints are bound, so a test may publish at once.
         builder.Services.Configure<MassTransitHostOptions>(o =>
         {

@@ -34,14 +34,15 @@ public sealed class WorkerTestBed : IAsyncDisposable
 
     public string PathOf(string name) => Path.Combine(Share, name);
 
-    public static async Task<WorkerTestBed> StartAsync(ITestOutputHelper output, string prefix, IDictionary<string, string?>? settings = null, RabbitMqBroker? broker = null)
+    public static async Task<WorkerTestBed> StartAsync(ITestOutputHelper output, string prefix, IDictionary<string, string?>? settings = null, RabbitMqBroker? broker = null,
+        Action<Microsoft.Extensions.DependencyInjection.IServiceCollection>? services = null)
     {
         broker ??= await RabbitMqBroker.SharedAsync();
         var root = new TempDirectory();
         Directory.CreateDirectory(Path.Combine(root.Path, "share"));
         var vhost = await broker.CreateVirtualHostAsync(prefix);
         var events = await EventCollector.StartAsync(vhost.AmqpUri);
-        var worker = await InProcessWorker.StartAsync(vhost.AmqpUri, Path.Combine(root.Path, "share"), output, settings);
+        var worker = await InProcessWorker.StartAsync(vhost.AmqpUri, Path.Combine(root.Path, "share"), output, settings, services: services);
         var producer = await CommandBus.StartAsync(vhost.AmqpUri);
         return new WorkerTestBed(root, vhost, worker, events, producer);
     }
