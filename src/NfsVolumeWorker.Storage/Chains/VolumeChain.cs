@@ -50,6 +50,19 @@ public sealed class VolumeChain
     /// <summary>The image whose backing file is <paramref name="fileName"/> (the one "above" it).</summary>
     public ChainImage? Above(string fileName) => Images.FirstOrDefault(i => i.BackingFile == fileName);
 
+    /// <summary>Bytes allocated on disk by <paramref name="image"/> and every image below it: what reading that
+    /// image's data reads at most, so an upper bound of what a copy of it writes.</summary>
+    public long AllocatedBytesFrom(ChainImage image)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        long total = 0;
+        for (var i = Images.ToList().IndexOf(image); i >= 0 && i < Images.Count; i++)
+        {
+            total += Durability.FileOwnership.AllocatedBytes(PathOf(Images[i].FileName));
+        }
+        return total;
+    }
+
     /// <summary>The image holding snapshot <paramref name="snapshotId"/>'s data: the backing file of its overlay.</summary>
     public ChainImage SnapshotData(Guid snapshotId)
     {

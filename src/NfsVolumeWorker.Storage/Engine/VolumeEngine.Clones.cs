@@ -93,6 +93,11 @@ public sealed partial class VolumeEngine
                 $"The new volume ({size} bytes) would be smaller than {what} ({sourceSize} bytes). Nothing was done.") { VolumeId = volumeId };
         }
         RequireFits(target, size, format, "the new volume's size", volumeId);
+        if (!resuming)
+        {
+            var data = chain.AllocatedBytesFrom(snapshotId is { } s1 ? chain.SnapshotData(s1) : chain.Active);
+            ShareSpace.Require(target, ShareSpace.Needed(data), $"Copying {what} of volume {volumeId} to new volume {newVolumeId}", volumeId);
+        }
 
         Journal(share, Intent(snapshotId is null ? PendingOperationKind.CloneVolume : PendingOperationKind.CreateVolumeFromSnapshot,
             volumeId, snapshotId, newVolumeId, targetFormat, newSizeBytes, targetShareName, baseFormat));

@@ -131,9 +131,17 @@ public sealed partial class VolumeEngine
         // Read (and so validate) the chain before journaling: a refused delete must leave no journal entry
         // behind, or every later operation on the volume would trip over it.
         var chain = VolumeChainReader.Read(share, volumeId, baseFormat);
+        var intent = Intent(PendingOperationKind.DeleteSnapshot, volumeId, snapshotId, baseFormat: baseFormat);
+        if (journaled && chain.Find(overlayName) is not null && OperationJournal.Read(share, volumeId)?.SameAs(intent) != true)
+        {
+            // Before the merge starts, not halfway through it: the commit writes at most what the overlay holds.
+            // (A resumed merge rewrites what it wrote already, and a temporary snapshot's overlay is near empty.)
+            var overlayBytes = FileOwnership.AllocatedBytes(share.PathOf(overlayName));
+            ShareSpace.Require(share, ShareSpace.Needed(overlayBytes), $"Deleting snapshot {snapshotId} (merging {overlayName}, {overlayBytes} bytes allocated)", volumeId);
+        }
         if (journaled)
         {
-            Journal(share, Intent(PendingOperationKind.DeleteSnapshot, volumeId, snapshotId, baseFormat: baseFormat));
+            Journal(share, intent);
             Step(OperationSteps.DeleteSnapshotJournaled, volumeId);
         }
         var overlayPath = share.PathOf(overlayName);
