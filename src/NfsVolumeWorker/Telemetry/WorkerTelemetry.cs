@@ -10,6 +10,11 @@ public static class WorkerTelemetry
 
     public static readonly ActivitySource ActivitySource = new(SourceName);
 
+    /// <summary>The meters the host exports (OpenTelemetry's wildcard). Every meter of the product is named
+    /// <c>NfsVolumeWorker</c> or <c>NfsVolumeWorker.&lt;area&gt;</c>, so a new one is exported without being
+    /// listed here (MeterExportSpecs checks); and MassTransit's.</summary>
+    public static readonly string[] ExportedMeters = [SourceName, SourceName + ".*", "MassTransit"];
+
     public static readonly Meter Meter = new(SourceName);
 
     public static readonly Counter<long> Accepted = Meter.CreateCounter<long>("nfsvolumeworker.commands.accepted", description: "Commands appended to a volume inbox.");

@@ -1,0 +1,60 @@
+using System.Diagnostics.Metrics;
+using System.Reflection;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using NfsVolumeWorker.Hosting;
+using NfsVolumeWorker.Telemetry;
+using OpenTelemetry.Metrics;
+
+namespace NfsVolumeWorker.Host.Tests;
+
+/// <summary>The worker's metrics pipeline, built as Program.cs builds it (not started: no broker needed), with an
+/// in-memory exporter beside Prometheus.</summary>
+public sealed class MetricsSpecs
+{
+    private static WebApplication BuildWorker(ICollection<MetricSnapshot> exported)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory, EnvironmentName = "Production" });
+        builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Broker:Url"] = "amqp://127.0.0.1:1/",
+            ["Shares:Items:0:Export"] = Path.GetTempPath(),
+        });
+        builder.AddNfsVolumeWorker();
+        builder.Services.ConfigureOpenTelemetryMeterProvider(m => m.AddInMemoryExporter(exported));
+        return builder.Build();
+    }
+
+    private static IEnumerable<T> StaticFieldsOf<T>() =>
+        LogEventIdSpecs.ProductTypes()
+            .Where(t => !t.ContainsGenericParameters)
+            .SelectMany(t => t.GetFields(BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static | BindingFlags.DeclaredOnly))
+            .Where(f => f.FieldType == typeof(T))
+            .Select(f => (T)f.GetValue(null)!);
+
+    private static List<Instrument> InstrumentsOf(IReadOnlyCollection<Meter> meters)
+    {
+        var instruments = new List<Instrument>();
+        // Start() reports every instrument created so far; this listener enables none of them.
+        using var listener = new MeterListener { InstrumentPublished = (i, _) => { if (meters.Contains(i.Meter)) { instruments.Add(i); } } };
+        listener.Start();
+        return instruments;
+    }
+
+    [Fact]
+    public async Task Every_meter_of_the_product_is_exported()
+    {
+        var meters = StaticFieldsOf<Meter>().ToList();
+        Assert.Contains(meters, m => m.Name == "NfsVolumeWorker.Balancing");
+        var instruments = InstrumentsOf(meters);
+        Assert.Contains(instruments, i => i.Name == "nfsvol.partition.handovers");
+
+        await using var worker = BuildWorker([]);
+        using var provider = worker.Services.GetRequiredService<MeterProvider>();
+
+        // An instrument is enabled when a listener, here only OpenTelemetry's, subscribes to its meter.
+        var notExported = instruments.Where(i => !i.Enabled).Select(i => $"{i.Meter.Name}: {i.Name}").ToList();
+        Assert.True(notExported.Count == 0, "Not exported (meter name not in WorkerTelemetry.ExportedMeters):\n" + string.Join("\n", notExported));
+    }
+}
