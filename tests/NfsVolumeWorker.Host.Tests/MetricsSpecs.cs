@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using NfsVolumeWorker.Hosting;
+using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Telemetry;
 using OpenTelemetry.Metrics;
 
@@ -56,5 +57,45 @@ public sealed class MetricsSpecs
         // An instrument is enabled when a listener, here only OpenTelemetry's, subscribes to its meter.
         var notExported = instruments.Where(i => !i.Enabled).Select(i => $"{i.Meter.Name}: {i.Name}").ToList();
         Assert.True(notExported.Count == 0, "Not exported (meter name not in WorkerTelemetry.ExportedMeters):\n" + string.Join("\n", notExported));
+    }
+
+    [Fact]
+    public void Every_histogram_in_seconds_has_the_duration_buckets()
+    {
+        var inSeconds = StaticFieldsOf<Histogram<double>>().Where(h => h.Unit == "s").ToList();
+        Assert.Contains(inSeconds, h => h.Name == "nfsvolumeworker.operation.duration");
+        Assert.Contains(inSeconds, h => h.Name == "nfsvolumeworker.qemu_img.duration");
+        Assert.Contains(inSeconds, h => h.Name == "nfsvolumeworker.command.duration");
+        Assert.All(inSeconds, h => Assert.Same(HistogramBoundaries.DurationSeconds, h.Advice));
+    }
+
+    [Fact]
+    public async Task The_command_duration_is_exported_with_buckets_from_a_millisecond_to_an_hour()
+    {
+        var exported = new List<MetricSnapshot>();
+        await using var worker = BuildWorker(exported);
+        using var provider = worker.Services.GetRequiredService<MeterProvider>();
+
+        WorkerTelemetry.CommandDuration.Record(0.004);
+        // Returns false because the Prometheus reader collects only on a scrape; the in-memory one has collected.
+        provider.ForceFlush(10_000);
+
+        var metric = exported.Last(m => m.Name == "nfsvolumeworker.command.duration");
+        var buckets = metric.MetricPoints.SelectMany(p =>
+        {
+            var list = new List<(double Bound, long Count)>();
+            foreach (var b in p.GetHistogramBuckets())
+            {
+                list.Add((b.ExplicitBound, b.BucketCount));
+            }
+            return list;
+        }).ToList();
+        var bounds = buckets.Select(b => b.Bound).ToList();
+        Assert.Contains(0.001, bounds);
+        Assert.Contains(0.005, bounds);
+        Assert.Contains(0.05, bounds);
+        Assert.Contains(3600, bounds);
+        // 4 ms lands in (0.0025, 0.005], not in a first bucket that holds everything.
+        Assert.True(buckets.Single(b => b.Bound == 0.005).Count >= 1);
     }
 }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using NfsVolumeWorker.Storage.Diagnostics;
 
 namespace NfsVolumeWorker.Telemetry;
 
@@ -23,7 +24,7 @@ public static class WorkerTelemetry
 
     public static readonly Counter<long> Finished = Meter.CreateCounter<long>("nfsvolumeworker.commands.finished", description: "Commands that reached their terminal event, by outcome.");
 
-    public static readonly Histogram<double> CommandDuration = Meter.CreateHistogram<double>("nfsvolumeworker.command.duration", unit: "s", description: "From acceptance to terminal event.");
+    public static readonly Histogram<double> CommandDuration = Meter.CreateHistogram<double>("nfsvolumeworker.command.duration", unit: "s", description: "From acceptance to terminal event.", tags: null, advice: HistogramBoundaries.DurationSeconds);
 
     public static readonly Counter<long> DeadLettered = Meter.CreateCounter<long>("nfsvolumeworker.messages.dead_lettered", description: "Partition messages that were not commands, moved to the error queue.");
 
