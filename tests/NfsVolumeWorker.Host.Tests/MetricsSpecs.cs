@@ -52,7 +52,7 @@ public sealed class MetricsSpecs
         Assert.Contains(instruments, i => i.Name == "nfsvol.partition.handovers");
 
         await using var worker = BuildWorker([]);
-        using var provider = worker.Services.GetRequiredService<MeterProvider>();
+        _ = worker.Services.GetRequiredService<MeterProvider>(); // starts listening; disposed with the worker
 
         // An instrument is enabled when a listener, here only OpenTelemetry's, subscribes to its meter.
         var notExported = instruments.Where(i => !i.Enabled).Select(i => $"{i.Meter.Name}: {i.Name}").ToList();
@@ -74,7 +74,7 @@ public sealed class MetricsSpecs
     {
         var exported = new List<MetricSnapshot>();
         await using var worker = BuildWorker(exported);
-        using var provider = worker.Services.GetRequiredService<MeterProvider>();
+        var provider = worker.Services.GetRequiredService<MeterProvider>(); // disposed with the worker
 
         WorkerTelemetry.CommandDuration.Record(0.004);
         // Returns false because the Prometheus reader collects only on a scrape; the in-memory one has collected.
