@@ -3,7 +3,7 @@ using Microsoft.Extensions.Logging;
 namespace NfsVolumeWorker.Oslo;
 
 /// <summary>Log lines of the adapter. Requests are described by <see cref="Wire.OsloRequest.Describe"/> (no
-/// secrets); payloads only after <see cref="Wire.Secrets.Redact"/>.</summary>
+/// secrets); payloads only after <see cref="Wire.Secrets.Redact"/>. Event ids 4000-4099.</summary>
 internal static partial class OsloLog
 {
     [LoggerMessage(4001, LogLevel.Information, "oslo adapter serving {Host} on control exchange {Exchange}: queues {Queues}, fanout {Fanouts}, broker {Broker}")]

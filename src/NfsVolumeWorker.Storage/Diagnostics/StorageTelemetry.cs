@@ -20,13 +20,17 @@ public static class StorageTelemetry
     internal static readonly Histogram<double> QemuImgDuration = Meter.CreateHistogram<double>(
         "nfsvolumeworker.qemu_img.duration",
         unit: "s",
-        description: "Duration of qemu-img calls.");
+        description: "Duration of qemu-img calls.",
+        tags: null,
+        advice: HistogramBoundaries.DurationSeconds);
 
     /// <summary>Duration of engine operations (lock wait included), tagged with the operation and outcome.</summary>
     internal static readonly Histogram<double> OperationDuration = Meter.CreateHistogram<double>(
         "nfsvolumeworker.operation.duration",
         unit: "s",
-        description: "Duration of volume operations, including the wait for the volume lock.");
+        description: "Duration of volume operations, including the wait for the volume lock.",
+        tags: null,
+        advice: HistogramBoundaries.DurationSeconds);
 
     /// <summary>Two operations on one volume that overlapped in one process (must stay 0).</summary>
     internal static readonly Counter<long> Overlaps = Meter.CreateCounter<long>(

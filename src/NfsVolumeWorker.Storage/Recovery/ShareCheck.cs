@@ -580,11 +580,12 @@ public sealed class ShareCheck
     }
 }
 
+/// <summary>Log messages of <c>check --repair</c> (event ids 5000-5099).</summary>
 internal static partial class RecoveryLog
 {
-    [LoggerMessage(EventId = 4001, Level = LogLevel.Warning, Message = "check --repair on {Share}, volume {VolumeId}: {Finding}: {Action}")]
+    [LoggerMessage(EventId = 5000, Level = LogLevel.Warning, Message = "check --repair on {Share}, volume {VolumeId}: {Finding}: {Action}")]
     public static partial void Repaired(ILogger logger, string share, Guid volumeId, string finding, string action);
 
-    [LoggerMessage(EventId = 4002, Level = LogLevel.Error, Message = "check --repair on {Share}, volume {VolumeId}: {Finding}: {Action} failed: {Error}")]
+    [LoggerMessage(EventId = 5001, Level = LogLevel.Error, Message = "check --repair on {Share}, volume {VolumeId}: {Finding}: {Action} failed: {Error}")]
     public static partial void RepairFailed(ILogger logger, string share, Guid volumeId, string finding, string action, string error);
 }

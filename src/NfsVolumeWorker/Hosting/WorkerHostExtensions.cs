@@ -110,7 +110,7 @@ public static class WorkerHostExtensions
             })
             .WithMetrics(m =>
             {
-                m.AddMeter(WorkerTelemetry.SourceName, StorageTelemetry.SourceName, "MassTransit");
+                m.AddMeter(WorkerTelemetry.ExportedMeters);
                 m.AddRuntimeInstrumentation();
                 m.AddPrometheusExporter();
                 if (!string.IsNullOrEmpty(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))

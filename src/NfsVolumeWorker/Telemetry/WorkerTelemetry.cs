@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using NfsVolumeWorker.Storage.Diagnostics;
 
 namespace NfsVolumeWorker.Telemetry;
 
@@ -10,6 +11,11 @@ public static class WorkerTelemetry
 
     public static readonly ActivitySource ActivitySource = new(SourceName);
 
+    /// <summary>The meters the host exports (OpenTelemetry's wildcard). Every meter of the product is named
+    /// <c>NfsVolumeWorker</c> or <c>NfsVolumeWorker.&lt;area&gt;</c>, so a new one is exported without being
+    /// listed here (MeterExportSpecs checks); and MassTransit's.</summary>
+    public static readonly string[] ExportedMeters = [SourceName, SourceName + ".*", "MassTransit"];
+
     public static readonly Meter Meter = new(SourceName);
 
     public static readonly Counter<long> Accepted = Meter.CreateCounter<long>("nfsvolumeworker.commands.accepted", description: "Commands appended to a volume inbox.");
@@ -18,7 +24,7 @@ public static class WorkerTelemetry
 
     public static readonly Counter<long> Finished = Meter.CreateCounter<long>("nfsvolumeworker.commands.finished", description: "Commands that reached their terminal event, by outcome.");
 
-    public static readonly Histogram<double> CommandDuration = Meter.CreateHistogram<double>("nfsvolumeworker.command.duration", unit: "s", description: "From acceptance to terminal event.");
+    public static readonly Histogram<double> CommandDuration = Meter.CreateHistogram<double>("nfsvolumeworker.command.duration", unit: "s", description: "From acceptance to terminal event.", tags: null, advice: HistogramBoundaries.DurationSeconds);
 
     public static readonly Counter<long> DeadLettered = Meter.CreateCounter<long>("nfsvolumeworker.messages.dead_lettered", description: "Partition messages that were not commands, moved to the error queue.");
 
