@@ -46,6 +46,21 @@ public sealed class LoopFileSystem : IDisposable
         }
     }
 
+    /// <summary>Detaches the file system now, even while files on it are open (<c>umount -l</c>): what an NFS
+    /// share that goes away looks like to the worker (an empty mount-point directory).</summary>
+    public void Unmount()
+    {
+        RequiredTool.RunChecked(Sbin("umount", "mount"), "-l", MountPoint);
+        _mounted = false;
+    }
+
+    /// <summary>Mounts the same image again, with everything that was on it.</summary>
+    public void Remount()
+    {
+        RequiredTool.RunChecked(Sbin("mount", "mount"), "-o", "loop", _image, MountPoint);
+        _mounted = true;
+    }
+
     /// <summary>Bytes still free for writing.</summary>
     public long Available => new DriveInfo(MountPoint).AvailableFreeSpace;
 
@@ -77,7 +92,7 @@ public sealed class LoopFileSystem : IDisposable
     {
         if (_mounted)
         {
-            RequiredTool.Run(Sbin("umount", "mount"), MountPoint);
+            RequiredTool.Run(Sbin("umount", "mount"), "-l", MountPoint);
             _mounted = false;
         }
         File.Delete(_image);

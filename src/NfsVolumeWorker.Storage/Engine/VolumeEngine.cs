@@ -137,10 +137,7 @@ public sealed partial class VolumeEngine
     private Share ShareFor(string? export)
     {
         var share = _shares.Resolve(export);
-        if (!Directory.Exists(share.LocalPath))
-        {
-            throw new StorageException(StorageErrorCode.ShareUnavailable, $"Share {share.Export} is not available: {share.LocalPath} does not exist (not mounted?).");
-        }
+        ShareMarker.EnsureAvailable(share);
         return share;
     }
 

@@ -13,6 +13,7 @@ namespace NfsVolumeWorker.Execution;
 /// </summary>
 public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, IOptions<WorkerOptions> options, ILogger<InboxSweeper> logger) : BackgroundService
 {
+    private readonly HashSet<string> _unavailable = new(StringComparer.Ordinal);
     private DateTimeOffset _lastPrune = DateTimeOffset.MinValue;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -29,6 +30,19 @@ public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, IOpti
     {
         foreach (var share in shares.All)
         {
+            // A share that is gone is said once, when it goes, and once when it is back: not every sweep.
+            if (!ShareMarker.IsAvailable(share, out var problem))
+            {
+                if (_unavailable.Add(share.Export))
+                {
+                    WorkerLog.ShareUnavailable(logger, share.Export, problem!);
+                }
+                continue;
+            }
+            if (_unavailable.Remove(share.Export))
+            {
+                WorkerLog.ShareAvailableAgain(logger, share.Export);
+            }
             try
             {
                 foreach (var volumeId in VolumeInbox.VolumesWithEntries(share))

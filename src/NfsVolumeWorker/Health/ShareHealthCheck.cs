@@ -14,6 +14,11 @@ public sealed class ShareHealthCheck(ShareMap shares) : IHealthCheck
         var data = new Dictionary<string, object>();
         foreach (var share in shares.All)
         {
+            if (!ShareMarker.IsAvailable(share, out var problem))
+            {
+                failures.Add(problem!);
+                continue;
+            }
             try
             {
                 var probe = Path.Combine(share.LocalPath, DurableFile.TempName("health"));

@@ -45,10 +45,13 @@ public sealed class CommandAcceptor(
         try
         {
             share = shares.Resolve(command.Share);
+            // An unmounted share's empty mount point must not take the command: fail it, transient, and let the
+            // partition go on with the commands of other shares.
+            ShareMarker.EnsureAvailable(share);
         }
         catch (StorageException e)
         {
-            await RejectAsync(command, commandType, e.Code.ToString(), e.Message, cancellationToken).ConfigureAwait(false);
+            await RejectAsync(command, commandType, e.Code.ToString(), e.Message, cancellationToken, e.IsTransient).ConfigureAwait(false);
             return;
         }
         if (CommandValidation.Problem(command, share, engineOptions.Value) is { } sizeProblem)
@@ -92,7 +95,7 @@ public sealed class CommandAcceptor(
         executor.Schedule(share, command.VolumeId);
     }
 
-    private async Task RejectAsync(VolumeCommand command, string commandType, string code, string message, CancellationToken cancellationToken)
+    private async Task RejectAsync(VolumeCommand command, string commandType, string code, string message, CancellationToken cancellationToken, bool transient = false)
     {
         WorkerLog.Rejected(logger, commandType, command.CommandId, command.VolumeId, code, message);
         WorkerTelemetry.Finished.Add(1, new KeyValuePair<string, object?>("command", commandType), new KeyValuePair<string, object?>("outcome", code));
@@ -100,7 +103,7 @@ public sealed class CommandAcceptor(
         await events.PublishTerminalAsync(new CommandFailed
         {
             CommandId = commandId, VolumeId = command.VolumeId, Timestamp = DateTimeOffset.UtcNow,
-            CommandType = commandType, ErrorCode = code, Message = message, IsTransient = false,
+            CommandType = commandType, ErrorCode = code, Message = message, IsTransient = transient,
         }, cancellationToken).ConfigureAwait(false);
     }
 }
