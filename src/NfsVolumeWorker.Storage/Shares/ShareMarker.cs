@@ -85,6 +85,26 @@ public static class ShareMarker
         }
     }
 
+    /// <summary>True when the share is gone (<see cref="EnsureAvailable"/> fails with ShareUnavailable), with why.</summary>
+    public static bool IsGone(Share share, out string? reason)
+    {
+        try
+        {
+            EnsureAvailable(share);
+        }
+        catch (StorageException e) when (e.Code == StorageErrorCode.ShareUnavailable)
+        {
+            reason = e.Message;
+            return true;
+        }
+        catch (StorageException)
+        {
+            // Refused for another reason (a symlinked worker directory): that reason stands where it arises.
+        }
+        reason = null;
+        return false;
+    }
+
     /// <summary>True when <see cref="EnsureAvailable"/> would not throw.</summary>
     public static bool IsAvailable(Share share, out string? problem)
     {

@@ -17,9 +17,9 @@ public sealed class ShareAvailabilitySpecs : IDisposable
 
     public void Dispose() => _root.Dispose();
 
-    private VolumeEngine EngineOn(Share share) => new(new ShareMap([share]),
+    private static VolumeEngine EngineOn(Share share, IStepObserver? steps = null) => new(new ShareMap([share]),
         new QemuImgRunner(Options.Create(new QemuImgOptions()), NullLogger<QemuImgRunner>.Instance),
-        Options.Create(new VolumeEngineOptions { LockTimeout = TimeSpan.FromSeconds(10) }), NullLogger<VolumeEngine>.Instance);
+        Options.Create(new VolumeEngineOptions { LockTimeout = TimeSpan.FromSeconds(10) }), NullLogger<VolumeEngine>.Instance, steps);
 
     [Fact]
     public async Task A_Cinder_share_that_is_not_mounted_is_refused_and_its_mount_point_stays_empty()
@@ -62,5 +62,34 @@ public sealed class ShareAvailabilitySpecs : IDisposable
         var snapshot = Guid.NewGuid();
         await engine.CreateSnapshotAsync(new CreateSnapshotRequest(dir, volume, snapshot));
         Assert.True(File.Exists(Path.Combine(dir, $"volume-{volume}.{snapshot}")));
+    }
+
+    [Fact]
+    public async Task An_operation_the_share_vanishes_under_fails_as_ShareUnavailable_not_as_a_missing_volume()
+    {
+        var dir = Path.Combine(_root.Path, "share");
+        Directory.CreateDirectory(dir);
+        var share = ShareMap.FromDefinition(_root.Path, dir, null, null);
+        using var disk = LoopFileSystem.MountExt4(dir, _root.Path, 32 * MiB);
+        var unmountAt = new UnmountAt(OperationSteps.CreateSnapshotOverlayCreated, disk);
+        var engine = EngineOn(share, unmountAt);
+        var volume = Guid.NewGuid();
+        await engine.CreateVolumeAsync(new CreateVolumeRequest(dir, volume, MiB));
+
+        var e = await Assert.ThrowsAnyAsync<StorageException>(() => engine.CreateSnapshotAsync(new CreateSnapshotRequest(dir, volume, Guid.NewGuid())));
+        Assert.Equal(StorageErrorCode.ShareUnavailable, e.Code);
+        Assert.True(e.IsTransient);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(dir));
+    }
+
+    private sealed class UnmountAt(string step, LoopFileSystem disk) : IStepObserver
+    {
+        public void OnStep(string stepName, Guid volumeId)
+        {
+            if (stepName == step)
+            {
+                disk.Unmount();
+            }
+        }
     }
 }
