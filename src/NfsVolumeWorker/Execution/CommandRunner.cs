@@ -143,7 +143,7 @@ public sealed class CommandRunner(
             }
             case CreateSnapshot c:
             {
-                var r = await engine.CreateSnapshotAsync(Guarded(new CreateSnapshotRequest(export, c.VolumeId, c.SnapshotId), c), ct).ConfigureAwait(false);
+                var r = await engine.CreateSnapshotAsync(Guarded(new CreateSnapshotRequest(export, c.VolumeId, c.SnapshotId, c.VolumeSizeBytes), c), ct).ConfigureAwait(false);
                 return Success(new SnapshotCreated { CommandId = c.CommandId, VolumeId = c.VolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
             }
             case DeleteSnapshot c:
