@@ -85,7 +85,9 @@ public static class WorkerHostExtensions
         });
 
         services.AddHostedService<ExecutorLifetime>();
+        services.AddSingleton<InboxBacklog>();
         services.AddHostedService<InboxSweeper>();
+        services.AddHostedService<OperatorMetrics>();
         services.AddHostedService<StartupReport>();
 
         // The cinder-volume RPC server (oslo.messaging), when Oslo:Enabled is true.
