@@ -30,6 +30,7 @@ public sealed class CommandAcceptor(
     public async Task AcceptAsync(VolumeCommand command, int partition, bool redelivered, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(command);
+        var started = Stopwatch.GetTimestamp();
         using var scope = logger.BeginScope(new Dictionary<string, object>
         {
             ["CommandId"] = command.CommandId, ["VolumeId"] = command.VolumeId, ["Partition"] = partition,
@@ -38,7 +39,7 @@ public sealed class CommandAcceptor(
         var problem = CommandValidation.FieldProblem(command);
         if (problem is not null)
         {
-            await RejectAsync(command, commandType, StorageErrorCode.InvalidRequest.ToString(), problem, cancellationToken).ConfigureAwait(false);
+            await RejectAsync(command, commandType, StorageErrorCode.InvalidRequest.ToString(), problem, started, cancellationToken).ConfigureAwait(false);
             return;
         }
         Share share;
@@ -48,12 +49,12 @@ public sealed class CommandAcceptor(
         }
         catch (StorageException e)
         {
-            await RejectAsync(command, commandType, e.Code.ToString(), e.Message, cancellationToken).ConfigureAwait(false);
+            await RejectAsync(command, commandType, e.Code.ToString(), e.Message, started, cancellationToken).ConfigureAwait(false);
             return;
         }
         if (CommandValidation.Problem(command, share, engineOptions.Value) is { } sizeProblem)
         {
-            await RejectAsync(command, commandType, StorageErrorCode.InvalidRequest.ToString(), sizeProblem, cancellationToken).ConfigureAwait(false);
+            await RejectAsync(command, commandType, StorageErrorCode.InvalidRequest.ToString(), sizeProblem, started, cancellationToken).ConfigureAwait(false);
             return;
         }
 
@@ -92,7 +93,9 @@ public sealed class CommandAcceptor(
         executor.Schedule(share, command.VolumeId);
     }
 
-    private async Task RejectAsync(VolumeCommand command, string commandType, string code, string message, CancellationToken cancellationToken)
+    /// <summary>Publishes the rejection's <c>CommandFailed</c>, then logs it twice over: event 3003 (Warning) with the
+    /// reason, and event 3004 <c>Finished</c> like every other outcome, so that one event id lists every command's end.</summary>
+    private async Task RejectAsync(VolumeCommand command, string commandType, string code, string message, long started, CancellationToken cancellationToken)
     {
         WorkerLog.Rejected(logger, commandType, command.CommandId, command.VolumeId, code, message);
         WorkerTelemetry.Finished.Add(1, new KeyValuePair<string, object?>("command", commandType), new KeyValuePair<string, object?>("outcome", code));
@@ -102,5 +105,6 @@ public sealed class CommandAcceptor(
             CommandId = commandId, VolumeId = command.VolumeId, Timestamp = DateTimeOffset.UtcNow,
             CommandType = commandType, ErrorCode = code, Message = message, IsTransient = false,
         }, cancellationToken).ConfigureAwait(false);
+        WorkerLog.Finished(logger, commandType, commandId, command.VolumeId, code, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 }
