@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Execution;
+using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Errors;
 using NfsVolumeWorker.Storage.Inbox;
@@ -31,10 +32,7 @@ public sealed class CommandAcceptor(
     {
         ArgumentNullException.ThrowIfNull(command);
         var started = Stopwatch.GetTimestamp();
-        using var scope = logger.BeginScope(new Dictionary<string, object>
-        {
-            ["CommandId"] = command.CommandId, ["VolumeId"] = command.VolumeId, ["Partition"] = partition,
-        });
+        using var scope = logger.BeginScope(new LogScope(new("CommandId", command.CommandId), new("VolumeId", command.VolumeId), new("Partition", partition)));
         var commandType = command.GetType().Name;
         var problem = CommandValidation.FieldProblem(command);
         if (problem is not null)
