@@ -127,6 +127,7 @@ public sealed partial class VolumeEngine
             await CopyAsync(new ConvertRequest(sourcePath, source.Format, temp, format,
                 DirectIo: _options.CopyWithDirectIo, OutOfOrderWrites: true, Coroutines: _options.CopyCoroutines), copy, ct).ConfigureAwait(false);
             DurableFile.FsyncFile(temp);
+            StorageTelemetry.DataWritten.Add(FileOwnership.AllocatedBytes(temp), new KeyValuePair<string, object?>("kind", "copy"));
             Step(OperationSteps.CloneCopied, volumeId);
             if (size > source.VirtualSize)
             {

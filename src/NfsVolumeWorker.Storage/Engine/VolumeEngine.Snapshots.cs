@@ -204,8 +204,10 @@ public sealed partial class VolumeEngine
                 Step(OperationSteps.DeleteSnapshotBaseGrown, volumeId);
             }
             var merge = ForwardingProgress.For(progress, volumeId, "merge");
+            var merged = FileOwnership.AllocatedBytes(overlayPath);
             await _qemuImg.CommitAsync(new CommitRequest(overlayPath), merge, ct).ConfigureAwait(false);
             DurableFile.FsyncFile(basePath);
+            StorageTelemetry.DataWritten.Add(merged, new KeyValuePair<string, object?>("kind", "merge"));
             Step(OperationSteps.DeleteSnapshotCommitted, volumeId);
 
             if (overlayName == chain.Active.FileName)

@@ -62,7 +62,7 @@ public sealed partial class VolumeEngine
         using var activity = StorageTelemetry.ActivitySource.StartActivity("volume " + operation);
         activity?.SetTag("nfsvol.volume_id", request.VolumeId.ToString());
         activity?.SetTag("nfsvol.share", share.Export);
-        using var scope = _logger.BeginScope(new Dictionary<string, object> { ["VolumeId"] = request.VolumeId, ["Operation"] = operation });
+        using var scope = _logger.BeginScope(new LogScope(new("VolumeId", request.VolumeId), new("Operation", operation)));
         EngineLog.OperationStarted(_logger, operation, request.VolumeId, share.Export);
         try
         {
