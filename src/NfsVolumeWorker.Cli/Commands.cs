@@ -164,13 +164,14 @@ internal static class Commands
                 remaining.AddRange(report.Remaining);
             }
             var total = new CheckReport(findings, repairs, remaining);
+            var shareViews = shares.Select(session.Shares.Resolve).Where(s => Directory.Exists(s.LocalPath)).Select(ShareView.Of).ToList();
             if (session.Json)
             {
-                Output.WriteJson(environment.Out, CheckView.From(total));
+                Output.WriteJson(environment.Out, CheckView.From(total, shareViews));
             }
             else
             {
-                Output.RenderCheck(session.Console, total, doRepair);
+                Output.RenderCheck(session.Console, total, doRepair, shareViews);
             }
             return total.AnyRepairFailed ? ExitCodes.Failed : total.Healthy ? ExitCodes.Ok : ExitCodes.ProblemsFound;
         });

@@ -43,9 +43,28 @@ public sealed record ChainView(Guid VolumeId, string Share, string Directory, st
 }
 
 /// <summary><c>nfsvol check --json</c>.</summary>
-public sealed record CheckView(bool Healthy, IReadOnlyList<CheckFinding> Findings, IReadOnlyList<RepairAction> Repairs, IReadOnlyList<CheckFinding> Remaining)
+public sealed record CheckView(bool Healthy, IReadOnlyList<CheckFinding> Findings, IReadOnlyList<RepairAction> Repairs, IReadOnlyList<CheckFinding> Remaining,
+    IReadOnlyList<ShareView> Shares)
 {
-    public static CheckView From(CheckReport report) => new(report.Healthy, report.Findings, report.Repairs, report.Remaining);
+    public static CheckView From(CheckReport report, IReadOnlyList<ShareView> shares) => new(report.Healthy, report.Findings, report.Repairs, report.Remaining, shares);
+}
+
+/// <summary>A checked share and what its file system offers (<c>check --json</c>).</summary>
+public sealed record ShareView(string Export, string LocalPath, bool ExtentSharing, long? MaxFileSize, long? FreeBytes)
+{
+    public static ShareView Of(NfsVolumeWorker.Storage.Shares.Share share)
+    {
+        var capabilities = NfsVolumeWorker.Storage.Shares.ShareCapabilities.Of(share);
+        long? free = null;
+        try
+        {
+            free = NfsVolumeWorker.Storage.Shares.ShareSpace.Available(share);
+        }
+        catch (IOException)
+        {
+        }
+        return new ShareView(share.Export, share.LocalPath, capabilities.ExtentSharing, capabilities.MaxFileSize, free);
+    }
 }
 
 /// <summary><c>--json</c> output of an operation.</summary>
@@ -145,8 +164,13 @@ internal static class Output
         }
     }
 
-    public static void RenderCheck(IAnsiConsole console, CheckReport report, bool repaired)
+    public static void RenderCheck(IAnsiConsole console, CheckReport report, bool repaired, IReadOnlyList<ShareView> shares)
     {
+        foreach (var share in shares)
+        {
+            console.MarkupLine(Markup.Escape($"share {share.Export}: {(share.ExtentSharing ? "extent sharing (reflink): clones share the base's extents" : "no extent sharing: clones copy")}"
+                + (share.FreeBytes is { } free ? $", {SizeParser.Format(free)} free" : "")));
+        }
         if (report.Findings.Count == 0)
         {
             console.MarkupLine("[green]healthy[/]: no findings");
