@@ -95,7 +95,7 @@ public sealed partial class VolumeEngine
         RequireFits(target, size, format, "the new volume's size", volumeId);
         // Same file system, same format as the base, and extents can be shared: the clone shares the base's
         // extents and gets only what the overlays hold written into it. Otherwise a full copy.
-        var sharing = target.LocalPath == share.LocalPath && format == chain.Base.Format && ShareCapabilities.Of(share).ExtentSharing;
+        var sharing = _options.ShareExtents && target.LocalPath == share.LocalPath && format == chain.Base.Format && ShareCapabilities.Of(share).ExtentSharing;
         if (!resuming)
         {
             var sourceImage = snapshotId is { } s1 ? chain.SnapshotData(s1) : chain.Active;
