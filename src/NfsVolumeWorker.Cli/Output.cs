@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using NfsVolumeWorker.Storage.Chains;
@@ -65,6 +66,13 @@ public sealed record ShareView(string Export, string LocalPath, bool ExtentShari
         }
         return new ShareView(share.Export, share.LocalPath, capabilities.ExtentSharing, capabilities.MaxFileSize, free);
     }
+}
+
+/// <summary><c>diff --json</c>: the ranges that may differ between two points, with totals.</summary>
+public sealed record DiffView(string From, string To, long VirtualSize, long TotalBytes, int Count, IReadOnlyList<ByteRange> Extents)
+{
+    public static DiffView Of(ChangedExtents changed) =>
+        new(changed.From.ToString(), changed.To.ToString(), changed.VirtualSize, changed.TotalBytes, changed.Extents.Count, changed.Extents);
 }
 
 /// <summary><c>--json</c> output of an operation.</summary>
@@ -162,6 +170,22 @@ internal static class Output
         {
             console.MarkupLine($"[yellow]problem:[/] {Markup.Escape(problem)}");
         }
+    }
+
+    public static void RenderDiff(IAnsiConsole console, DiffView view)
+    {
+        var table = new Table().AddColumns("Offset", "Length", "End");
+        foreach (var e in view.Extents)
+        {
+            table.AddRow(e.Offset.ToString(CultureInfo.InvariantCulture), e.Length.ToString(CultureInfo.InvariantCulture),
+                (e.Offset + e.Length).ToString(CultureInfo.InvariantCulture));
+        }
+        if (view.Count > 0)
+        {
+            console.Write(table);
+        }
+        console.MarkupLine(Markup.Escape($"{view.From} -> {view.To}: {view.Count} range(s), {SizeParser.Format(view.TotalBytes)} "
+            + $"({view.TotalBytes} bytes) of {SizeParser.Format(view.VirtualSize)} may differ"));
     }
 
     public static void RenderCheck(IAnsiConsole console, CheckReport report, bool repaired, IReadOnlyList<ShareView> shares)
