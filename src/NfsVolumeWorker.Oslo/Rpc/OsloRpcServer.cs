@@ -28,8 +28,7 @@ public sealed class OsloRpcServer(
     IPendingNotificationStore pendingStore, ICommandOutcomeSource outcomes, TimeProvider time, ILogger<OsloRpcServer> logger) : BackgroundService
 {
     /// <summary>The native terminal events this adapter listens to (MassTransit exchanges "NfsVolumeWorker.Contracts:&lt;type&gt;").</summary>
-    public static readonly string[] TerminalEventTypes =
-        [nameof(VolumeCreated), nameof(VolumeDeleted), nameof(SnapshotCreated), nameof(SnapshotDeleted), nameof(VolumeCloned), nameof(VolumeReverted), nameof(VolumeExtended), nameof(CommandFailed)];
+    public static readonly string[] TerminalEventTypes = [.. MessageCatalog.TerminalEvents.Select(t => t.Name)];
 
     private static readonly JsonSerializerOptions EventJson = new(JsonSerializerDefaults.Web);
 
@@ -464,18 +463,8 @@ public sealed class OsloRpcServer(
         using var doc = JsonDocument.Parse(body);
         var message = doc.RootElement.GetProperty("message");
         var type = exchange[(exchange.IndexOf(':', StringComparison.Ordinal) + 1)..];
-        ITerminalEvent e = type switch
-        {
-            nameof(VolumeCreated) => message.Deserialize<VolumeCreated>(EventJson)!,
-            nameof(VolumeDeleted) => message.Deserialize<VolumeDeleted>(EventJson)!,
-            nameof(SnapshotCreated) => message.Deserialize<SnapshotCreated>(EventJson)!,
-            nameof(SnapshotDeleted) => message.Deserialize<SnapshotDeleted>(EventJson)!,
-            nameof(VolumeCloned) => message.Deserialize<VolumeCloned>(EventJson)!,
-            nameof(VolumeReverted) => message.Deserialize<VolumeReverted>(EventJson)!,
-            nameof(VolumeExtended) => message.Deserialize<VolumeExtended>(EventJson)!,
-            nameof(CommandFailed) => message.Deserialize<CommandFailed>(EventJson)!,
-            _ => throw new InvalidOperationException($"not a terminal event: {type}"),
-        };
+        var eventType = MessageCatalog.TerminalEventNamed(type) ?? throw new InvalidOperationException($"not a terminal event: {type}");
+        var e = (ITerminalEvent)(message.Deserialize(eventType, EventJson) ?? throw new InvalidOperationException($"empty {type}"));
         switch (e)
         {
             case VolumeCreated c: locator.RememberVolume(c.VolumeId, c.Share); break;

@@ -169,6 +169,23 @@ public sealed class CommandRunner(
                 var r = await engine.ExtendVolumeAsync(Guarded(new ExtendVolumeRequest(export, c.VolumeId, c.NewSizeBytes), c), ct).ConfigureAwait(false);
                 return Success(new VolumeExtended { CommandId = c.CommandId, VolumeId = c.VolumeId, NewSizeBytes = c.NewSizeBytes, Share = export, Timestamp = Now }, r);
             }
+            case GetChangedExtents c:
+            {
+                var changed = await engine.GetChangedExtentsAsync(export, c.VolumeId,
+                    c.FromSnapshotId is { } f ? VolumePoint.Snapshot(f) : VolumePoint.Base,
+                    c.ToSnapshotId is { } t ? VolumePoint.Snapshot(t) : VolumePoint.Now, Format(c.BaseFormat), ct).ConfigureAwait(false);
+                var ranges = changed.Extents.Select(e => new ExtentRange(e.Offset, e.Length)).ToList();
+                var inline = ranges.Count <= ChangedExtentsListed.MaxInlineExtents;
+                return new ChangedExtentsListed
+                {
+                    CommandId = c.CommandId, VolumeId = c.VolumeId, Share = export, Timestamp = Now,
+                    FromSnapshotId = c.FromSnapshotId, ToSnapshotId = c.ToSnapshotId, VirtualSize = changed.VirtualSize,
+                    TotalBytes = changed.TotalBytes, ExtentCount = ranges.Count,
+                    Extents = inline ? ranges : null,
+                    ExtentsFile = inline ? null : ChangedExtentsFile.Write(share, c.CommandId, changed.Extents, engineOptions.Value.NewFileMode),
+                    Message = $"{ranges.Count} range(s), {changed.TotalBytes} bytes may differ between {changed.From} and {changed.To}",
+                };
+            }
             default:
                 return Failed(command, StorageErrorCode.InvalidRequest.ToString(), $"Unknown command type {command.GetType().Name}.", false);
         }
