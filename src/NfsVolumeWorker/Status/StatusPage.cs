@@ -253,7 +253,7 @@ public static class StatusPage
 
     private static string Time(DateTimeOffset t) => t.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
 
-    internal static string Duration(double seconds)
+    public static string Duration(double seconds)
     {
         var t = TimeSpan.FromSeconds(Math.Max(0, Math.Round(seconds)));
         return t.TotalHours >= 1 ? Inv($"{(int)t.TotalHours} h {t.Minutes:D2} min") : t.TotalMinutes >= 1 ? Inv($"{t.Minutes} min {t.Seconds:D2} s") : Inv($"{t.Seconds} s");
