@@ -52,10 +52,10 @@ public static class StatusPage
             .Append(Inv($"<span>refreshes every {RefreshSeconds} s · <a style=\"color:#9cc4ff\" href=\"status.json\">status.json</a></span></header>\n<main>\n"));
 
         Instances(h, report);
-        Partitions(h, report);
         Running(h, report);
         Failures(h, report);
         Shares(h, report);
+        Partitions(h, report);
         Inbox(h, report);
         Oslo(h, report);
 
@@ -65,7 +65,7 @@ public static class StatusPage
 
     private static void Instances(StringBuilder h, StatusReport r)
     {
-        h.Append("<section id=\"instances\"><h2>Instances and their partitions</h2>");
+        h.Append("<section id=\"instances\" class=\"wide\"><h2>Instances and their partitions</h2>");
         if (r.Fleet is not { } fleet)
         {
             h.Append("<p class=\"empty\">No fleet view: partition balancing is off (no Broker:ManagementUrl) or has not read the broker yet. ")
@@ -160,7 +160,7 @@ public static class StatusPage
                 }
                 h.Append("</td><td>").Append(Duration(o.ElapsedSeconds)).Append("</td><td>")
                     .Append(o.SecondsLeft is { } left ? "about " + Duration(left) : "<span class=\"muted\">–</span>")
-                    .Append("</td><td class=\"mono\">").Append(o.CommandId).Append("</td></tr>");
+                    .Append("</td><td class=\"mono\">").Append(ShortId(o.CommandId)).Append("</td></tr>");
             }
             h.Append("</table>");
         }
@@ -191,14 +191,14 @@ public static class StatusPage
             h.Append("<tr class=\"failure\" data-command-id=\"").Append(f.CommandId).Append("\"><td>").Append(Time(f.At)).Append("</td><td>").Append(E(f.CommandType))
                 .Append("</td><td class=\"code\">").Append(E(f.ErrorCode)).Append(f.Transient ? " <span class=\"muted\">(transient)</span>" : "")
                 .Append("</td><td class=\"mono\">").Append(f.VolumeId).Append("</td><td>").Append(E(f.Share ?? "–"))
-                .Append("</td><td class=\"msg\">").Append(E(f.Message)).Append("</td><td class=\"mono\">").Append(f.CommandId).Append("</td></tr>");
+                .Append("</td><td class=\"msg\">").Append(E(f.Message)).Append("</td><td class=\"mono\">").Append(ShortId(f.CommandId)).Append("</td></tr>");
         }
         h.Append("</table></section>\n");
     }
 
     private static void Shares(StringBuilder h, StatusReport r)
     {
-        h.Append("<section id=\"shares\"><h2>Shares</h2><table><tr><th>share</th><th>state</th><th>free</th><th>size</th><th>max file</th><th>mount point</th><th>inbox</th></tr>");
+        h.Append("<section id=\"shares\" class=\"wide\"><h2>Shares</h2><table><tr><th>share</th><th>state</th><th>free</th><th>size</th><th>max file</th><th>mount point</th><th>inbox</th></tr>");
         foreach (var s in r.Shares)
         {
             h.Append("<tr class=\"share\"><td>").Append(E(s.Export)).Append(s.Export == s.LocalPath ? "" : "<br><span class=\"muted mono\">" + E(s.LocalPath) + "</span>")
@@ -248,6 +248,9 @@ public static class StatusPage
     }
 
     private static string E(string value) => HtmlEncoder.Default.Encode(value);
+
+    /// <summary>The first 8 hex digits, the whole id in the tooltip (and in the row's data-command-id).</summary>
+    private static string ShortId(Guid id) => $"<span title=\"{id}\">{id.ToString()[..8]}…</span>";
 
     private static string Inv(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 
