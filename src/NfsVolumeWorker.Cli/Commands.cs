@@ -28,6 +28,7 @@ internal static class Commands
         root.Add(ConnectionInfoCommand(globals, environment));
         root.Add(BrokerCommands.Send(globals, environment));
         root.Add(BrokerCommands.Watch(globals, environment));
+        root.Add(StatusCommand.Build(globals, environment));
         return root;
     }
 

@@ -49,6 +49,9 @@ public sealed class OsloRpcServer(
     /// <summary>Completes when the topology is declared and the consumers run.</summary>
     public Task Ready => _ready.Task;
 
+    /// <summary>True once the consumers run, while the connection is open (the status page's "serving").</summary>
+    public bool IsServing => _ready.Task.IsCompletedSuccessfully && _connection is { IsOpen: true };
+
     /// <summary>Commands accepted by this instance and waiting for their terminal event (their records on the
     /// shares outlive a restart: see the README, "Cinder (oslo.messaging) interface").</summary>
     public int PendingCount => _pending.Count;

@@ -19,7 +19,8 @@ namespace NfsVolumeWorker.Execution;
 /// and the engine finishes interrupted operations from what is on disk.
 /// </summary>
 public sealed class CommandRunner(
-    VolumeEngine engine, EventPublisher events, IOptions<WorkerOptions> options, IOptions<VolumeEngineOptions> engineOptions, ILogger<CommandRunner> logger)
+    VolumeEngine engine, EventPublisher events, IOptions<WorkerOptions> options, IOptions<VolumeEngineOptions> engineOptions, Status.StatusBoard board,
+    ILogger<CommandRunner> logger)
 {
     public async Task RunAsync(Share share, Guid volumeId, InboxEntry entry, CancellationToken cancellationToken)
     {
@@ -60,9 +61,18 @@ public sealed class CommandRunner(
         }
 
         var started = Stopwatch.GetTimestamp();
-        var terminal = CommandValidation.Problem(command, share, engineOptions.Value) is { } problem
-            ? Failed(command, StorageErrorCode.InvalidRequest.ToString(), problem, false) // accepted by an older worker
-            : await ExecuteWithRetriesAsync(share, command, cancellationToken).ConfigureAwait(false);
+        ITerminalEvent terminal;
+        board.Started(command.CommandId, record.CommandType, share.Export, volumeId, record.Partition);
+        try
+        {
+            terminal = CommandValidation.Problem(command, share, engineOptions.Value) is { } problem
+                ? Failed(command, StorageErrorCode.InvalidRequest.ToString(), problem, false) // accepted by an older worker
+                : await ExecuteWithRetriesAsync(share, command, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            board.Ended(command.CommandId);
+        }
         var outcome = OutcomeRecord.For(terminal);
         CommandOutcomes.Write(share, command.CommandId, outcome.ToBytes(), engineOptions.Value.NewFileMode);
         await PublishAndMarkAsync(share, outcome, cancellationToken).ConfigureAwait(false);
@@ -71,8 +81,9 @@ public sealed class CommandRunner(
         WorkerTelemetry.Finished.Add(1, new KeyValuePair<string, object?>("command", record.CommandType), new KeyValuePair<string, object?>("outcome", code));
         WorkerTelemetry.CommandDuration.Record((DateTimeOffset.UtcNow - record.ReceivedAt).TotalSeconds, new KeyValuePair<string, object?>("command", record.CommandType));
         WorkerLog.Finished(logger, record.CommandType, command.CommandId, volumeId, code, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-        if (terminal is CommandFailed)
+        if (terminal is CommandFailed failed)
         {
+            board.Failed(failed.CommandId, failed.CommandType, volumeId, share.Export, failed.ErrorCode, failed.Message, failed.IsTransient);
             activity?.SetStatus(ActivityStatusCode.Error, code);
         }
     }
@@ -126,7 +137,7 @@ public sealed class CommandRunner(
     private async Task<ITerminalEvent> ExecuteAsync(Share share, VolumeCommand command, CancellationToken ct)
     {
         var export = share.Export;
-        var progress = new ProgressPublisher(events, command.CommandId, logger);
+        var progress = new ProgressPublisher(events, board, command.CommandId, logger);
         switch (command)
         {
             case CreateVolume c:
