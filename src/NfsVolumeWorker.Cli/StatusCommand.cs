@@ -264,22 +264,7 @@ internal static class StatusCommand
 
     private static string Numbers(IReadOnlyList<int> partitions) => string.Join(" ", partitions.Select(p => p.ToString("D2", CultureInfo.InvariantCulture)));
 
-    private static string Bytes(long? bytes)
-    {
-        if (bytes is not { } b)
-        {
-            return "?";
-        }
-        string[] units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-        double v = b;
-        var u = 0;
-        while (v >= 1024 && u < units.Length - 1)
-        {
-            v /= 1024;
-            u++;
-        }
-        return string.Create(CultureInfo.InvariantCulture, $"{v:0.#} {units[u]}");
-    }
+    private static string Bytes(long? bytes) => bytes is { } b ? SizeParser.Format(b) : "?";
 
     private sealed record StatusRead(string Url, StatusReport? Status, string? Error);
 }

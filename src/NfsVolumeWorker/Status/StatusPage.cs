@@ -262,20 +262,5 @@ public static class StatusPage
         return t.TotalHours >= 1 ? Inv($"{(int)t.TotalHours} h {t.Minutes:D2} min") : t.TotalMinutes >= 1 ? Inv($"{t.Minutes} min {t.Seconds:D2} s") : Inv($"{t.Seconds} s");
     }
 
-    internal static string Bytes(long? bytes)
-    {
-        if (bytes is not { } b)
-        {
-            return "<span class=\"muted\">unknown</span>";
-        }
-        string[] units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-        double v = b;
-        var u = 0;
-        while (v >= 1024 && u < units.Length - 1)
-        {
-            v /= 1024;
-            u++;
-        }
-        return u == 0 ? Inv($"{b} B") : Inv($"{v:0.#} {units[u]}");
-    }
+    internal static string Bytes(long? bytes) => bytes is { } b ? Storage.Diagnostics.ByteSize.Format(b) : "<span class=\"muted\">unknown</span>";
 }
