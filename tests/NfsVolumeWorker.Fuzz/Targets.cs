@@ -53,8 +53,11 @@ public static class Targets
 
     private const string FuzzShare = "fuzz-nfs:/export";
 
-    private static readonly CinderVolumeEndpoint Endpoint =
-        new(new OsloOptions { Host = "fuzzhost@nfs#nfs" }, new FakeLocator(), new FakeConnections(), TimeProvider.System);
+    /// <summary>Created on first use: under afl-fuzz, instrumented code (OsloOptions is) must not run before
+    /// SharpFuzz has set up the coverage map, so nothing of the product may run in a static initializer of
+    /// <see cref="Targets"/>.</summary>
+    private static readonly Lazy<CinderVolumeEndpoint> Endpoint = new(() =>
+        new(new OsloOptions { Host = "fuzzhost@nfs#nfs" }, new FakeLocator(), new FakeConnections(), TimeProvider.System));
 
     private static void Oslo(ReadOnlySpan<byte> input)
     {
@@ -63,7 +66,7 @@ public static class Targets
         _ = request.Describe();
         _ = Secrets.ToLogString(request.Args);
         // ... then plan; the endpoint turns every bad request into a FailPlan, so nothing may escape here.
-        var plan = Endpoint.Plan(request);
+        var plan = Endpoint.Value.Plan(request);
         switch (plan)
         {
             case SubmitPlan submit:
