@@ -93,6 +93,9 @@ public static class Targets
         }
     }
 
+    /// <summary>What the endpoint plans for an oslo body (for tests: the target itself checks the plan).</summary>
+    public static Plan OsloPlan(ReadOnlySpan<byte> input) => Endpoint.Value.Plan(OsloRequest.From(OsloEnvelope.Decode(input)));
+
     /// <summary>Sizes arrive in GiB and leave in bytes: the bytes must be exactly GiB times what was sent.</summary>
     private static void CheckSizes(OsloRequest request, VolumeCommand command)
     {
