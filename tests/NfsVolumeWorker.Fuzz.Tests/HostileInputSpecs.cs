@@ -141,6 +141,25 @@ public sealed class HostileInputSpecs
         Assert.Equal(StorageErrorCode.InfoFileCorrupt, e.Code);
     }
 
+    [Theory]
+    [InlineData("../../etc")]
+    [InlineData("server:/export/../other")]
+    [InlineData("server:/export/..")]
+    [InlineData("/etc")]
+    [InlineData("server:/export\u0000")]
+    [InlineData("SERVER:/export")]
+    public void A_share_name_that_is_not_configured_resolves_to_nothing_whatever_it_holds(string export)
+    {
+        // Commands and oslo requests name shares; only a configured export resolves, by exact name, and its
+        // directory is <base>/<md5hex(export)> (or the configured path): no part of the name becomes a path.
+        var configured = Storage.Shares.ShareMap.FromDefinition("/mnt/nfsvol", "server:/export", null, null);
+        var map = new Storage.Shares.ShareMap([configured]);
+        var e = Assert.Throws<StorageException>(() => map.Resolve(export));
+        Assert.Equal(StorageErrorCode.ShareNotConfigured, e.Code);
+        Assert.Same(configured, map.Resolve(" server:/export "));
+        Assert.Equal("/mnt/nfsvol", Path.GetDirectoryName(Storage.Shares.ShareMap.FromDefinition("/mnt/nfsvol", "../../etc", null, null).LocalPath));
+    }
+
     /// <summary>Runs <paramref name="decode"/> and asserts it allocated at most a small multiple of the input.</summary>
     private static T Bounded<T>(long inputBytes, Func<T> decode)
     {
