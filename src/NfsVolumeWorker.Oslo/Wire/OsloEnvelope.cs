@@ -38,12 +38,12 @@ public static class OsloEnvelope
             ?? throw new OsloFormatException("oslo.message is not a JSON object.");
     }
 
-    /// <summary>Refused up front, because a JsonNode reads its strings only when they are used, far from here:
-    /// a key that occurs twice in one object (JsonObject would throw ArgumentException on first access; Python
-    /// keeps the last, so the sender's meaning is unclear), and a string or key that is not valid UTF-8 or
-    /// escapes half a surrogate pair (InvalidOperationException when read).</summary>
     private static readonly JsonDocumentOptions Strict = new() { AllowDuplicateProperties = false };
 
+    /// <summary>Parses <paramref name="json"/>, refusing up front what a JsonNode would only throw on when it is
+    /// used, far from here: a key twice in one object (JsonObject throws ArgumentException on first access;
+    /// Python keeps the last, so the sender's meaning is unclear), and a string or key that is not valid UTF-8
+    /// or escapes half a surrogate pair (InvalidOperationException when read).</summary>
     private static JsonNode? Parse(ReadOnlySpan<byte> json, string what)
     {
         try
