@@ -70,6 +70,19 @@ public sealed class FuzzInputSpecs
         }
     }
 
+    [Fact]
+    public void The_checks_themselves_catch_an_undocumented_exception_and_an_allocation_sized_by_the_input()
+    {
+        var believer = new FuzzTarget("believer", "allocates what the first byte claims, in MiB",
+            input => GC.KeepAlive(new byte[input[0] << 20]), e => e is FormatException);
+        Assert.Null(believer.Check([1]));
+        Assert.IsType<FuzzFindingException>(believer.Check([64]));
+
+        var thrower = new FuzzTarget("thrower", "throws", input => throw (input[0] == 0 ? new FormatException() : new InvalidOperationException()), e => e is FormatException);
+        Assert.Null(thrower.Check([0]));
+        Assert.IsType<InvalidOperationException>(thrower.Check([1]));
+    }
+
     private static void AssertPasses(string target, string path)
     {
         var finding = Targets.Find(target)!.Check(File.ReadAllBytes(path));
