@@ -54,6 +54,12 @@ public sealed record CreateSnapshot : VolumeCommand
 {
     /// <summary>The new snapshot's id.</summary>
     public required Guid SnapshotId { get; init; }
+
+    /// <summary>The volume's size as the caller's records declare it (Cinder's <c>volume.size</c> in bytes): the new
+    /// overlay gets this virtual size, as Cinder's driver makes it, so a volume whose file is smaller than its
+    /// declared size still passes Cinder's size check afterwards. Null: the active image's size. Never smaller
+    /// than the active image.</summary>
+    public long? VolumeSizeBytes { get; init; }
 }
 
 /// <summary>Delete a snapshot (any position in the chain; an unknown snapshot succeeds with nothing done).</summary>

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Configuration;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Messaging;
+using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Errors;
 using NfsVolumeWorker.Storage.Inbox;
@@ -41,10 +42,7 @@ public sealed class CommandRunner(
         activity?.SetTag("nfsvol.command_id", command.CommandId.ToString());
         activity?.SetTag("nfsvol.volume_id", volumeId.ToString());
         activity?.SetTag("nfsvol.partition", record.Partition);
-        using var scope = logger.BeginScope(new Dictionary<string, object>
-        {
-            ["CommandId"] = command.CommandId, ["VolumeId"] = volumeId, ["Partition"] = record.Partition,
-        });
+        using var scope = logger.BeginScope(new LogScope(new("CommandId", command.CommandId), new("VolumeId", volumeId), new("Partition", record.Partition)));
 
         if (CommandOutcomes.Read(share, command.CommandId) is { } existing)
         {
@@ -143,7 +141,7 @@ public sealed class CommandRunner(
             }
             case CreateSnapshot c:
             {
-                var r = await engine.CreateSnapshotAsync(Guarded(new CreateSnapshotRequest(export, c.VolumeId, c.SnapshotId), c), ct).ConfigureAwait(false);
+                var r = await engine.CreateSnapshotAsync(Guarded(new CreateSnapshotRequest(export, c.VolumeId, c.SnapshotId, c.VolumeSizeBytes), c), ct).ConfigureAwait(false);
                 return Success(new SnapshotCreated { CommandId = c.CommandId, VolumeId = c.VolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
             }
             case DeleteSnapshot c:

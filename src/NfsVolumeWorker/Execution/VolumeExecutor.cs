@@ -79,6 +79,7 @@ public sealed class VolumeExecutor : IAsyncDisposable
             await _slots.WaitAsync(_stopping.Token).ConfigureAwait(false);
             try
             {
+                ShareMarker.EnsureAvailable(share); // gone: back off until it returns, touching nothing
                 using var drain = VolumeInbox.TryTakeDrain(share, volumeId);
                 if (drain is null)
                 {

@@ -40,6 +40,18 @@ public static class WorkerHostExtensions
             o.ShutdownTimeout = builder.Configuration.GetValue($"{WorkerOptions.SectionName}:{nameof(WorkerOptions.ShutdownTimeout)}", TimeSpan.FromMinutes(5)) + TimeSpan.FromSeconds(45);
         });
 
+        // JSON console lines (Logging:Console:FormatterName=json) carry the scopes (CommandId, VolumeId, Partition) and a
+        // UTC timestamp unless Logging:Console:FormatterOptions says otherwise: the console logger gives the older
+        // Logging:Console:IncludeScopes of appsettings.json to its default formatter only, and JSON has no timestamp
+        // by default (JsonLogTests).
+        var consoleFormat = builder.Configuration.GetSection("Logging:Console:FormatterOptions");
+        services.Configure<Microsoft.Extensions.Logging.Console.JsonConsoleFormatterOptions>(o =>
+        {
+            o.IncludeScopes = consoleFormat.GetValue("IncludeScopes", true);
+            o.UseUtcTimestamp = consoleFormat.GetValue("UseUtcTimestamp", true);
+            o.TimestampFormat = consoleFormat["TimestampFormat"] ?? "yyyy'-'MM'-'dd'T'HH':'mm':'ss'.'fff'Z'";
+        });
+
         services.AddSingleton(sp => new ShareMap(sp.GetRequiredService<IOptions<SharesOptions>>()));
         services.AddSingleton<QemuImgRunner>();
         services.AddSingleton<VolumeEngine>();
@@ -85,7 +97,9 @@ public static class WorkerHostExtensions
         });
 
         services.AddHostedService<ExecutorLifetime>();
+        services.AddSingleton<InboxBacklog>();
         services.AddHostedService<InboxSweeper>();
+        services.AddHostedService<OperatorMetrics>();
         services.AddHostedService<StartupReport>();
 
         // The cinder-volume RPC server (oslo.messaging), when Oslo:Enabled is true.

@@ -28,6 +28,7 @@ public static class CommandValidation
         CreateVolumeFromSnapshot { TargetFormat: var f } when Undefined(f) => $"targetFormat {(int)f!} is not a format (raw or qcow2)",
         CloneVolume { TargetFormat: var f } when Undefined(f) => $"targetFormat {(int)f!} is not a format (raw or qcow2)",
         CreateVolume { SizeBytes: <= 0 } => "sizeBytes must be positive",
+        CreateSnapshot { VolumeSizeBytes: <= 0 } => "volumeSizeBytes must be positive when given",
         ExtendVolume { NewSizeBytes: <= 0 } => "newSizeBytes must be positive",
         CreateVolumeFromSnapshot { NewSizeBytes: <= 0 } => "newSizeBytes must be positive when given",
         CloneVolume { NewSizeBytes: <= 0 } => "newSizeBytes must be positive when given",
@@ -48,6 +49,7 @@ public static class CommandValidation
             CreateVolume c => VolumeSizeLimit.Problem(share, c.SizeBytes, ToImageFormat(c.Format) ?? defaultFormat, "sizeBytes"),
             // The image that grows is the active one; its format is read later, so both limits apply here.
             ExtendVolume c => VolumeSizeLimit.Problem(share, c.NewSizeBytes, null, "newSizeBytes"),
+            CreateSnapshot { VolumeSizeBytes: { } n } => VolumeSizeLimit.Problem(share, n, ImageFormat.Qcow2, "volumeSizeBytes"),
             // A clone onto another share is checked against that share by the engine.
             CreateVolumeFromSnapshot { NewSizeBytes: { } n, TargetShare: null } c => VolumeSizeLimit.Problem(share, n, ToImageFormat(c.TargetFormat) ?? defaultFormat, "newSizeBytes"),
             CloneVolume { NewSizeBytes: { } n, TargetShare: null } c => VolumeSizeLimit.Problem(share, n, ToImageFormat(c.TargetFormat) ?? defaultFormat, "newSizeBytes"),
