@@ -99,18 +99,22 @@ public static class Targets
     /// <summary>Sizes arrive in GiB and leave in bytes: the bytes must be exactly GiB times what was sent.</summary>
     private static void CheckSizes(OsloRequest request, VolumeCommand command)
     {
-        long? Sent(string arg) => arg == "new_size"
-            ? (request.Args["new_size"] is JsonValue n && n.TryGetValue<long>(out var gb) ? gb : null)
-            : CinderVolume.From(request.Args[arg]).SizeGb;
+        long? Sent(string arg) => arg switch
+        {
+            "new_size" => request.Args["new_size"] is JsonValue n && n.TryGetValue<long>(out var gb) ? gb : null,
+            "snapshot" => CinderSnapshot.From(request.Args["snapshot"]) is var s ? s.Volume?.SizeGb ?? s.VolumeSizeGb : null,
+            _ => CinderVolume.From(request.Args[arg]).SizeGb,
+        };
         var (bytes, gib) = command switch
         {
             CreateVolume c => (c.SizeBytes, Sent("volume")),
             CreateVolumeFromSnapshot c => (c.NewSizeBytes ?? 0, Sent("volume")),
             CloneVolume c => (c.NewSizeBytes ?? 0, Sent("volume")),
             ExtendVolume c => (c.NewSizeBytes, Sent("new_size")),
+            CreateSnapshot c => (c.VolumeSizeBytes ?? 0, Sent("snapshot")),
             _ => (0L, (long?)null),
         };
-        if (gib is { } g && (Int128)bytes != (Int128)g * CinderVolumeEndpoint.GiB)
+        if (gib is > 0 and var g && (Int128)bytes != (Int128)g * CinderVolumeEndpoint.GiB)
         {
             throw new FuzzFindingException($"oslo: {request.Method} asked for {g} GiB and the command says {bytes} bytes.");
         }

@@ -94,12 +94,22 @@ public sealed class EndpointTests
     [InlineData("create_volume", 8589934592L)] // 2^33 GiB: unchecked, long.MinValue
     [InlineData("extend_volume", 17179869185L)]
     [InlineData("initialize_connection", 9223372036854775807L)]
+    [InlineData("create_snapshot", 17179869185L)] // the overlay's declared size (the snapshot's volume)
     public void A_size_in_GiB_that_is_more_bytes_than_a_long_holds_is_refused_not_wrapped(string method, long gib)
     {
         var v = Guid.NewGuid();
         _locator.RememberVolume(v, Share);
         var volume = Vol(v, providerLocation: Share);
-        var args = new JsonObject { ["volume"] = volume };
+        var args = method == "create_snapshot"
+            ? new JsonObject
+            {
+                ["snapshot"] = new JsonObject
+                {
+                    ["versioned_object.name"] = "Snapshot",
+                    ["versioned_object.data"] = new JsonObject { ["id"] = Guid.NewGuid().ToString(), ["volume_id"] = v.ToString(), ["volume"] = volume },
+                },
+            }
+            : new JsonObject { ["volume"] = volume };
         if (method == "extend_volume")
         {
             args["new_size"] = gib;
