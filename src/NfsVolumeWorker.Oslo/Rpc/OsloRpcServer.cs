@@ -178,9 +178,10 @@ public sealed class OsloRpcServer(
         {
             request = OsloRequest.From(OsloEnvelope.Decode(ea.Body.Span));
         }
-        catch (OsloFormatException e)
+        catch (Exception e) when (e is not OperationCanceledException)
         {
-            OsloLog.Unreadable(logger, queue, e.Message);
+            // Unreadable, or a decoder defect: either way dropped and said, never left unacknowledged.
+            OsloLog.Unreadable(logger, queue, e is OsloFormatException ? e.Message : $"unexpected {e.GetType().Name} while decoding: {e.Message}");
             await channel.BasicAckAsync(ea.DeliveryTag, false, ct).ConfigureAwait(false);
             return;
         }

@@ -29,6 +29,11 @@ public static class CommandEnvelope
 {
     private const string UrnPrefix = "urn:message:NfsVolumeWorker.Contracts:";
 
+    /// <summary>Why a message could not be decoded, for the dead letter and the log: the decoder's own reason, or the
+    /// type and message of an exception it did not expect (a defect: the message is dead-lettered all the same).</summary>
+    public static string Reason(Exception e) =>
+        e is CommandDecodeException ? e.Message : $"unexpected {e.GetType().Name} while decoding: {e.Message}";
+
     /// <summary>Decodes <paramref name="body"/>; throws <see cref="CommandDecodeException"/> with a reason an
     /// operator can act on.</summary>
     public static DecodedCommand Decode(ReadOnlySpan<byte> body, IDictionary<string, object?>? headers)

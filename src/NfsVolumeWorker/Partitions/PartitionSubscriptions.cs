@@ -244,10 +244,12 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         {
             decoded = CommandEnvelope.Decode(delivery.Body.Span, delivery.BasicProperties.Headers);
         }
-        catch (CommandDecodeException e)
+        catch (Exception e) when (e is not OperationCanceledException)
         {
-            PartitionLog.Undecodable(_logger, partition, delivery.BasicProperties.MessageId ?? "(none)", e.Message);
-            await DeadLetters.MoveAsync(channel, ErrorQueue, delivery, e.Message, skipped: false,
+            // As the router: whatever escapes decoding dead-letters the message, so no delivery stays unacknowledged.
+            var reason = CommandEnvelope.Reason(e);
+            PartitionLog.Undecodable(_logger, partition, delivery.BasicProperties.MessageId ?? "(none)", reason);
+            await DeadLetters.MoveAsync(channel, ErrorQueue, delivery, reason, skipped: false,
                 [new("nfsvol-partition", partition), new("nfsvol-instance", _worker.InstanceName)], stopped).ConfigureAwait(false);
             return;
         }
