@@ -21,4 +21,8 @@ public static class ChangedExtentsFile
         DurableFile.WriteAtomically(Path.Combine(dir, name), JsonSerializer.SerializeToUtf8Bytes(extents, Json), mode);
         return $"{Share.WorkerDirectoryName}/{Folder}/{name}";
     }
+
+    /// <summary>Removes lists older than <paramref name="maxAge"/> (kept as long as the outcome of the command that
+    /// named them).</summary>
+    public static int Prune(Share share, TimeSpan maxAge) => Inbox.CommandOutcomes.PruneFolder(share, Folder, maxAge);
 }

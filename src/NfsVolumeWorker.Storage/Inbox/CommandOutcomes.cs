@@ -41,9 +41,12 @@ public static class CommandOutcomes
     }
 
     /// <summary>Deletes outcome records older than <paramref name="maxAge"/>; returns how many.</summary>
-    public static int Prune(Share share, TimeSpan maxAge)
+    public static int Prune(Share share, TimeSpan maxAge) => PruneFolder(share, Folder, maxAge);
+
+    /// <summary>Removes the <c>*.json</c> files of a folder of the worker's directory written before <paramref name="maxAge"/>.</summary>
+    internal static int PruneFolder(Share share, string folder, TimeSpan maxAge)
     {
-        var dir = Path.Combine(share.WorkerDirectory, Folder);
+        var dir = Path.Combine(share.WorkerDirectory, folder);
         if (!Directory.Exists(dir))
         {
             return 0;

@@ -63,7 +63,8 @@ public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, Inbox
                 backlog.Update(share, volumes, commands, listed);
                 if (DateTimeOffset.UtcNow - _lastPrune > TimeSpan.FromHours(1))
                 {
-                    var pruned = CommandOutcomes.Prune(share, options.Value.OutcomeRetention);
+                    var pruned = CommandOutcomes.Prune(share, options.Value.OutcomeRetention)
+                        + Storage.Engine.ChangedExtentsFile.Prune(share, options.Value.OutcomeRetention);
                     if (pruned > 0)
                     {
                         WorkerLog.PrunedOutcomes(logger, pruned, share.Export);

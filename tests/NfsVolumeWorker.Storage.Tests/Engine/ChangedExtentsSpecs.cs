@@ -73,4 +73,21 @@ public sealed class ChangedExtentsSpecs : IDisposable
         Assert.Equal(StorageErrorCode.SnapshotNotFound, unknown.Code);
         Assert.Equal(StorageErrorCode.InvalidRequest, Assert.Throws<StorageException>(() => VolumePoint.Parse("yesterday")).Code);
     }
+
+    [Fact]
+    public void A_long_list_goes_to_a_file_on_the_share_that_is_pruned_with_the_outcomes()
+    {
+        var ranges = Enumerable.Range(0, 5000).Select(i => new ByteRange(i * 2L * MiB, MiB)).ToList();
+        var relative = ChangedExtentsFile.Write(_bed.Share, Guid.NewGuid(), ranges, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        var path = Path.Combine(_bed.Share.LocalPath, relative);
+        using (var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(path)))
+        {
+            Assert.Equal(5000, doc.RootElement.GetArrayLength());
+            Assert.Equal(2 * MiB, doc.RootElement[1].GetProperty("offset").GetInt64());
+        }
+        Assert.Equal(0, ChangedExtentsFile.Prune(_bed.Share, TimeSpan.FromDays(7)));
+        File.SetLastWriteTimeUtc(path, DateTime.UtcNow - TimeSpan.FromDays(8));
+        Assert.Equal(1, ChangedExtentsFile.Prune(_bed.Share, TimeSpan.FromDays(7)));
+        Assert.False(File.Exists(path));
+    }
 }
