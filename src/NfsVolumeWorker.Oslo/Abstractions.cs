@@ -100,3 +100,27 @@ public interface ICommandOutcomeSource
     /// <summary>The command's terminal event, or null when it has not finished (or its record was pruned).</summary>
     ITerminalEvent? OutcomeOf(string share, Guid commandId);
 }
+
+/// <summary>
+/// Who serves a backend's Cinder queues when several instances run the adapter: exactly one at a time, the one
+/// that holds the lease. The others wait as standbys and take over when the holder dies or stops (a queue
+/// consumed by two adapters at once could run two casts for one volume out of order). Implemented by the host.
+/// </summary>
+public interface IAdapterLease
+{
+    /// <summary>Waits until this instance holds the lease for <paramref name="host"/>; disposing the result gives it up.</summary>
+    Task<IDisposable> AcquireAsync(string host, CancellationToken cancellationToken);
+}
+
+/// <summary>The lease when the host provides none: granted at once (one adapter per backend).</summary>
+internal sealed class UncontestedAdapterLease : IAdapterLease
+{
+    public Task<IDisposable> AcquireAsync(string host, CancellationToken cancellationToken) => Task.FromResult<IDisposable>(new Released());
+
+    private sealed class Released : IDisposable
+    {
+        public void Dispose()
+        {
+        }
+    }
+}

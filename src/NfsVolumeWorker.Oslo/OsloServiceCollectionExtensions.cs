@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Oslo.Rpc;
 
@@ -22,6 +23,7 @@ public static class OsloServiceCollectionExtensions
         }).ValidateDataAnnotations().Validate(o => !o.Enabled || o.Host.Length > 0 && !o.Host.Contains('#', StringComparison.Ordinal),
             "Oslo:Host must be the backend host name host@backend (as in Cinder's volume host, without #pool).").ValidateOnStart();
         services.AddSingleton(TimeProvider.System);
+        services.TryAddSingleton<IAdapterLease, UncontestedAdapterLease>();
         services.AddSingleton(sp => new CinderVolumeEndpoint(sp.GetRequiredService<IOptions<OsloOptions>>().Value,
             sp.GetRequiredService<IVolumeLocator>(), sp.GetRequiredService<IConnectionInfoProvider>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<OsloRpcServer>();

@@ -37,7 +37,8 @@ public sealed class OsloWorker : IAsyncDisposable
 
     public IServiceProvider Services => _app.Services;
 
-    public static async Task<OsloWorker> StartAsync(VirtualHost vhost, IDictionary<string, string?>? extra = null, DirectoryInfo? sharedRoot = null)
+    /// <param name="waitUntilServing">False for a standby: it waits for the adapter's lease and serves nothing yet.</param>
+    public static async Task<OsloWorker> StartAsync(VirtualHost vhost, IDictionary<string, string?>? extra = null, DirectoryInfo? sharedRoot = null, bool waitUntilServing = true)
     {
         var root = sharedRoot ?? Directory.CreateTempSubdirectory("nfsvol-oslo-");
         var share = Directory.CreateDirectory(Path.Combine(root.FullName, "export")).FullName;
@@ -68,7 +69,7 @@ public sealed class OsloWorker : IAsyncDisposable
         builder.AddNfsVolumeWorker();
         var app = builder.Build();
         await app.StartAsync();
-        if (settings["Oslo:Enabled"] == "true")
+        if (settings["Oslo:Enabled"] == "true" && waitUntilServing)
         {
             using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
             await app.Services.GetRequiredService<OsloRpcServer>().Ready.WaitAsync(cts.Token);

@@ -25,7 +25,7 @@ namespace NfsVolumeWorker.Oslo.Rpc;
 /// </summary>
 public sealed class OsloRpcServer(
     IOptions<OsloOptions> optionsAccessor, CinderVolumeEndpoint endpoint, ICommandPipeline pipeline, IVolumeLocator locator,
-    IPendingNotificationStore pendingStore, ICommandOutcomeSource outcomes, TimeProvider time, ILogger<OsloRpcServer> logger) : BackgroundService
+    IPendingNotificationStore pendingStore, ICommandOutcomeSource outcomes, TimeProvider time, ILogger<OsloRpcServer> logger, IAdapterLease lease) : BackgroundService
 {
     /// <summary>The native terminal events this adapter listens to (MassTransit exchanges "NfsVolumeWorker.Contracts:&lt;type&gt;").</summary>
     public static readonly string[] TerminalEventTypes = [.. MessageCatalog.TerminalEvents.Select(t => t.Name)];
@@ -44,6 +44,7 @@ public sealed class OsloRpcServer(
     private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private IConnection? _connection;
     private IChannel? _publish;
+    private IDisposable? _lease;
     private readonly HashSet<string> _declaredNotificationQueues = new(StringComparer.Ordinal);
 
     /// <summary>Completes when the topology is declared and the consumers run.</summary>
@@ -84,6 +85,8 @@ public sealed class OsloRpcServer(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        // One adapter per backend at a time: a standby waits here until the active one dies or stops.
+        _lease = await lease.AcquireAsync(_options.Host, stoppingToken).ConfigureAwait(false);
         var factory = new ConnectionFactory
         {
             Uri = AmqpUri(BrokerUrl),
@@ -163,6 +166,8 @@ public sealed class OsloRpcServer(
             await _connection.CloseAsync(cancellationToken).ConfigureAwait(false);
             _connection.Dispose();
         }
+        // Given up only once this instance consumes nothing more: the standby that takes it over starts afresh.
+        _lease?.Dispose();
     }
 
     public override void Dispose()

@@ -37,9 +37,31 @@ public sealed class VolumeLock : IDisposable
     /// Waits for the lock (polling with back-off, so the wait is cancellable and holds no thread) up to
     /// <paramref name="timeout"/>; then throws <see cref="StorageErrorCode.VolumeBusy"/>.
     /// </summary>
-    public static async Task<VolumeLock> AcquireAsync(Share share, Guid volumeId, TimeSpan timeout, CancellationToken cancellationToken)
+    public static Task<VolumeLock> AcquireAsync(Share share, Guid volumeId, TimeSpan timeout, CancellationToken cancellationToken) =>
+        AcquireFileAsync(share, PathFor(share, volumeId), volumeId, timeout,
+            () => new StorageException(StorageErrorCode.VolumeBusy,
+                $"Volume {volumeId} is busy: another operation has held its lock ({PathFor(share, volumeId)}) for more than {timeout.TotalSeconds:0.#} s.")
+            { VolumeId = volumeId }, cancellationToken);
+
+    /// <summary>
+    /// The same kind of lock for something that is not a volume (<c>.nfsvolumeworker/locks/&lt;name&gt;.lock</c>),
+    /// e.g. which instance serves a Cinder backend's queues. <see cref="StorageErrorCode.VolumeBusy"/> when another
+    /// holder keeps it past <paramref name="timeout"/>.
+    /// </summary>
+    public static Task<VolumeLock> AcquireNamedAsync(Share share, string name, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        var path = PathFor(share, volumeId);
+        ArgumentNullException.ThrowIfNull(share);
+        if (name.Length == 0 || name.StartsWith("volume-", StringComparison.Ordinal) || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_' or '@'))
+        {
+            throw new ArgumentException($"'{name}' is not a lock name (letters, digits, . - _ @; not volume-*)", nameof(name));
+        }
+        var path = Path.Combine(share.WorkerDirectory, "locks", name + ".lock");
+        return AcquireFileAsync(share, path, Guid.Empty, timeout,
+            () => new StorageException(StorageErrorCode.VolumeBusy, $"{name} is held by another process ({path})."), cancellationToken);
+    }
+
+    private static async Task<VolumeLock> AcquireFileAsync(Share share, string path, Guid volumeId, TimeSpan timeout, Func<StorageException> busy, CancellationToken cancellationToken)
+    {
         WorkerDirectories.Ensure(share, "locks");
         var fd = NativeMethods.Open(path, NativeMethods.O_RDWR | NativeMethods.O_CREAT | NativeMethods.O_NOFOLLOW | NativeMethods.O_CLOEXEC, Convert.ToInt32("660", 8));
         if (fd < 0)
@@ -67,9 +89,7 @@ public sealed class VolumeLock : IDisposable
                 }
                 if (Stopwatch.GetElapsedTime(started) >= timeout)
                 {
-                    throw new StorageException(StorageErrorCode.VolumeBusy,
-                        $"Volume {volumeId} is busy: another operation has held its lock ({path}) for more than {timeout.TotalSeconds:0.#} s.")
-                    { VolumeId = volumeId };
+                    throw busy();
                 }
                 await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
                 delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 200));

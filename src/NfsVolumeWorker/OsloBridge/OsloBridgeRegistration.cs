@@ -17,6 +17,7 @@ public static class OsloBridgeRegistration
         services.AddSingleton<IConnectionInfoProvider, EngineConnectionInfoProvider>();
         services.AddSingleton<IPendingNotificationStore, SharePendingNotificationStore>();
         services.AddSingleton<ICommandOutcomeSource, ShareCommandOutcomeSource>();
+        services.AddSingleton<IAdapterLease, ShareAdapterLease>();
         return services.AddOsloAdapter(configuration);
     }
 }

@@ -62,4 +62,10 @@ internal static partial class WorkerLog
 
     [LoggerMessage(3019, LogLevel.Information, "Share {Share} is available again; its waiting commands run")]
     public static partial void ShareAvailableAgain(ILogger logger, string share);
+
+    [LoggerMessage(3020, LogLevel.Information, "oslo adapter for {Host} is a standby: another instance serves it ({Reason}); taking over when that one stops or dies (lease on {Share})")]
+    public static partial void AdapterStandby(ILogger logger, string host, string share, string reason);
+
+    [LoggerMessage(3021, LogLevel.Information, "oslo adapter for {Host} holds the lease on {Share} (took over from another instance: {TookOver}); serving its queues")]
+    public static partial void AdapterLeaseTaken(ILogger logger, string host, string share, bool tookOver);
 }
