@@ -54,6 +54,43 @@ public sealed class FailoverTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task Cinder_s_lifecycle_runs_to_the_end_while_the_active_adapter_stops_halfway_and_the_standby_takes_over()
+    {
+        var broker = await RabbitMqBroker.SharedAsync();
+        await using var vhost = await broker.CreateVirtualHostAsync("oslo-failover-live");
+        var root = Directory.CreateTempSubdirectory("nfsvol-oslo-failover-");
+        var scratch = Directory.CreateTempSubdirectory("oslo-py-");
+        var active = await OsloWorker.StartAsync(vhost, sharedRoot: root);
+        OsloWorker? standby = null;
+        try
+        {
+            standby = await OsloWorker.StartAsync(vhost, sharedRoot: root, waitUntilServing: false);
+            await EventuallyAsync(() => Task.FromResult(standby.Logs.All.Contains("is a standby", StringComparison.Ordinal)), "the second adapter waits as a standby");
+            var lifecycle = Python.RunAsync(output, "lifecycle.py",
+                "--url", Python.RabbitUrl(vhost), "--host", OsloWorker.Host, "--share", OsloWorker.Export,
+                "--dir", active.ShareDirectory, "--db", Path.Combine(scratch.FullName, "cinder.sqlite"), "--result", Path.Combine(scratch.FullName, "result.json"));
+            // Halfway: once the active adapter has accepted the first snapshot, it goes away.
+            await EventuallyAsync(() => Task.FromResult(active.Logs.All.Contains("-> CreateSnapshot ", StringComparison.Ordinal) || lifecycle.IsCompleted),
+                "the lifecycle reached its snapshots");
+            Assert.False(lifecycle.IsCompleted, "the lifecycle ended before the adapter could be stopped halfway");
+            await active.DisposeAsync();
+            var result = await lifecycle; // Cinder's checks all passed, across the takeover
+            Assert.Contains("PASS", result, StringComparison.Ordinal);
+            Assert.Contains("took over from another instance: True", standby.Logs.All, StringComparison.Ordinal);
+            Assert.Contains("(accepted)", standby.Logs.All, StringComparison.Ordinal); // the standby served the rest
+        }
+        finally
+        {
+            if (standby is not null)
+            {
+                await standby.DisposeAsync();
+            }
+            scratch.Delete(recursive: true);
+            root.Delete(recursive: true);
+        }
+    }
+
     private static async Task EventuallyAsync(Func<Task<bool>> condition, string what)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);

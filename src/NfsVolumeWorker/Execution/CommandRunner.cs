@@ -73,6 +73,11 @@ public sealed class CommandRunner(
         {
             board.Ended(command.CommandId);
         }
+        if (terminal is CommandFailed failedOutcome)
+        {
+            // On the board before the event goes out: whoever reads the status page after the event finds it there.
+            board.Failed(failedOutcome.CommandId, failedOutcome.CommandType, volumeId, share.Export, failedOutcome.ErrorCode, failedOutcome.Message, failedOutcome.IsTransient);
+        }
         var outcome = OutcomeRecord.For(terminal);
         CommandOutcomes.Write(share, command.CommandId, outcome.ToBytes(), engineOptions.Value.NewFileMode);
         await PublishAndMarkAsync(share, outcome, cancellationToken).ConfigureAwait(false);
@@ -81,9 +86,8 @@ public sealed class CommandRunner(
         WorkerTelemetry.Finished.Add(1, new KeyValuePair<string, object?>("command", record.CommandType), new KeyValuePair<string, object?>("outcome", code));
         WorkerTelemetry.CommandDuration.Record((DateTimeOffset.UtcNow - record.ReceivedAt).TotalSeconds, new KeyValuePair<string, object?>("command", record.CommandType));
         WorkerLog.Finished(logger, record.CommandType, command.CommandId, volumeId, code, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-        if (terminal is CommandFailed failed)
+        if (terminal is CommandFailed)
         {
-            board.Failed(failed.CommandId, failed.CommandType, volumeId, share.Export, failed.ErrorCode, failed.Message, failed.IsTransient);
             activity?.SetStatus(ActivityStatusCode.Error, code);
         }
     }

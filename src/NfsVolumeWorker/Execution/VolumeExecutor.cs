@@ -58,7 +58,13 @@ public sealed class VolumeExecutor : IAsyncDisposable
             return;
         }
         var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var loop = RunLoopAsync(share, volumeId, key, start.Task);
+        Task loop;
+        // The loop outlives the call that scheduled it and runs other commands: it must not carry that call's
+        // log scope (command id) or trace context along, or every later command's lines would name the first.
+        using (ExecutionContext.SuppressFlow())
+        {
+            loop = Task.Run(() => RunLoopAsync(share, volumeId, key, start.Task));
+        }
         if (_loops.TryAdd(key, loop))
         {
             start.SetResult();

@@ -102,12 +102,12 @@ public sealed class CommandAcceptor(
         WorkerLog.Rejected(logger, commandType, command.CommandId, command.VolumeId, code, message);
         WorkerTelemetry.Finished.Add(1, new KeyValuePair<string, object?>("command", commandType), new KeyValuePair<string, object?>("outcome", code));
         var commandId = command.CommandId == Guid.Empty ? Guid.NewGuid() : command.CommandId;
+        board.Failed(commandId, commandType, command.VolumeId, command.Share, code, message, transient); // before the event: see CommandRunner
         await events.PublishTerminalAsync(new CommandFailed
         {
             CommandId = commandId, VolumeId = command.VolumeId, Timestamp = DateTimeOffset.UtcNow,
             CommandType = commandType, ErrorCode = code, Message = message, IsTransient = transient,
         }, cancellationToken).ConfigureAwait(false);
-        board.Failed(commandId, commandType, command.VolumeId, command.Share, code, message, transient);
         WorkerLog.Finished(logger, commandType, commandId, command.VolumeId, code, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 }
