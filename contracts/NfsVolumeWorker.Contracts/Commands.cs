@@ -117,3 +117,14 @@ public sealed record ExtendVolume : VolumeCommand
     /// <summary>The new size in bytes (not smaller than the current one).</summary>
     public required long NewSizeBytes { get; init; }
 }
+
+/// <summary>List the byte ranges of a volume that may differ between two points of its history (for incremental
+/// backup). Writes nothing; answered by <see cref="ChangedExtentsListed"/>.</summary>
+public sealed record GetChangedExtents : VolumeCommand
+{
+    /// <summary>The older point: a snapshot, or null for the volume's base.</summary>
+    public Guid? FromSnapshotId { get; init; }
+
+    /// <summary>The newer point: a snapshot, or null for the volume as it is now.</summary>
+    public Guid? ToSnapshotId { get; init; }
+}

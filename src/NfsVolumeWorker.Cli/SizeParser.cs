@@ -37,18 +37,5 @@ public static class SizeParser
     }
 
     /// <summary>Bytes for people: 10 GiB, 1.5 MiB, 512 B.</summary>
-    public static string Format(long bytes)
-    {
-        string[] units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-        double value = bytes;
-        var i = 0;
-        while (Math.Abs(value) >= 1024 && i < units.Length - 1)
-        {
-            value /= 1024;
-            i++;
-        }
-        return i == 0
-            ? string.Create(CultureInfo.InvariantCulture, $"{bytes} B")
-            : string.Create(CultureInfo.InvariantCulture, $"{value:0.##} {units[i]}");
-    }
+    public static string Format(long bytes) => Storage.Diagnostics.ByteSize.Format(bytes);
 }

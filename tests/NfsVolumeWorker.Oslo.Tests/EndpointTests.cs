@@ -89,6 +89,44 @@ public sealed class EndpointTests
         Assert.Equal("volume.resize.error", nowhere.EventType);
     }
 
+    [Theory]
+    [InlineData("create_volume", 17179869185L)] // 2^34 + 1 GiB: unchecked, 1 GiB
+    [InlineData("create_volume", 8589934592L)] // 2^33 GiB: unchecked, long.MinValue
+    [InlineData("extend_volume", 17179869185L)]
+    [InlineData("initialize_connection", 9223372036854775807L)]
+    [InlineData("create_snapshot", 17179869185L)] // the overlay's declared size (the snapshot's volume)
+    public void A_size_in_GiB_that_is_more_bytes_than_a_long_holds_is_refused_not_wrapped(string method, long gib)
+    {
+        var v = Guid.NewGuid();
+        _locator.RememberVolume(v, Share);
+        var volume = Vol(v, providerLocation: Share);
+        var args = method == "create_snapshot"
+            ? new JsonObject
+            {
+                ["snapshot"] = new JsonObject
+                {
+                    ["versioned_object.name"] = "Snapshot",
+                    ["versioned_object.data"] = new JsonObject { ["id"] = Guid.NewGuid().ToString(), ["volume_id"] = v.ToString(), ["volume"] = volume },
+                },
+            }
+            : new JsonObject { ["volume"] = volume };
+        if (method == "extend_volume")
+        {
+            args["new_size"] = gib;
+        }
+        else
+        {
+            volume["versioned_object.data"]!["size"] = gib;
+        }
+        var refused = Assert.IsType<FailPlan>(_endpoint.Plan(Request(method, args)));
+        Assert.Equal("InvalidInput", refused.Failure.Class);
+        Assert.Contains($"{gib} GiB is more bytes than a 64-bit size holds", refused.Failure.Message, StringComparison.Ordinal);
+
+        volume["versioned_object.data"]!["size"] = 8589934591L; // the largest that fits: 8 EiB - 1 GiB
+        args["new_size"] = 8589934591L;
+        Assert.IsNotType<FailPlan>(_endpoint.Plan(Request(method, args)));
+    }
+
     [Fact]
     public void Initialize_connection_answers_what_the_nfs_driver_returns()
     {

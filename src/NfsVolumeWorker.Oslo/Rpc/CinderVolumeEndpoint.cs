@@ -166,6 +166,12 @@ public sealed class CinderVolumeEndpoint(OsloOptions options, IVolumeLocator loc
         }
     }
 
+    /// <summary>A size in GiB, as Cinder sends it, in bytes. Over 8 EiB the product does not fit in a long, and
+    /// unchecked it would wrap (2^34 + 1 GiB would become 1 GiB): refused instead.</summary>
+    private static long Bytes(long gib, string what) => gib <= long.MaxValue / GiB
+        ? gib * GiB
+        : throw new OsloFormatException($"{what}: {gib} GiB is more bytes than a 64-bit size holds.");
+
     private static string CommandKey(OsloRequest r) => r.UniqueId ?? throw new OsloFormatException("The message has no _unique_id.");
 
     private string VolumePublisherHost(CinderVolume v) => v.Host ?? options.Host;
@@ -200,7 +206,7 @@ public sealed class CinderVolumeEndpoint(OsloOptions options, IVolumeLocator loc
     {
         var v = CinderVolume.From(r.Args["volume"]);
         var id = CommandIdOf(CommandKey(r));
-        var size = (v.SizeGb is > 0 ? v.SizeGb.Value : throw new OsloFormatException($"volume {v.Id} has no positive size")) * GiB;
+        var size = Bytes(v.SizeGb is > 0 ? v.SizeGb.Value : throw new OsloFormatException($"volume {v.Id} has no positive size"), $"volume {v.Id}");
         var note = VolumeNotification(r, v, "create", VolumePublisherHost(v), "creating", "available", "error");
         if (v.SnapshotId is { } snapshotId)
         {
@@ -255,7 +261,7 @@ public sealed class CinderVolumeEndpoint(OsloOptions options, IVolumeLocator loc
         {
             CommandId = CommandIdOf(CommandKey(r)), VolumeId = s.VolumeId, Share = share, SnapshotId = s.Id,
             // Cinder's driver: qemu-img create ... "%dG" % snapshot.volume.size (the Snapshot carries volume_size too).
-            VolumeSizeBytes = (s.Volume?.SizeGb ?? s.VolumeSizeGb) is > 0 and var gb ? gb * GiB : null,
+            VolumeSizeBytes = (s.Volume?.SizeGb ?? s.VolumeSizeGb) is > 0 and var gb ? Bytes(gb, $"snapshot {s.Id}: volume size") : null,
             EncryptionKeyId = s.Volume?.EncryptionKeyId, Attached = s.Volume?.Attached ?? false, BaseFormat = s.Volume is { } vol ? FormatOf(vol) : null,
         }, note, () => locator.RememberSnapshot(s.Id, s.VolumeId, share));
     }
@@ -305,7 +311,7 @@ public sealed class CinderVolumeEndpoint(OsloOptions options, IVolumeLocator loc
         };
         return new SubmitPlan(new ExtendVolume
         {
-            CommandId = CommandIdOf(CommandKey(r)), VolumeId = v.Id, Share = ShareOf(v, "extend_volume"), NewSizeBytes = newSize * GiB,
+            CommandId = CommandIdOf(CommandKey(r)), VolumeId = v.Id, Share = ShareOf(v, "extend_volume"), NewSizeBytes = Bytes(newSize, "extend_volume: new_size"),
             EncryptionKeyId = v.EncryptionKeyId, Attached = v.Attached, BaseFormat = FormatOf(v),
         }, note);
     }
@@ -320,7 +326,7 @@ public sealed class CinderVolumeEndpoint(OsloOptions options, IVolumeLocator loc
         OsloConnectionInfo info;
         try
         {
-            info = connections.Connect(ShareOf(v, "initialize_connection"), v.Id, v.SizeGb.Value * GiB, FormatOf(v));
+            info = connections.Connect(ShareOf(v, "initialize_connection"), v.Id, Bytes(v.SizeGb.Value, $"volume {v.Id}"), FormatOf(v));
         }
         catch (OsloServiceException e)
         {

@@ -15,15 +15,7 @@ public static class OsloEnvelope
     /// <exception cref="OsloFormatException">Not JSON, not an object, or an envelope of an unsupported major version.</exception>
     public static JsonObject Decode(ReadOnlySpan<byte> body)
     {
-        JsonNode? outer;
-        try
-        {
-            outer = JsonNode.Parse(body);
-        }
-        catch (JsonException e)
-        {
-            throw new OsloFormatException($"The message is not JSON: {e.Message}", e);
-        }
+        var outer = Parse(body, "The message");
         if (outer is not JsonObject o)
         {
             throw new OsloFormatException("The message is not a JSON object.");
@@ -42,14 +34,37 @@ public static class OsloEnvelope
         {
             throw new OsloFormatException("The envelope has no oslo.message string.");
         }
+        return Parse(Encoding.UTF8.GetBytes(inner.GetValue<string>()), "oslo.message") as JsonObject
+            ?? throw new OsloFormatException("oslo.message is not a JSON object.");
+    }
+
+    private static readonly JsonDocumentOptions Strict = new() { AllowDuplicateProperties = false };
+
+    /// <summary>Parses <paramref name="json"/>, refusing up front what a JsonNode would only throw on when it is
+    /// used, far from here: a key twice in one object (JsonObject throws ArgumentException on first access;
+    /// Python keeps the last, so the sender's meaning is unclear), and a string or key that is not valid UTF-8
+    /// or escapes half a surrogate pair (InvalidOperationException when read).</summary>
+    private static JsonNode? Parse(ReadOnlySpan<byte> json, string what)
+    {
         try
         {
-            return JsonNode.Parse(inner.GetValue<string>()) as JsonObject
-                ?? throw new OsloFormatException("oslo.message is not a JSON object.");
+            var reader = new Utf8JsonReader(json, new JsonReaderOptions { MaxDepth = Strict.MaxDepth });
+            while (reader.Read())
+            {
+                if (reader.TokenType is JsonTokenType.PropertyName or JsonTokenType.String)
+                {
+                    _ = reader.GetString();
+                }
+            }
+            return JsonNode.Parse(json, documentOptions: Strict);
         }
         catch (JsonException e)
         {
-            throw new OsloFormatException($"oslo.message is not JSON: {e.Message}", e);
+            throw new OsloFormatException($"{what} is not JSON: {e.Message}", e);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new OsloFormatException($"{what} holds a string that is not valid Unicode text: {e.Message}", e);
         }
     }
 

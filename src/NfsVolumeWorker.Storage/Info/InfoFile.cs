@@ -89,43 +89,56 @@ public static class InfoFile
                 throw Corrupt(pathForErrors, $"holds a JSON {Describe(root.ValueKind)}, not an object");
             }
 
-            string? active = null;
-            var snapshots = ImmutableDictionary.CreateBuilder<Guid, string>();
-            var seen = new HashSet<string>(StringComparer.Ordinal);
-            foreach (var property in root.EnumerateObject())
+            try
             {
-                // Python keeps the last of duplicate keys; a file that says two things is not trusted.
-                if (!seen.Add(property.Name))
-                {
-                    throw Corrupt(pathForErrors, $"has the key '{Printable(property.Name)}' more than once");
-                }
-                if (property.Value.ValueKind != JsonValueKind.String)
-                {
-                    throw Corrupt(pathForErrors,
-                        $"has a {Describe(property.Value.ValueKind)} for '{Printable(property.Name)}' where a file name string belongs");
-                }
-                var value = property.Value.GetString()!;
-                if (property.Name == ActiveKey)
-                {
-                    active = value;
-                }
-                else if (TryParseCanonicalId(property.Name, out var snapshotId))
-                {
-                    snapshots.Add(snapshotId, value);
-                }
-                else
-                {
-                    throw Corrupt(pathForErrors,
-                        $"has the key '{Printable(property.Name)}', which is neither 'active' nor a lower-case snapshot UUID");
-                }
+                return Read(root, pathForErrors);
             }
-
-            if (active is null)
+            catch (InvalidOperationException e)
             {
-                throw Corrupt(pathForErrors, "has no 'active' entry");
+                // JsonDocument checks structure, not text: an escaped half surrogate pair ("\ud800") fails only when read.
+                throw Corrupt(pathForErrors, "holds a string that is not valid Unicode text", e);
             }
-            return new VolumeInfo(active, snapshots.ToImmutable());
         }
+    }
+
+    private static VolumeInfo Read(JsonElement root, string pathForErrors)
+    {
+        string? active = null;
+        var snapshots = ImmutableDictionary.CreateBuilder<Guid, string>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var property in root.EnumerateObject())
+        {
+            // Python keeps the last of duplicate keys; a file that says two things is not trusted.
+            if (!seen.Add(property.Name))
+            {
+                throw Corrupt(pathForErrors, $"has the key '{Printable(property.Name)}' more than once");
+            }
+            if (property.Value.ValueKind != JsonValueKind.String)
+            {
+                throw Corrupt(pathForErrors,
+                    $"has a {Describe(property.Value.ValueKind)} for '{Printable(property.Name)}' where a file name string belongs");
+            }
+            var value = property.Value.GetString()!;
+            if (property.Name == ActiveKey)
+            {
+                active = value;
+            }
+            else if (TryParseCanonicalId(property.Name, out var snapshotId))
+            {
+                snapshots.Add(snapshotId, value);
+            }
+            else
+            {
+                throw Corrupt(pathForErrors,
+                    $"has the key '{Printable(property.Name)}', which is neither 'active' nor a lower-case snapshot UUID");
+            }
+        }
+
+        if (active is null)
+        {
+            throw Corrupt(pathForErrors, "has no 'active' entry");
+        }
+        return new VolumeInfo(active, snapshots.ToImmutable());
     }
 
     /// <summary>The exact text Python's json.dump would write for this info.</summary>

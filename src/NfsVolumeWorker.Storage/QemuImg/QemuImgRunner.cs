@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.ComponentModel;
 using System.Diagnostics;
 using System.Globalization;
@@ -29,6 +30,7 @@ public sealed class QemuImgRunner
     private readonly QemuImgOptions _options;
     private readonly ILogger<QemuImgRunner> _logger;
     private readonly Lazy<string?> _dieWithParent;
+    private readonly ConcurrentDictionary<string, string> _resolved = new(StringComparer.Ordinal);
 
     public QemuImgRunner(IOptions<QemuImgOptions> options, ILogger<QemuImgRunner> logger)
     {
@@ -37,6 +39,22 @@ public sealed class QemuImgRunner
         _options = options.Value;
         _logger = logger;
         _dieWithParent = new(() => _options.KillWithWorker ? ProcessLauncher.Resolve("setpriv") : null);
+    }
+
+    /// <summary>The absolute path of a program named on PATH, looked up once: setpriv and prlimit exec what they are
+    /// given with execvp, which tries every PATH directory before the right one (a failed execve each, per call).
+    /// A program not found is not remembered, so installing it later works and a missing one still says so.</summary>
+    private string Resolved(string program)
+    {
+        if (program.Contains('/', StringComparison.Ordinal))
+        {
+            return program;
+        }
+        if (_resolved.TryGetValue(program, out var path))
+        {
+            return path;
+        }
+        return ProcessLauncher.Resolve(program) is { } found ? _resolved.GetOrAdd(program, found) : program;
     }
 
     /// <summary><c>qemu-img info --force-share -f fmt --output=json</c> under resource limits.</summary>
@@ -204,6 +222,18 @@ public sealed class QemuImgRunner
         }
     }
 
+    /// <summary><c>qemu-img map -U --output=json</c> of an image with its backing chain: which image provides each range.</summary>
+    public async Task<IReadOnlyList<MapExtent>> MapAsync(string path, ImageFormat format, CancellationToken cancellationToken = default)
+    {
+        var command = new QemuImgCommand(
+            "map",
+            QemuImgCallKind.Inspect,
+            ["map", "-U", "-f", format.ToQemuName(), "--output=json", QemuImgCommand.ImagePath(path)],
+            [new("qemu_img.path", path)]);
+        return await RunAsync(command, progress: null, r => ParseOutput(command, EnsureSuccess(command, r), QemuImgJson.ParseMap), cancellationToken)
+            .ConfigureAwait(false);
+    }
+
     /// <summary><c>qemu-img compare -f -F</c>: true when the guest-visible contents are identical.</summary>
     public async Task<bool> CompareAsync(string first, ImageFormat firstFormat, string second, ImageFormat secondFormat, CancellationToken cancellationToken = default)
     {
@@ -269,7 +299,7 @@ public sealed class QemuImgRunner
         var options = _options;
         var viaPrlimit = command.Kind == QemuImgCallKind.Inspect;
         var timeout = command.Kind == QemuImgCallKind.Long ? options.LongCallTimeout : options.ShortCallTimeout;
-        var fileName = viaPrlimit ? options.PrlimitExecutable : options.Executable;
+        var fileName = Resolved(viaPrlimit ? options.PrlimitExecutable : options.Executable);
         List<string> argv = [];
         if (viaPrlimit)
         {
@@ -277,7 +307,7 @@ public sealed class QemuImgRunner
             argv.Add("--as=" + options.InspectAddressSpaceBytes.ToString(CultureInfo.InvariantCulture));
             argv.Add("--cpu=" + options.InspectCpuSeconds.ToString(CultureInfo.InvariantCulture));
             argv.Add("--");
-            argv.Add(options.Executable);
+            argv.Add(Resolved(options.Executable));
         }
         argv.AddRange(command.Arguments);
         var commandLine = QemuImgCommand.Display(fileName, argv);

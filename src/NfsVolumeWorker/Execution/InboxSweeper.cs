@@ -47,13 +47,20 @@ public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, Inbox
             try
             {
                 int volumes = 0, commands = 0;
+                var deepest = new PriorityQueue<Guid, int>(); // the shallowest of the deepest on top
                 foreach (var (volumeId, waiting) in VolumeInbox.WaitingCounts(share))
                 {
                     volumes++;
                     commands += waiting;
                     executor.Schedule(share, volumeId);
+                    deepest.Enqueue(volumeId, waiting);
+                    if (deepest.Count > InboxBacklog.DeepestKept)
+                    {
+                        deepest.Dequeue();
+                    }
                 }
-                backlog.Update(share, volumes, commands);
+                var listed = deepest.UnorderedItems.OrderByDescending(d => d.Priority).ThenBy(d => d.Element).Select(d => (d.Element, d.Priority)).ToList();
+                backlog.Update(share, volumes, commands, listed);
                 if (DateTimeOffset.UtcNow - _lastPrune > TimeSpan.FromHours(1))
                 {
                     var pruned = CommandOutcomes.Prune(share, options.Value.OutcomeRetention);

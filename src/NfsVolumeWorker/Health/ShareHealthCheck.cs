@@ -25,7 +25,7 @@ public sealed class ShareHealthCheck(ShareMap shares) : IHealthCheck
                 File.WriteAllBytes(probe, [1]);
                 DurableFile.FsyncFile(probe);
                 File.Delete(probe);
-                data[share.Export] = share.LocalPath;
+                data[share.Export] = $"{share.LocalPath}: {ShareCapabilities.Of(share).Describe()}";
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or Storage.Errors.StorageException)
             {

@@ -8,6 +8,7 @@ using NfsVolumeWorker.Health;
 using NfsVolumeWorker.Messaging;
 using NfsVolumeWorker.OsloBridge;
 using NfsVolumeWorker.Partitions;
+using NfsVolumeWorker.Status;
 using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.QemuImg;
@@ -98,6 +99,9 @@ public static class WorkerHostExtensions
 
         services.AddHostedService<ExecutorLifetime>();
         services.AddSingleton<InboxBacklog>();
+        services.AddSingleton<StatusBoard>();
+        services.AddSingleton<StatusAddress>();
+        services.AddSingleton<StatusCollector>();
         services.AddHostedService<InboxSweeper>();
         services.AddHostedService<OperatorMetrics>();
         services.AddHostedService<StartupReport>();
@@ -133,7 +137,7 @@ public static class WorkerHostExtensions
                 }
             });
 
-        builder.WebHost.UseUrls(builder.Configuration["Http:Urls"] ?? "http://127.0.0.1:9464");
+        builder.WebHost.UseUrls(builder.Configuration["Http:Urls"] ?? WorkerHttp.DefaultUrls);
         return builder;
     }
 
@@ -144,6 +148,9 @@ public static class WorkerHostExtensions
             ResponseWriter = HealthReportWriter.WriteAsync,
         });
         app.MapPrometheusScrapingEndpoint("/metrics");
+        // The status page and the same data as JSON (docs/status.md); nfsvol status reads the JSON.
+        app.MapGet("/status", (StatusCollector status) => Results.Content(StatusPage.Render(status.Collect()), "text/html; charset=utf-8"));
+        app.MapGet("/status.json", (StatusCollector status) => Results.Json(status.Collect(), StatusReport.Json));
         return app;
     }
 }

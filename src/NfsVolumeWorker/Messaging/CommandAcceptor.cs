@@ -18,7 +18,8 @@ namespace NfsVolumeWorker.Messaging;
 /// timeout, and a long operation on one volume never delays another volume of the same partition.
 /// </summary>
 public sealed class CommandAcceptor(
-    ShareMap shares, VolumeExecutor executor, EventPublisher events, IOptions<VolumeEngineOptions> engineOptions, ILogger<CommandAcceptor> logger)
+    ShareMap shares, VolumeExecutor executor, EventPublisher events, IOptions<VolumeEngineOptions> engineOptions, Status.StatusBoard board,
+    ILogger<CommandAcceptor> logger)
 {
     /// <summary>Validates (<see cref="CommandValidation"/>), answers a command already finished by publishing its
     /// recorded event again, else appends it to the volume's inbox and schedules the volume. Bad input yields
@@ -106,6 +107,7 @@ public sealed class CommandAcceptor(
             CommandId = commandId, VolumeId = command.VolumeId, Timestamp = DateTimeOffset.UtcNow,
             CommandType = commandType, ErrorCode = code, Message = message, IsTransient = transient,
         }, cancellationToken).ConfigureAwait(false);
+        board.Failed(commandId, commandType, command.VolumeId, command.Share, code, message, transient);
         WorkerLog.Finished(logger, commandType, commandId, command.VolumeId, code, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 }

@@ -24,6 +24,8 @@ public static class CommandValidation
         RevertToSnapshot { SnapshotId: var s } when s == Guid.Empty => "snapshotId is missing",
         CreateVolumeFromSnapshot c when c.SnapshotId == Guid.Empty || c.NewVolumeId == Guid.Empty => "snapshotId and newVolumeId are required",
         CloneVolume { NewVolumeId: var n } when n == Guid.Empty => "newVolumeId is missing",
+        GetChangedExtents { FromSnapshotId: var f, ToSnapshotId: var t } when f == Guid.Empty || t == Guid.Empty
+            => "fromSnapshotId and toSnapshotId are snapshot ids (UUIDs, not all zeros) or absent (base, active)",
         CreateVolume { Format: var f } when Undefined(f) => $"format {(int)f!} is not a format (raw or qcow2)",
         CreateVolumeFromSnapshot { TargetFormat: var f } when Undefined(f) => $"targetFormat {(int)f!} is not a format (raw or qcow2)",
         CloneVolume { TargetFormat: var f } when Undefined(f) => $"targetFormat {(int)f!} is not a format (raw or qcow2)",

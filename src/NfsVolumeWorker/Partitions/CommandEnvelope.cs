@@ -29,6 +29,11 @@ public static class CommandEnvelope
 {
     private const string UrnPrefix = "urn:message:NfsVolumeWorker.Contracts:";
 
+    /// <summary>Why a message could not be decoded, for the dead letter and the log: the decoder's own reason, or the
+    /// type and message of an exception it did not expect (a defect: the message is dead-lettered all the same).</summary>
+    public static string Reason(Exception e) =>
+        e is CommandDecodeException ? e.Message : $"unexpected {e.GetType().Name} while decoding: {e.Message}";
+
     /// <summary>Decodes <paramref name="body"/>; throws <see cref="CommandDecodeException"/> with a reason an
     /// operator can act on.</summary>
     public static DecodedCommand Decode(ReadOnlySpan<byte> body, IDictionary<string, object?>? headers)
@@ -45,29 +50,42 @@ public static class CommandEnvelope
         }
         using (document)
         {
-            var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-            {
-                throw new CommandDecodeException("the body is not a JSON object (expected a MassTransit envelope)");
-            }
-            var type = CommandTypeOf(root)
-                ?? throw new CommandDecodeException("messageType names no NfsVolumeWorker.Contracts command (expected e.g. \"" + UrnPrefix + "CreateSnapshot\")",
-                    namesNoCommand: true);
-            if (!TryGet(root, "message", out var message) || message.ValueKind != JsonValueKind.Object)
-            {
-                throw new CommandDecodeException("the envelope has no \"message\" object");
-            }
-            VolumeCommand command;
             try
             {
-                command = (VolumeCommand)(message.Deserialize(type, InboxRecord.Json) ?? throw new JsonException("null message"));
+                return Read(document.RootElement, headers);
             }
-            catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)
+            catch (InvalidOperationException e)
             {
-                throw new CommandDecodeException($"the message is not a valid {type.Name}: {e.Message}", e);
+                // JsonDocument checks structure, not the text of strings and names: one that is not UTF-8, or
+                // escapes half a surrogate pair, fails only when read.
+                throw new CommandDecodeException($"the envelope holds a string that is not valid Unicode text: {e.Message}", e);
             }
-            return new DecodedCommand(command, TraceParentOf(headers, root));
         }
+    }
+
+    private static DecodedCommand Read(JsonElement root, IDictionary<string, object?>? headers)
+    {
+        if (root.ValueKind != JsonValueKind.Object)
+        {
+            throw new CommandDecodeException("the body is not a JSON object (expected a MassTransit envelope)");
+        }
+        var type = CommandTypeOf(root)
+            ?? throw new CommandDecodeException("messageType names no NfsVolumeWorker.Contracts command (expected e.g. \"" + UrnPrefix + "CreateSnapshot\")",
+                namesNoCommand: true);
+        if (!TryGet(root, "message", out var message) || message.ValueKind != JsonValueKind.Object)
+        {
+            throw new CommandDecodeException("the envelope has no \"message\" object");
+        }
+        VolumeCommand command;
+        try
+        {
+            command = (VolumeCommand)(message.Deserialize(type, InboxRecord.Json) ?? throw new JsonException("null message"));
+        }
+        catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)
+        {
+            throw new CommandDecodeException($"the message is not a valid {type.Name}: {e.Message}", e);
+        }
+        return new DecodedCommand(command, TraceParentOf(headers, root));
     }
 
     private static Type? CommandTypeOf(JsonElement root)

@@ -42,11 +42,15 @@ public sealed class IngressRouter(IOptions<WorkerOptions> options, ILogger<Ingre
         {
             decoded = CommandEnvelope.Decode(delivery.Body.Span, delivery.BasicProperties.Headers);
         }
-        catch (CommandDecodeException e)
+        catch (Exception e) when (e is not OperationCanceledException)
         {
-            var queue = e.NamesNoCommand ? SkippedQueue : ErrorQueue;
-            PartitionLog.IngressUndecodable(logger, delivery.BasicProperties.MessageId ?? "(none)", queue, e.Message);
-            await DeadLetters.MoveAsync(channel, queue, delivery, e.Message, skipped: e.NamesNoCommand,
+            // A decoder defect must not leave the message unacknowledged (it would hold a prefetch slot forever):
+            // whatever escapes decoding dead-letters the message like a bad one.
+            var skipped = e is CommandDecodeException { NamesNoCommand: true };
+            var queue = skipped ? SkippedQueue : ErrorQueue;
+            var reason = CommandEnvelope.Reason(e);
+            PartitionLog.IngressUndecodable(logger, delivery.BasicProperties.MessageId ?? "(none)", queue, reason);
+            await DeadLetters.MoveAsync(channel, queue, delivery, reason, skipped,
                 [new("nfsvol-instance", options.Value.InstanceName)], stopped).ConfigureAwait(false);
             return;
         }

@@ -33,6 +33,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
     private readonly WorkerOptions _worker;
     private readonly PartitionOptions _options;
     private readonly CommandAcceptor _acceptor;
+    private readonly Status.StatusAddress _statusAddress;
     private readonly ILogger<PartitionSubscriptions> _logger;
     private readonly PartitionSubscription[] _partitions;
     private readonly PartitionSubscription _ingress;
@@ -41,8 +42,9 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
     private Task _supervisor = Task.CompletedTask;
 
     public PartitionSubscriptions(IOptions<BrokerOptions> broker, IOptions<WorkerOptions> worker, IOptions<PartitionOptions> options,
-        CommandAcceptor acceptor, IngressRouter router, ILogger<PartitionSubscriptions> logger)
+        CommandAcceptor acceptor, IngressRouter router, Status.StatusAddress statusAddress, ILogger<PartitionSubscriptions> logger)
     {
+        _statusAddress = statusAddress;
         _broker = broker.Value;
         _worker = worker.Value;
         _options = options.Value;
@@ -183,6 +185,11 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
             TopologyRecoveryEnabled = false,
             RequestedHeartbeat = TimeSpan.FromSeconds(30),
         };
+        if (_statusAddress.Url is { } statusUrl)
+        {
+            // nfsvol status finds this instance's /status.json here (the management API lists client properties).
+            factory.ClientProperties[Balancing.ConsumerSnapshot.StatusUrlProperty] = statusUrl;
+        }
         var connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
         Volatile.Write(ref _connection, connection);
         return connection;
@@ -237,10 +244,12 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         {
             decoded = CommandEnvelope.Decode(delivery.Body.Span, delivery.BasicProperties.Headers);
         }
-        catch (CommandDecodeException e)
+        catch (Exception e) when (e is not OperationCanceledException)
         {
-            PartitionLog.Undecodable(_logger, partition, delivery.BasicProperties.MessageId ?? "(none)", e.Message);
-            await DeadLetters.MoveAsync(channel, ErrorQueue, delivery, e.Message, skipped: false,
+            // As the router: whatever escapes decoding dead-letters the message, so no delivery stays unacknowledged.
+            var reason = CommandEnvelope.Reason(e);
+            PartitionLog.Undecodable(_logger, partition, delivery.BasicProperties.MessageId ?? "(none)", reason);
+            await DeadLetters.MoveAsync(channel, ErrorQueue, delivery, reason, skipped: false,
                 [new("nfsvol-partition", partition), new("nfsvol-instance", _worker.InstanceName)], stopped).ConfigureAwait(false);
             return;
         }

@@ -11,12 +11,33 @@ namespace NfsVolumeWorker.Telemetry;
 /// <c>Worker:SweepInterval</c> anyway; a scrape only reads these numbers, it never walks the share.</summary>
 public sealed class InboxBacklog
 {
+    /// <summary>Volumes kept per share for the status page: the deepest inboxes.</summary>
+    public const int DeepestKept = 50;
+
     private readonly ConcurrentDictionary<string, (int Volumes, int Commands)> _byShare = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, IReadOnlyList<(Guid VolumeId, int Waiting)>> _deepest = new(StringComparer.Ordinal);
 
     public void Update(Share share, int volumes, int commands) => _byShare[share.Export] = (volumes, commands);
 
+    /// <summary>The share's totals and its deepest inboxes (at most <see cref="DeepestKept"/>, deepest first).</summary>
+    public void Update(Share share, int volumes, int commands, IReadOnlyList<(Guid VolumeId, int Waiting)> deepest)
+    {
+        ArgumentNullException.ThrowIfNull(share);
+        _deepest[share.Export] = deepest;
+        Update(share, volumes, commands);
+    }
+
     /// <summary>The share could not be walked: no figure rather than a stale one.</summary>
-    public void Forget(Share share) => _byShare.TryRemove(share.Export, out _);
+    public void Forget(Share share)
+    {
+        ArgumentNullException.ThrowIfNull(share);
+        _byShare.TryRemove(share.Export, out _);
+        _deepest.TryRemove(share.Export, out _);
+    }
+
+    /// <summary>Each share's deepest inboxes at the sweeper's last pass.</summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<(Guid VolumeId, int Waiting)>> Deepest() =>
+        new Dictionary<string, IReadOnlyList<(Guid, int)>>(_deepest, StringComparer.Ordinal);
 
     public IReadOnlyDictionary<string, (int Volumes, int Commands)> Snapshot() => new Dictionary<string, (int, int)>(_byShare, StringComparer.Ordinal);
 }

@@ -70,7 +70,7 @@ public sealed class QemuImgRunnerFailureTests : IDisposable
 
         Assert.Equal(StorageErrorCode.QemuImgFailed, ex.Code);
         Assert.NotEqual(0, ex.ExitCode);
-        Assert.StartsWith("prlimit --as=1048576 --cpu=30 -- ", ex.CommandLine, StringComparison.Ordinal);
+        Assert.StartsWith($"{RequiredTool.Find("prlimit", "util-linux")} --as=1048576 --cpu=30 -- ", ex.CommandLine, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -87,10 +87,13 @@ public sealed class QemuImgRunnerFailureTests : IDisposable
 
         var started = logger.Entries.Where(e => e.EventId.Id == 2000).Select(e => e.Message).ToArray();
         Assert.Equal(4, started.Length);
-        Assert.Equal($"Running qemu-img create -q -f qcow2 {path} 1048576", started[0]);
-        Assert.Equal($"Running prlimit --as=1073741824 --cpu=30 -- qemu-img info -U -f qcow2 --output=json {path}", started[1]);
-        Assert.Equal($"Running prlimit --as=1073741824 --cpu=30 -- qemu-img check -U -f qcow2 --output=json {path}", started[2]);
-        Assert.Equal($"Running prlimit --as=1073741824 --cpu=30 -- qemu-img compare -U -q -f qcow2 -F qcow2 {path} {path}", started[3]);
+        // Programs run by absolute path, looked up once: setpriv and prlimit would otherwise try every PATH directory.
+        var (qemuImg, prlimit) = (RequiredTool.QemuImg, RequiredTool.Find("prlimit", "util-linux"));
+        Assert.StartsWith("/", qemuImg, StringComparison.Ordinal);
+        Assert.Equal($"Running {qemuImg} create -q -f qcow2 {path} 1048576", started[0]);
+        Assert.Equal($"Running {prlimit} --as=1073741824 --cpu=30 -- {qemuImg} info -U -f qcow2 --output=json {path}", started[1]);
+        Assert.Equal($"Running {prlimit} --as=1073741824 --cpu=30 -- {qemuImg} check -U -f qcow2 --output=json {path}", started[2]);
+        Assert.Equal($"Running {prlimit} --as=1073741824 --cpu=30 -- {qemuImg} compare -U -q -f qcow2 -F qcow2 {path} {path}", started[3]);
         Assert.Equal(4, logger.Entries.Count(e => e.EventId.Id == 2001 && e.Level == LogLevel.Debug));
     }
 
