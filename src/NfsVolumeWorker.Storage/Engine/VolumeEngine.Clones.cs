@@ -72,6 +72,10 @@ public sealed partial class VolumeEngine
 
         if (File.Exists(targetPath) || File.Exists(target.PathOf(VolumeFileNames.Info(newVolumeId))))
         {
+            if (!resuming && await IsFinishedCopyAsync(share, volumeId, snapshotId, target, newVolumeId, format, newSizeBytes, baseFormat, ct).ConfigureAwait(false))
+            {
+                return OperationResult.Already($"volume {newVolumeId} already is a copy of {what}", targetName);
+            }
             if (!resuming)
             {
                 throw new StorageException(StorageErrorCode.VolumeExists,
@@ -213,6 +217,37 @@ public sealed partial class VolumeEngine
             }
         }
         return applied;
+    }
+
+    /// <summary>
+    /// True when the new volume is exactly what this clone makes: a lone image (no .info file, no backing file) of
+    /// the format and size asked for that reads the same as the source. A clone whose journal entry was cleared
+    /// but whose outcome was never recorded (the worker killed in between) runs again and finds its own copy
+    /// here: AlreadyDone, not VolumeExists. The source cannot have changed since: the volume's commands run in
+    /// order and this one has not ended. Read through the chain reader, so a hostile file is refused, not opened.
+    /// </summary>
+    private async Task<bool> IsFinishedCopyAsync(
+        Share share, Guid volumeId, Guid? snapshotId, Share target, Guid newVolumeId, ImageFormat format, long? newSizeBytes, ImageFormat? baseFormat, CancellationToken ct)
+    {
+        if (File.Exists(target.PathOf(VolumeFileNames.Info(newVolumeId))))
+        {
+            return false;
+        }
+        try
+        {
+            var made = VolumeChainReader.Read(target, newVolumeId, format);
+            var source = VolumeChainReader.Read(share, volumeId, baseFormat);
+            source.EnsureHealthy();
+            var data = snapshotId is { } s ? source.SnapshotData(s) : source.Active;
+            var copy = made.Active;
+            return made.Images.Count == 1 && copy.BackingFile is null && copy.Format == format
+                && copy.VirtualSize == (newSizeBytes ?? data.VirtualSize)
+                && await _qemuImg.CompareAsync(source.PathOf(data.FileName), data.Format, made.PathOf(copy.FileName), copy.Format, ct).ConfigureAwait(false);
+        }
+        catch (StorageException)
+        {
+            return false; // not a chain this clone could have made: VolumeExists
+        }
     }
 
     /// <summary>Copies with O_DIRECT when configured; a file system that refuses O_DIRECT (tmpfs, some FUSE)

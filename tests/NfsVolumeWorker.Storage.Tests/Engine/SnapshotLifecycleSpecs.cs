@@ -352,6 +352,38 @@ public sealed class SnapshotLifecycleSpecs : IDisposable
         Assert.Equal(listing, _bed.Listing());
     }
 
+    /// <summary>Found by the chaos test (ChaosTests, seed 1104720854): a worker killed after a clone had cleared its
+    /// journal entry, before the worker recorded the outcome, left the command in the inbox; the next worker ran the
+    /// clone again and refused its own finished copy with VolumeExists.</summary>
+    [Fact]
+    public async Task A_clone_run_again_after_it_finished_is_already_done_but_never_takes_another_volume_for_its_copy()
+    {
+        var v = await _bed.CreateVolumeAsync();
+        var s = Guid.NewGuid();
+        _bed.GuestWrite(v, 0, 2 * MiB, 0x91);
+        await Snapshot(v, s);
+        _bed.GuestWrite(v, MiB, MiB, 0x92);
+        var clone = new CloneVolumeRequest(Export, v, Guid.NewGuid());
+        var fromSnapshot = new CreateVolumeFromSnapshotRequest(Export, v, s, Guid.NewGuid(), ImageFormat.Qcow2, NewSizeBytes: 96 * MiB);
+        Assert.Equal(OperationOutcome.Completed, (await _bed.Engine.CloneVolumeAsync(clone)).Outcome);
+        Assert.Equal(OperationOutcome.Completed, (await _bed.Engine.CreateVolumeFromSnapshotAsync(fromSnapshot)).Outcome);
+        var listing = _bed.Listing();
+
+        Assert.Equal(OperationOutcome.AlreadyDone, (await _bed.Engine.CloneVolumeAsync(clone)).Outcome);
+        Assert.Equal(OperationOutcome.AlreadyDone, (await _bed.Engine.CreateVolumeFromSnapshotAsync(fromSnapshot)).Outcome);
+        Assert.Equal(listing, _bed.Listing());
+
+        // Once the new volume holds anything else (here: a write), it is not this clone's copy and stays untouched.
+        _bed.GuestWrite(clone.NewVolumeId, 0, MiB, 0x93);
+        var refused = await Assert.ThrowsAsync<StorageException>(() => _bed.Engine.CloneVolumeAsync(clone));
+        Assert.Equal(StorageErrorCode.VolumeExists, refused.Code);
+        var otherSize = await Assert.ThrowsAsync<StorageException>(() => _bed.Engine.CreateVolumeFromSnapshotAsync(fromSnapshot with { NewSizeBytes = 128 * MiB }));
+        Assert.Equal(StorageErrorCode.VolumeExists, otherSize.Code);
+        Assert.True(_bed.ImageReads(_bed.PathOf($"volume-{clone.NewVolumeId}"), ImageFormat.Raw, 0, MiB, 0x93));
+        Assert.Equal(listing, _bed.Listing());
+        Assert.Empty(_bed.ShareProblems());
+    }
+
     [Fact]
     public async Task Concurrent_operations_on_one_volume_never_overlap()
     {
