@@ -43,6 +43,7 @@ public static class WorkerHostExtensions
         services.AddSingleton(sp => new ShareMap(sp.GetRequiredService<IOptions<SharesOptions>>()));
         services.AddSingleton<QemuImgRunner>();
         services.AddSingleton<VolumeEngine>();
+        services.AddSingleton<BrokerWaits>();
         services.AddSingleton<EventPublisher>();
         services.AddSingleton<CommandRunner>();
         services.AddSingleton<VolumeExecutor>();
@@ -109,6 +110,7 @@ public static class WorkerHostExtensions
         services.AddHealthChecks()
             .AddCheck<ShareHealthCheck>("shares", tags: ["ready"])
             .AddCheck<PartitionHealthCheck>("partitions", tags: ["ready"])
+            .AddCheck<BrokerHealthCheck>("broker", tags: ["ready"])
             .AddCheck<QemuImgHealthCheck>("qemu-img", tags: ["ready"])
             .AddCheck<DrainHealthCheck>("volumes", tags: ["ready"]);
 

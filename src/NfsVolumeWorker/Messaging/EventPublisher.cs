@@ -5,7 +5,7 @@ namespace NfsVolumeWorker.Messaging;
 
 /// <summary>Publishes events with the message id derived from the command id (terminal events), and waits
 /// for the broker's confirmation.</summary>
-public sealed class EventPublisher(IBus bus)
+public sealed class EventPublisher(IBus bus, BrokerWaits waits)
 {
     public Task PublishTerminalAsync(ITerminalEvent e, CancellationToken cancellationToken)
     {
@@ -27,11 +27,16 @@ public sealed class EventPublisher(IBus bus)
     public Task PublishProgressAsync(OperationProgressed e, CancellationToken cancellationToken) =>
         bus.Publish(e, cancellationToken);
 
-    private Task Publish<T>(T message, Guid messageId, CancellationToken cancellationToken)
-        where T : class =>
-        bus.Publish(message, ctx =>
+    private async Task Publish<T>(T message, Guid messageId, CancellationToken cancellationToken)
+        where T : class
+    {
+        using (waits.Begin($"{typeof(T).Name} {messageId}"))
         {
-            ctx.MessageId = messageId;
-            ctx.Durable = true;
-        }, cancellationToken);
+            await bus.Publish(message, ctx =>
+            {
+                ctx.MessageId = messageId;
+                ctx.Durable = true;
+            }, cancellationToken).ConfigureAwait(false);
+        }
+    }
 }
