@@ -50,6 +50,7 @@ public sealed class BrokerAddressSpecs
     [Theory]
     [InlineData("http://u:p@rabbit-1/", null, "Broker:Url 'http://u:***@rabbit-1/' is not an amqp://")]
     [InlineData("amqp://u:p@h1:5672,h2:5672/", null, "Broker:Url")]
+    [InlineData("amqp://u:p@h1,h2/", null, "More nodes of the same cluster go in Broker:Hosts")]
     [InlineData("", null, "Broker:Url")]
     [InlineData("amqp://u:p@h1/", "h2,,h3", "has an empty entry")]
     [InlineData("amqp://u:p@h1/", "h2:0", "Broker:Hosts entry 'h2:0'")]

@@ -76,7 +76,7 @@ public sealed class BrokerAddress
         address = null;
         error = "";
         if (string.IsNullOrWhiteSpace(url) || !Uri.TryCreate(url.Trim(), UriKind.Absolute, out var uri)
-            || uri.Scheme is not ("amqp" or "amqps" or "rabbitmq") || string.IsNullOrEmpty(uri.Host))
+            || uri.Scheme is not ("amqp" or "amqps" or "rabbitmq") || string.IsNullOrEmpty(uri.Host) || uri.Host.Contains(',', StringComparison.Ordinal))
         {
             error = $"Broker:Url '{Redact(url ?? "")}' is not an amqp://user:password@host:port/vhost URL (amqps:// for TLS). "
                 + "More nodes of the same cluster go in Broker:Hosts, not in the URL.";
