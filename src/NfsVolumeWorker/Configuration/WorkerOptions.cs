@@ -60,6 +60,11 @@ public sealed class BrokerOptions
     /// these in order. Empty: Url's node only (or a load balancer in front of the cluster).</summary>
     public string? Hosts { get; set; }
 
+    /// <summary>Longest wait for the broker to confirm a forward of the router or a terminal event; then it is sent
+    /// again (same message id) after a back-off. A confirm can be lost with the connection of a node that died.
+    /// Default 1 minute.</summary>
+    public TimeSpan ConfirmTimeout { get; set; } = TimeSpan.FromMinutes(1);
+
     /// <summary>RabbitMQ management API base URL (for partition balancing), e.g. <c>http://127.0.0.1:15672/</c>;
     /// empty to disable balancing.</summary>
     public string? ManagementUrl { get; set; }
@@ -73,6 +78,10 @@ public sealed class BrokerOptionsValidator : IValidateOptions<BrokerOptions>
         if (!BrokerAddress.TryParse(options.Url, options.Hosts, out _, out var error))
         {
             return ValidateOptionsResult.Fail(error);
+        }
+        if (options.ConfirmTimeout < TimeSpan.FromSeconds(1))
+        {
+            return ValidateOptionsResult.Fail($"Broker:ConfirmTimeout must be at least 00:00:01 (got {options.ConfirmTimeout}).");
         }
         if (!string.IsNullOrEmpty(options.ManagementUrl) && !Uri.TryCreate(options.ManagementUrl, UriKind.Absolute, out _))
         {

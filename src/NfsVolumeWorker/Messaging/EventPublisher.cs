@@ -30,13 +30,10 @@ public sealed class EventPublisher(IBus bus, BrokerWaits waits)
     private async Task Publish<T>(T message, Guid messageId, CancellationToken cancellationToken)
         where T : class
     {
-        using (waits.Begin($"{typeof(T).Name} {messageId}"))
+        await waits.ConfirmedAsync($"{typeof(T).Name} {messageId}", ct => bus.Publish(message, ctx =>
         {
-            await bus.Publish(message, ctx =>
-            {
-                ctx.MessageId = messageId;
-                ctx.Durable = true;
-            }, cancellationToken).ConfigureAwait(false);
-        }
+            ctx.MessageId = messageId;
+            ctx.Durable = true;
+        }, ct), cancellationToken).ConfigureAwait(false);
     }
 }

@@ -78,10 +78,8 @@ public sealed class IngressRouter(IOptions<WorkerOptions> options, BrokerWaits w
             {
                 try
                 {
-                    using (waits.Begin($"forward of {command.GetType().Name} {command.CommandId} to partition {partition}"))
-                    {
-                        await channel.BasicPublishAsync(exchange, "", mandatory: true, properties, delivery.Body, stopped).ConfigureAwait(false);
-                    }
+                    await waits.ConfirmedAsync($"forward of {command.GetType().Name} {command.CommandId} to partition {partition}",
+                        ct => channel.BasicPublishAsync(exchange, "", mandatory: true, properties, delivery.Body, ct).AsTask(), stopped).ConfigureAwait(false);
                     break;
                 }
                 catch (Exception e) when (e is not OperationCanceledException && channel.IsOpen)
