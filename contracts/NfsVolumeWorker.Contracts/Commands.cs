@@ -54,6 +54,12 @@ public sealed record CreateSnapshot : VolumeCommand
 {
     /// <summary>The new snapshot's id.</summary>
     public required Guid SnapshotId { get; init; }
+
+    /// <summary>The volume's size as the caller's records declare it (Cinder's <c>volume.size</c> in bytes): the new
+    /// overlay gets this virtual size, as Cinder's driver makes it, so a volume whose file is smaller than its
+    /// declared size still passes Cinder's size check afterwards. Null: the active image's size. Never smaller
+    /// than the active image.</summary>
+    public long? VolumeSizeBytes { get; init; }
 }
 
 /// <summary>Delete a snapshot (any position in the chain; an unknown snapshot succeeds with nothing done).</summary>
@@ -110,4 +116,15 @@ public sealed record ExtendVolume : VolumeCommand
 {
     /// <summary>The new size in bytes (not smaller than the current one).</summary>
     public required long NewSizeBytes { get; init; }
+}
+
+/// <summary>List the byte ranges of a volume that may differ between two points of its history (for incremental
+/// backup). Writes nothing; answered by <see cref="ChangedExtentsListed"/>.</summary>
+public sealed record GetChangedExtents : VolumeCommand
+{
+    /// <summary>The older point: a snapshot, or null for the volume's base.</summary>
+    public Guid? FromSnapshotId { get; init; }
+
+    /// <summary>The newer point: a snapshot, or null for the volume as it is now.</summary>
+    public Guid? ToSnapshotId { get; init; }
 }

@@ -47,6 +47,42 @@ public abstract record VolumeEvent : ITerminalEvent
     public string? Message { get; init; }
 }
 
+/// <summary>The byte ranges of a volume that may differ between two points (answers <see cref="GetChangedExtents"/>):
+/// what the images written in between hold, plus any growth; exact while the snapshots in between exist, a safe
+/// superset after merges.</summary>
+public sealed record ChangedExtentsListed : VolumeEvent
+{
+    /// <summary>The older point: a snapshot, or null for the base.</summary>
+    public Guid? FromSnapshotId { get; init; }
+
+    /// <summary>The newer point: a snapshot, or null for the volume as it is now.</summary>
+    public Guid? ToSnapshotId { get; init; }
+
+    /// <summary>The volume's size at the newer point.</summary>
+    public required long VirtualSize { get; init; }
+
+    /// <summary>Bytes in all ranges.</summary>
+    public required long TotalBytes { get; init; }
+
+    /// <summary>Number of ranges.</summary>
+    public required int ExtentCount { get; init; }
+
+    /// <summary>The ranges, sorted and merged, when there are at most <see cref="MaxInlineExtents"/>; else null, and
+    /// <see cref="ExtentsFile"/> names a JSON file on the share that holds them.</summary>
+    public IReadOnlyList<ExtentRange>? Extents { get; init; }
+
+    /// <summary>Path relative to the share of a JSON array of <see cref="ExtentRange"/>, for long lists.</summary>
+    public string? ExtentsFile { get; init; }
+
+    /// <summary>Longer lists go to a file, keeping the event small.</summary>
+    public const int MaxInlineExtents = 4096;
+}
+
+/// <summary>A range of bytes of a volume.</summary>
+/// <param name="Offset">Byte offset.</param>
+/// <param name="Length">Bytes.</param>
+public sealed record ExtentRange(long Offset, long Length);
+
 /// <summary>A volume was created.</summary>
 public sealed record VolumeCreated : VolumeEvent;
 

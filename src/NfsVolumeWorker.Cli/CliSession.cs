@@ -179,6 +179,7 @@ internal sealed class CliSession : IDisposable
         });
         services.Configure<SharesOptions>(o =>
         {
+            o.RequireMountedShares = false; // the operator names the directory; `check` says what is wrong with it
             if (!string.IsNullOrWhiteSpace(mountBase))
             {
                 o.MountPointBase = mountBase;

@@ -21,12 +21,14 @@ internal static class Commands
         var root = new RootCommand(RootDescription);
         globals.AddTo(root);
         root.Add(ChainCommand(globals, environment));
+        root.Add(DiffCommand(globals, environment));
         root.Add(CheckCommand(globals, environment));
         root.Add(VolumeCommand(globals, environment));
         root.Add(SnapshotCommand(globals, environment));
         root.Add(ConnectionInfoCommand(globals, environment));
         root.Add(BrokerCommands.Send(globals, environment));
         root.Add(BrokerCommands.Watch(globals, environment));
+        root.Add(StatusCommand.Build(globals, environment));
         return root;
     }
 
@@ -127,6 +129,36 @@ internal static class Commands
         return command;
     }
 
+    private static Command DiffCommand(GlobalOptions globals, CliEnvironment environment)
+    {
+        var volume = Id("volume-id", "The volume.");
+        var from = new Argument<string>("from") { Description = "The older point: 'base' or a snapshot id." };
+        var to = new Argument<string>("to") { Description = "The newer point: a snapshot id or 'active'." };
+        var command = new Command("diff", "List the byte ranges of a volume that may differ between two points of its history (for incremental "
+            + "backup): what the images written in between hold (qemu-img map), plus any growth. Exact while the snapshots in between exist, "
+            + "a safe superset after merges. Writes nothing. Table with totals, or --json.")
+        {
+            volume, from, to,
+        };
+        Handle(command, globals, environment, async (parse, session, ct) =>
+        {
+            var id = ParseId(parse.GetValue(volume), "volume id");
+            var changed = await session.Engine.GetChangedExtentsAsync(session.TargetShare, id,
+                VolumePoint.Parse(parse.GetValue(from)!), VolumePoint.Parse(parse.GetValue(to)!), cancellationToken: ct).ConfigureAwait(false);
+            var view = DiffView.Of(changed);
+            if (session.Json)
+            {
+                Output.WriteJson(environment.Out, view);
+            }
+            else
+            {
+                Output.RenderDiff(session.Console, view);
+            }
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
     private static Command CheckCommand(GlobalOptions globals, CliEnvironment environment)
     {
         var volume = new Option<string?>("--volume") { Description = "Check only this volume.", HelpName = "volume-id" };
@@ -164,13 +196,14 @@ internal static class Commands
                 remaining.AddRange(report.Remaining);
             }
             var total = new CheckReport(findings, repairs, remaining);
+            var shareViews = shares.Select(session.Shares.Resolve).Where(s => Directory.Exists(s.LocalPath)).Select(ShareView.Of).ToList();
             if (session.Json)
             {
-                Output.WriteJson(environment.Out, CheckView.From(total));
+                Output.WriteJson(environment.Out, CheckView.From(total, shareViews));
             }
             else
             {
-                Output.RenderCheck(session.Console, total, doRepair);
+                Output.RenderCheck(session.Console, total, doRepair, shareViews);
             }
             return total.AnyRepairFailed ? ExitCodes.Failed : total.Healthy ? ExitCodes.Ok : ExitCodes.ProblemsFound;
         });

@@ -16,17 +16,9 @@ internal static class Wire
     public const string Namespace = "NfsVolumeWorker.Contracts";
     public const string BrokerVariable = "NFSVOL_BROKER_URL";
 
-    public static readonly IReadOnlyList<Type> CommandTypes =
-    [
-        typeof(CreateVolume), typeof(DeleteVolume), typeof(CreateSnapshot), typeof(DeleteSnapshot),
-        typeof(CreateVolumeFromSnapshot), typeof(CloneVolume), typeof(RevertToSnapshot), typeof(ExtendVolume),
-    ];
+    public static IReadOnlyList<Type> CommandTypes => MessageCatalog.Commands;
 
-    public static readonly IReadOnlyList<Type> TerminalEventTypes =
-    [
-        typeof(VolumeCreated), typeof(VolumeDeleted), typeof(SnapshotCreated), typeof(SnapshotDeleted),
-        typeof(VolumeCloned), typeof(VolumeReverted), typeof(VolumeExtended), typeof(CommandFailed),
-    ];
+    public static IReadOnlyList<Type> TerminalEventTypes => MessageCatalog.TerminalEvents;
 
     /// <summary>Reading: as MassTransit writes (camelCase), tolerant of case and of enum names.</summary>
     public static readonly JsonSerializerOptions Read = new()

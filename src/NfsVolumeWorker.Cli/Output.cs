@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using NfsVolumeWorker.Storage.Chains;
@@ -43,9 +44,35 @@ public sealed record ChainView(Guid VolumeId, string Share, string Directory, st
 }
 
 /// <summary><c>nfsvol check --json</c>.</summary>
-public sealed record CheckView(bool Healthy, IReadOnlyList<CheckFinding> Findings, IReadOnlyList<RepairAction> Repairs, IReadOnlyList<CheckFinding> Remaining)
+public sealed record CheckView(bool Healthy, IReadOnlyList<CheckFinding> Findings, IReadOnlyList<RepairAction> Repairs, IReadOnlyList<CheckFinding> Remaining,
+    IReadOnlyList<ShareView> Shares)
 {
-    public static CheckView From(CheckReport report) => new(report.Healthy, report.Findings, report.Repairs, report.Remaining);
+    public static CheckView From(CheckReport report, IReadOnlyList<ShareView> shares) => new(report.Healthy, report.Findings, report.Repairs, report.Remaining, shares);
+}
+
+/// <summary>A checked share and what its file system offers (<c>check --json</c>).</summary>
+public sealed record ShareView(string Export, string LocalPath, bool ExtentSharing, long? MaxFileSize, long? FreeBytes)
+{
+    public static ShareView Of(NfsVolumeWorker.Storage.Shares.Share share)
+    {
+        var capabilities = NfsVolumeWorker.Storage.Shares.ShareCapabilities.Of(share);
+        long? free = null;
+        try
+        {
+            free = NfsVolumeWorker.Storage.Shares.ShareSpace.Available(share);
+        }
+        catch (IOException)
+        {
+        }
+        return new ShareView(share.Export, share.LocalPath, capabilities.ExtentSharing, capabilities.MaxFileSize, free);
+    }
+}
+
+/// <summary><c>diff --json</c>: the ranges that may differ between two points, with totals.</summary>
+public sealed record DiffView(string From, string To, long VirtualSize, long TotalBytes, int Count, IReadOnlyList<ByteRange> Extents)
+{
+    public static DiffView Of(ChangedExtents changed) =>
+        new(changed.From.ToString(), changed.To.ToString(), changed.VirtualSize, changed.TotalBytes, changed.Extents.Count, changed.Extents);
 }
 
 /// <summary><c>--json</c> output of an operation.</summary>
@@ -145,8 +172,29 @@ internal static class Output
         }
     }
 
-    public static void RenderCheck(IAnsiConsole console, CheckReport report, bool repaired)
+    public static void RenderDiff(IAnsiConsole console, DiffView view)
     {
+        var table = new Table().AddColumns("Offset", "Length", "End");
+        foreach (var e in view.Extents)
+        {
+            table.AddRow(e.Offset.ToString(CultureInfo.InvariantCulture), e.Length.ToString(CultureInfo.InvariantCulture),
+                (e.Offset + e.Length).ToString(CultureInfo.InvariantCulture));
+        }
+        if (view.Count > 0)
+        {
+            console.Write(table);
+        }
+        console.MarkupLine(Markup.Escape($"{view.From} -> {view.To}: {view.Count} range(s), {SizeParser.Format(view.TotalBytes)} "
+            + $"({view.TotalBytes} bytes) of {SizeParser.Format(view.VirtualSize)} may differ"));
+    }
+
+    public static void RenderCheck(IAnsiConsole console, CheckReport report, bool repaired, IReadOnlyList<ShareView> shares)
+    {
+        foreach (var share in shares)
+        {
+            console.MarkupLine(Markup.Escape($"share {share.Export}: {(share.ExtentSharing ? "extent sharing (reflink): clones share the base's extents" : "no extent sharing: clones copy")}"
+                + (share.FreeBytes is { } free ? $", {SizeParser.Format(free)} free" : "")));
+        }
         if (report.Findings.Count == 0)
         {
             console.MarkupLine("[green]healthy[/]: no findings");

@@ -55,6 +55,10 @@ try
     {
         await bench.SparseAsync();
     }
+    if (settings.Includes("reflink"))
+    {
+        await new ReflinkBench(settings, results, output, dir).RunAsync();
+    }
 
     output.WriteLine();
     output.WriteLine("== figures (median, min and max of the timed runs; ratio = this median / the median of the 'vs' row) ==");
@@ -95,6 +99,7 @@ internal static class Targets
 {
     public static void Print(Results results, Settings settings, TextWriter output)
     {
+        ReflinkBench.PrintTargets(results, output, Line);
         foreach (var scenario in new[] { "create-snapshot, 1st (raw base)", "create-snapshot, 2nd (qcow2 active)" })
         {
             if (results.Find(scenario, "engine") is not null)

@@ -12,7 +12,8 @@ internal sealed record Settings
                                The harness works in a fresh subdirectory and removes it at the end.
           --runs N             timed runs per variant (default 7; --quick: 2)
           --quick              smoke check: 2 runs, smaller data, under a minute
-          --only LIST          comma-separated subset of: create,delete,clone,sparse
+          --only LIST          comma-separated subset of: create,delete,clone,sparse,reflink (reflink: clones on
+                               an XFS with reflink=1 the harness loop-mounts; needs root and xfsprogs)
           --clone-data-mib N   data written into the volume cloned in 'clone' (default 1024; --quick: 256)
           --delete-data-mib N  data written into the overlay merged in 'delete' (default 256; --quick: 64)
           --sparse-data-mib N  data in each volume of 'sparse' (default 64)
@@ -26,7 +27,7 @@ internal sealed record Settings
     public string ParentDir { get; init; } = "/var/tmp";
     public int Runs { get; init; } = 7;
     public bool Quick { get; init; }
-    public IReadOnlySet<string> Only { get; init; } = new HashSet<string>(["create", "delete", "clone", "sparse"]);
+    public IReadOnlySet<string> Only { get; init; } = new HashSet<string>(["create", "delete", "clone", "sparse", "reflink"]);
     public int CloneDataMiB { get; init; } = 1024;
     public int DeleteDataMiB { get; init; } = 256;
     public int SparseDataMiB { get; init; } = 64;
@@ -69,7 +70,7 @@ internal sealed record Settings
 
     private static HashSet<string> ParseOnly(string list)
     {
-        var known = new[] { "create", "delete", "clone", "sparse" };
+        var known = new[] { "create", "delete", "clone", "sparse", "reflink" };
         var set = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
         var unknown = set.Except(known).ToList();
         return unknown.Count == 0 ? set : throw new ArgumentException($"--only: unknown scenario(s) {string.Join(',', unknown)}; known: {string.Join(',', known)}");

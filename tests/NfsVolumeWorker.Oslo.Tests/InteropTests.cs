@@ -76,6 +76,25 @@ public sealed class InteropTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_volume_smaller_than_Cinder_declares_gets_overlays_of_the_declared_size_and_keeps_passing_the_size_check()
+    {
+        var broker = await RabbitMqBroker.SharedAsync();
+        await using var vhost = await broker.CreateVirtualHostAsync("oslo-size");
+        await using var worker = await OsloWorker.StartAsync(vhost);
+        var scratch = Directory.CreateTempSubdirectory("oslo-py-");
+        try
+        {
+            await Python.RunAsync(output, "declared_size.py",
+                "--url", Python.RabbitUrl(vhost), "--host", OsloWorker.Host, "--dir", worker.ShareDirectory,
+                "--db", Path.Combine(scratch.FullName, "cinder.sqlite"));
+        }
+        finally
+        {
+            scratch.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Bad_input_yields_failure_replies_and_error_notifications_touches_nothing_and_duplicates_run_once()
     {
         var broker = await RabbitMqBroker.SharedAsync();

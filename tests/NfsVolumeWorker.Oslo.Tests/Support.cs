@@ -46,6 +46,7 @@ public sealed class OsloWorker : IAsyncDisposable
             ["Broker:Url"] = vhost.AmqpUri.AbsoluteUri,
             ["Shares:Items:0:Export"] = Export,
             ["Shares:Items:0:Path"] = share,
+            ["Shares:RequireMountedShares"] = "false", // a temp directory stands in for the NFS mount
             ["Shares:MountPointBase"] = Path.Combine(root.FullName, "mnt"),
             ["Worker:PartitionCount"] = "4",
             ["Worker:InstanceName"] = "oslo-test",

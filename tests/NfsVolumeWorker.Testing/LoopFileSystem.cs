@@ -1,9 +1,9 @@
 namespace NfsVolumeWorker.Testing;
 
 /// <summary>
-/// A small real file system for full-disk tests: an ext4 image (no blocks reserved for root, so "full" means
-/// full for the worker too) loop-mounted over a directory, unmounted and removed on dispose. Needs root and
-/// e2fsprogs; without them the test fails, saying so.
+/// A small real file system loop-mounted over a directory, unmounted and removed on dispose: an ext4 (no blocks
+/// reserved for root, so "full" means full for the worker too) for full-disk tests, or an XFS with reflink for
+/// extent sharing. Needs root and e2fsprogs / xfsprogs; without them the test fails, saying so.
 /// </summary>
 public sealed class LoopFileSystem : IDisposable
 {
@@ -20,13 +20,21 @@ public sealed class LoopFileSystem : IDisposable
 
     /// <summary>Mounts a fresh ext4 of <paramref name="sizeBytes"/> over <paramref name="mountPoint"/> (an existing,
     /// empty directory); the image file lives in <paramref name="imageDirectory"/>.</summary>
-    public static LoopFileSystem MountExt4(string mountPoint, string imageDirectory, long sizeBytes)
+    public static LoopFileSystem MountExt4(string mountPoint, string imageDirectory, long sizeBytes) =>
+        Mount(mountPoint, imageDirectory, sizeBytes, "ext4", ["mkfs.ext4", "e2fsprogs"], "-q", "-F", "-m", "0");
+
+    /// <summary>Mounts a fresh XFS with extent sharing (<c>mkfs.xfs -m reflink=1</c>; at least 300 MiB) over
+    /// <paramref name="mountPoint"/>.</summary>
+    public static LoopFileSystem MountXfsWithReflink(string mountPoint, string imageDirectory, long sizeBytes) =>
+        Mount(mountPoint, imageDirectory, sizeBytes, "xfs", ["mkfs.xfs", "xfsprogs"], "-q", "-f", "-m", "reflink=1");
+
+    private static LoopFileSystem Mount(string mountPoint, string imageDirectory, long sizeBytes, string kind, string[] mkfs, params string[] mkfsArgs)
     {
         if (Environment.UserName != "root")
         {
-            throw new InvalidOperationException("full-disk tests loop-mount a small ext4 and need root (the test machines run as root)");
+            throw new InvalidOperationException($"these tests loop-mount a small {kind} and need root (the test machines run as root)");
         }
-        var image = Path.Combine(imageDirectory, $"ext4-{Guid.NewGuid():N}.img");
+        var image = Path.Combine(imageDirectory, $"{kind}-{Guid.NewGuid():N}.img");
         using (var f = File.Create(image))
         {
             f.SetLength(sizeBytes);
@@ -34,7 +42,7 @@ public sealed class LoopFileSystem : IDisposable
         var fs = new LoopFileSystem(mountPoint, image);
         try
         {
-            RequiredTool.RunChecked(Sbin("mkfs.ext4", "e2fsprogs"), "-q", "-F", "-m", "0", image);
+            RequiredTool.RunChecked(Sbin(mkfs[0], mkfs[1]), [.. mkfsArgs, image]);
             RequiredTool.RunChecked(Sbin("mount", "mount"), "-o", "loop", image, mountPoint);
             fs._mounted = true;
             return fs;
@@ -44,6 +52,21 @@ public sealed class LoopFileSystem : IDisposable
             fs.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Detaches the file system now, even while files on it are open (<c>umount -l</c>): what an NFS
+    /// share that goes away looks like to the worker (an empty mount-point directory).</summary>
+    public void Unmount()
+    {
+        RequiredTool.RunChecked(Sbin("umount", "mount"), "-l", MountPoint);
+        _mounted = false;
+    }
+
+    /// <summary>Mounts the same image again, with everything that was on it.</summary>
+    public void Remount()
+    {
+        RequiredTool.RunChecked(Sbin("mount", "mount"), "-o", "loop", _image, MountPoint);
+        _mounted = true;
     }
 
     /// <summary>Bytes still free for writing.</summary>
@@ -77,7 +100,7 @@ public sealed class LoopFileSystem : IDisposable
     {
         if (_mounted)
         {
-            RequiredTool.Run(Sbin("umount", "mount"), MountPoint);
+            RequiredTool.Run(Sbin("umount", "mount"), "-l", MountPoint);
             _mounted = false;
         }
         File.Delete(_image);

@@ -254,6 +254,8 @@ public sealed class CinderVolumeEndpoint(OsloOptions options, IVolumeLocator loc
         return new SubmitPlan(new CreateSnapshot
         {
             CommandId = CommandIdOf(CommandKey(r)), VolumeId = s.VolumeId, Share = share, SnapshotId = s.Id,
+            // Cinder's driver: qemu-img create ... "%dG" % snapshot.volume.size (the Snapshot carries volume_size too).
+            VolumeSizeBytes = (s.Volume?.SizeGb ?? s.VolumeSizeGb) is > 0 and var gb ? gb * GiB : null,
             EncryptionKeyId = s.Volume?.EncryptionKeyId, Attached = s.Volume?.Attached ?? false, BaseFormat = s.Volume is { } vol ? FormatOf(vol) : null,
         }, note, () => locator.RememberSnapshot(s.Id, s.VolumeId, share));
     }

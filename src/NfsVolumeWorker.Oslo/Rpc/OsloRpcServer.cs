@@ -28,8 +28,7 @@ public sealed class OsloRpcServer(
     IPendingNotificationStore pendingStore, ICommandOutcomeSource outcomes, TimeProvider time, ILogger<OsloRpcServer> logger) : BackgroundService
 {
     /// <summary>The native terminal events this adapter listens to (MassTransit exchanges "NfsVolumeWorker.Contracts:&lt;type&gt;").</summary>
-    public static readonly string[] TerminalEventTypes =
-        [nameof(VolumeCreated), nameof(VolumeDeleted), nameof(SnapshotCreated), nameof(SnapshotDeleted), nameof(VolumeCloned), nameof(VolumeReverted), nameof(VolumeExtended), nameof(CommandFailed)];
+    public static readonly string[] TerminalEventTypes = [.. MessageCatalog.TerminalEvents.Select(t => t.Name)];
 
     private static readonly JsonSerializerOptions EventJson = new(JsonSerializerDefaults.Web);
 
@@ -49,6 +48,9 @@ public sealed class OsloRpcServer(
 
     /// <summary>Completes when the topology is declared and the consumers run.</summary>
     public Task Ready => _ready.Task;
+
+    /// <summary>True once the consumers run, while the connection is open (the status page's "serving").</summary>
+    public bool IsServing => _ready.Task.IsCompletedSuccessfully && _connection is { IsOpen: true };
 
     /// <summary>Commands accepted by this instance and waiting for their terminal event (their records on the
     /// shares outlive a restart: see the README, "Cinder (oslo.messaging) interface").</summary>
@@ -464,18 +466,8 @@ public sealed class OsloRpcServer(
         using var doc = JsonDocument.Parse(body);
         var message = doc.RootElement.GetProperty("message");
         var type = exchange[(exchange.IndexOf(':', StringComparison.Ordinal) + 1)..];
-        ITerminalEvent e = type switch
-        {
-            nameof(VolumeCreated) => message.Deserialize<VolumeCreated>(EventJson)!,
-            nameof(VolumeDeleted) => message.Deserialize<VolumeDeleted>(EventJson)!,
-            nameof(SnapshotCreated) => message.Deserialize<SnapshotCreated>(EventJson)!,
-            nameof(SnapshotDeleted) => message.Deserialize<SnapshotDeleted>(EventJson)!,
-            nameof(VolumeCloned) => message.Deserialize<VolumeCloned>(EventJson)!,
-            nameof(VolumeReverted) => message.Deserialize<VolumeReverted>(EventJson)!,
-            nameof(VolumeExtended) => message.Deserialize<VolumeExtended>(EventJson)!,
-            nameof(CommandFailed) => message.Deserialize<CommandFailed>(EventJson)!,
-            _ => throw new InvalidOperationException($"not a terminal event: {type}"),
-        };
+        var eventType = MessageCatalog.TerminalEventNamed(type) ?? throw new InvalidOperationException($"not a terminal event: {type}");
+        var e = (ITerminalEvent)(message.Deserialize(eventType, EventJson) ?? throw new InvalidOperationException($"empty {type}"));
         switch (e)
         {
             case VolumeCreated c: locator.RememberVolume(c.VolumeId, c.Share); break;

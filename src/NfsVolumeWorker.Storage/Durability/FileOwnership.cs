@@ -10,6 +10,8 @@ public static partial class FileOwnership
     private const int UidOffset = 28;
     private const int GidOffset = 32;
     private const int BlocksOffset = 64;
+    private const int InodeOffset = 8;
+    private const int DeviceOffset = 0;
 
     /// <summary>True when this process runs as root (then new files get the owner of their source, as Cinder's chown --reference).</summary>
     public static bool IsRoot => GetEuid() == 0;
@@ -19,6 +21,30 @@ public static partial class FileOwnership
     {
         var buffer = Stat(path);
         return BitConverter.ToInt64(buffer, BlocksOffset) * 512;
+    }
+
+    /// <summary>The inode number of <paramref name="path"/> (not following a symlink), or null when it does not
+    /// exist or cannot be reached. Stable for a file across remounts of its file system (NFS: the fileid).</summary>
+    public static ulong? InodeOf(string path)
+    {
+        var buffer = new byte[StatBufferSize];
+        return LStat(path, buffer) == 0 ? BitConverter.ToUInt64(buffer, InodeOffset) : null;
+    }
+
+    /// <summary>True when <paramref name="directory"/> is the root of a mounted file system: on another device
+    /// than its parent (what <c>mountpoint(1)</c> checks, bind mounts of the same file system aside).</summary>
+    public static bool IsMountPoint(string directory)
+    {
+        var full = Path.GetFullPath(directory).TrimEnd('/');
+        var parent = Path.GetDirectoryName(full);
+        if (parent is null)
+        {
+            return true; // "/"
+        }
+        var a = new byte[StatBufferSize];
+        var b = new byte[StatBufferSize];
+        return LStat(full, a) == 0 && LStat(parent, b) == 0
+            && BitConverter.ToUInt64(a, DeviceOffset) != BitConverter.ToUInt64(b, DeviceOffset);
     }
 
     /// <summary>Gives <paramref name="path"/> the owner and group of <paramref name="reference"/> when running as root.</summary>

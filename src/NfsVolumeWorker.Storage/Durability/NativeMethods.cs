@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace NfsVolumeWorker.Storage.Durability;
 
-/// <summary>The few libc calls .NET does not expose: fsync of a directory, and OFD locks.</summary>
+/// <summary>The few libc calls .NET does not expose: fsync of a directory, OFD locks, and FICLONE.</summary>
 internal static partial class NativeMethods
 {
     internal const int O_RDONLY = 0;
@@ -11,6 +11,9 @@ internal static partial class NativeMethods
     internal const int O_NOFOLLOW = 0x20000;
     internal const int O_DIRECTORY = 0x10000;
     internal const int O_CLOEXEC = 0x80000;
+
+    /// <summary><c>_IOW(0x94, 9, int)</c>: make the target share all of the source's extents (reflink).</summary>
+    internal const ulong FICLONE = 0x40049409;
 
     internal const int F_OFD_GETLK = 36;
     internal const int F_OFD_SETLK = 37;
@@ -34,6 +37,9 @@ internal static partial class NativeMethods
         public int l_pid;
         public int pad;
     }
+
+    [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
+    internal static partial int IoctlInt(int fd, ulong request, int argument);
 
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int Open(string path, int flags, int mode);

@@ -93,9 +93,13 @@ public sealed partial class VolumeEngine
                 $"The new volume ({size} bytes) would be smaller than {what} ({sourceSize} bytes). Nothing was done.") { VolumeId = volumeId };
         }
         RequireFits(target, size, format, "the new volume's size", volumeId);
+        // Same file system, same format as the base, and extents can be shared: the clone shares the base's
+        // extents and gets only what the overlays hold written into it. Otherwise a full copy.
+        var sharing = _options.ShareExtents && target.LocalPath == share.LocalPath && format == chain.Base.Format && ShareCapabilities.Of(share).ExtentSharing;
         if (!resuming)
         {
-            var data = chain.AllocatedBytesFrom(snapshotId is { } s1 ? chain.SnapshotData(s1) : chain.Active);
+            var sourceImage = snapshotId is { } s1 ? chain.SnapshotData(s1) : chain.Active;
+            var data = chain.AllocatedBytesFrom(sourceImage) - (sharing ? FileOwnership.AllocatedBytes(chain.PathOf(chain.Base.FileName)) : 0);
             ShareSpace.Require(target, ShareSpace.Needed(data), $"Copying {what} of volume {volumeId} to new volume {newVolumeId}", volumeId);
         }
 
@@ -104,6 +108,7 @@ public sealed partial class VolumeEngine
         Step(OperationSteps.CloneJournaled, volumeId);
         RemoveTempFilesOf(target, targetName, newVolumeId);
         var temp = target.PathOf(DurableFile.TempName(targetName));
+        var howCopied = "copied";
         try
         {
             ChainImage source;
@@ -124,8 +129,17 @@ public sealed partial class VolumeEngine
 
             var sourcePath = chain.PathOf(source.FileName);
             var copy = ForwardingProgress.For(progress, newVolumeId, "copy");
-            await CopyAsync(new ConvertRequest(sourcePath, source.Format, temp, format,
-                DirectIo: _options.CopyWithDirectIo, OutOfOrderWrites: true, Coroutines: _options.CopyCoroutines), copy, ct).ConfigureAwait(false);
+            if (sharing && await ShareBaseAndApplyOverlaysAsync(share, chain, source, temp, targetName, copy, ct).ConfigureAwait(false) is { } applied)
+            {
+                howCopied = $"shared the base's extents, applied {applied} bytes of overlay data";
+                StorageTelemetry.DataWritten.Add(applied, new KeyValuePair<string, object?>("kind", "copy"));
+            }
+            else
+            {
+                await CopyAsync(new ConvertRequest(sourcePath, source.Format, temp, format,
+                    DirectIo: _options.CopyWithDirectIo, OutOfOrderWrites: true, Coroutines: _options.CopyCoroutines), copy, ct).ConfigureAwait(false);
+                StorageTelemetry.DataWritten.Add(FileOwnership.AllocatedBytes(temp), new KeyValuePair<string, object?>("kind", "copy"));
+            }
             DurableFile.FsyncFile(temp);
             Step(OperationSteps.CloneCopied, volumeId);
             if (size > source.VirtualSize)
@@ -151,7 +165,54 @@ public sealed partial class VolumeEngine
 
         await DropTemporarySnapshotAsync(share, volumeId, tempSnapshot, ct).ConfigureAwait(false);
         OperationJournal.Clear(share, volumeId);
-        return OperationResult.Done($"created volume {newVolumeId} ({format.ToQemuName()}, {size} bytes) from {what}", targetName);
+        return OperationResult.Done($"created volume {newVolumeId} ({format.ToQemuName()}, {size} bytes) from {what}: {howCopied}", targetName);
+    }
+
+    /// <summary>
+    /// Builds a clone of <paramref name="source"/> in <paramref name="temp"/> at the cost of what changed since the
+    /// base: the base's extents are shared (FICLONE), then each overlay from the bottom up to the source is
+    /// committed into it from a shared-extent scratch copy re-pointed at the temp file (the source chain is only
+    /// read). Returns the overlay bytes applied, or null when extents could not be shared after all (then nothing
+    /// is left behind and the caller copies).
+    /// </summary>
+    private async Task<long?> ShareBaseAndApplyOverlaysAsync(Share share, VolumeChain chain, ChainImage source, string temp, string targetName,
+        IProgress<double>? progress, CancellationToken ct)
+    {
+        var layers = new List<ChainImage> { source };
+        while (layers[0].BackingFile is { } below)
+        {
+            layers.Insert(0, chain.Find(below) ?? throw chain.Broken($"{layers[0].FileName} names {below}, which is not in the chain"));
+        }
+        if (!ExtentSharing.TryClone(chain.PathOf(layers[0].FileName), temp, FileMode))
+        {
+            return null;
+        }
+        if (layers[0].VirtualSize < source.VirtualSize)
+        {
+            // After an extend the overlays are larger than the base: grow the copy first, so their tails commit.
+            await _qemuImg.ResizeAsync(temp, layers[0].Format, source.VirtualSize, ct).ConfigureAwait(false);
+        }
+        long applied = 0;
+        for (var i = 1; i < layers.Count; i++)
+        {
+            var layerPath = chain.PathOf(layers[i].FileName);
+            var scratch = share.PathOf(DurableFile.TempName(targetName));
+            try
+            {
+                if (!ExtentSharing.TryClone(layerPath, scratch, FileMode))
+                {
+                    File.Copy(layerPath, scratch, overwrite: false);
+                }
+                await _qemuImg.RebaseUnsafeAsync(scratch, Path.GetFileName(temp), layers[0].Format, ct).ConfigureAwait(false);
+                await _qemuImg.CommitAsync(new CommitRequest(scratch), i == layers.Count - 1 ? progress : null, ct).ConfigureAwait(false);
+                applied += FileOwnership.AllocatedBytes(layerPath);
+            }
+            finally
+            {
+                DurableFile.TryDelete(scratch);
+            }
+        }
+        return applied;
     }
 
     /// <summary>Copies with O_DIRECT when configured; a file system that refuses O_DIRECT (tmpfs, some FUSE)

@@ -21,10 +21,10 @@ public sealed partial class VolumeEngine
     {
         Ids.Require(request.SnapshotId, "snapshot id");
         return RunLockedAsync("create-snapshot", request, null,
-            (share, ct) => CreateSnapshotLockedAsync(share, request.VolumeId, request.SnapshotId, request.BaseFormat, ct), cancellationToken);
+            (share, ct) => CreateSnapshotLockedAsync(share, request.VolumeId, request.SnapshotId, request.BaseFormat, ct, request.VolumeSizeBytes), cancellationToken);
     }
 
-    private async Task<OperationResult> CreateSnapshotLockedAsync(Share share, Guid volumeId, Guid snapshotId, ImageFormat? baseFormat, CancellationToken ct)
+    private async Task<OperationResult> CreateSnapshotLockedAsync(Share share, Guid volumeId, Guid snapshotId, ImageFormat? baseFormat, CancellationToken ct, long? declaredSize = null)
     {
         var chain = VolumeChainReader.Read(share, volumeId, baseFormat);
         var info = chain.Info;
@@ -36,11 +36,21 @@ public sealed partial class VolumeEngine
         }
         chain.EnsureHealthy();
         var active = chain.Active;
+        // Cinder's driver sizes the overlay from its database ("%dG" % volume.size), not from the backing file: a
+        // volume whose file is smaller than declared (an imported or hand-made one) then grows to its declared size
+        // here, and initialize_connection's size check passes. Smaller than the active image would hide data.
+        var size = declaredSize ?? active.VirtualSize;
+        if (size < active.VirtualSize)
+        {
+            throw new StorageException(StorageErrorCode.ShrinkNotAllowed,
+                $"Volume {volumeId} is declared as {size} bytes but its active image {active.FileName} is {active.VirtualSize}; an overlay of the declared size would hide data. Nothing was done.") { VolumeId = volumeId };
+        }
+        RequireFits(share, size, ImageFormat.Qcow2, "volume size", volumeId);
         var overlayName = VolumeFileNames.Overlay(volumeId, snapshotId);
         var overlayPath = share.PathOf(overlayName);
         DurableFile.EnsureNotSymlink(overlayPath);
 
-        if (!IsUnrecordedOverlayOn(overlayPath, active))
+        if (!IsUnrecordedOverlayOn(overlayPath, active, size))
         {
             if (File.Exists(overlayPath))
             {
@@ -53,7 +63,7 @@ public sealed partial class VolumeEngine
             var temp = share.PathOf(DurableFile.TempName(overlayName));
             try
             {
-                await _qemuImg.CreateAsync(new CreateImageRequest(temp, ImageFormat.Qcow2, active.VirtualSize, active.FileName, active.Format), ct).ConfigureAwait(false);
+                await _qemuImg.CreateAsync(new CreateImageRequest(temp, ImageFormat.Qcow2, size, active.FileName, active.Format), ct).ConfigureAwait(false);
                 SetPermissions(temp, chain.PathOf(active.FileName));
                 DurableFile.FsyncFile(temp);
                 Step(OperationSteps.CreateSnapshotOverlayCreated, volumeId);
@@ -70,12 +80,14 @@ public sealed partial class VolumeEngine
 
         InfoFile.Write(share.PathOf(VolumeFileNames.Info(volumeId)), info.WithSnapshot(snapshotId, overlayName), FileMode);
         Step(OperationSteps.CreateSnapshotInfoWritten, volumeId);
-        return OperationResult.Done($"created snapshot {snapshotId}: {overlayName} on {active.FileName}", overlayName);
+        return OperationResult.Done(size == active.VirtualSize
+            ? $"created snapshot {snapshotId}: {overlayName} on {active.FileName}"
+            : $"created snapshot {snapshotId}: {overlayName} on {active.FileName}, {size} bytes as declared (the active image is {active.VirtualSize})", overlayName);
     }
 
     /// <summary>True when <paramref name="path"/> is an overlay already made for this snapshot on the current
     /// active image (left by a crash before the .info write).</summary>
-    private static bool IsUnrecordedOverlayOn(string path, ChainImage active)
+    private static bool IsUnrecordedOverlayOn(string path, ChainImage active, long size)
     {
         if (!File.Exists(path))
         {
@@ -85,7 +97,7 @@ public sealed partial class VolumeEngine
         {
             var header = ImageHeaderReader.Read(path);
             return header.Qcow2 is { } q && q.BackingFile == active.FileName
-                && q.BackingFormat == active.Format.ToQemuName() && (long)q.VirtualSize == active.VirtualSize && !q.IsCorrupt;
+                && q.BackingFormat == active.Format.ToQemuName() && (long)q.VirtualSize == size && !q.IsCorrupt;
         }
         catch (StorageException)
         {
@@ -192,8 +204,10 @@ public sealed partial class VolumeEngine
                 Step(OperationSteps.DeleteSnapshotBaseGrown, volumeId);
             }
             var merge = ForwardingProgress.For(progress, volumeId, "merge");
+            var merged = FileOwnership.AllocatedBytes(overlayPath);
             await _qemuImg.CommitAsync(new CommitRequest(overlayPath), merge, ct).ConfigureAwait(false);
             DurableFile.FsyncFile(basePath);
+            StorageTelemetry.DataWritten.Add(merged, new KeyValuePair<string, object?>("kind", "merge"));
             Step(OperationSteps.DeleteSnapshotCommitted, volumeId);
 
             if (overlayName == chain.Active.FileName)

@@ -62,7 +62,7 @@ public sealed partial class VolumeEngine
         using var activity = StorageTelemetry.ActivitySource.StartActivity("volume " + operation);
         activity?.SetTag("nfsvol.volume_id", request.VolumeId.ToString());
         activity?.SetTag("nfsvol.share", share.Export);
-        using var scope = _logger.BeginScope(new Dictionary<string, object> { ["VolumeId"] = request.VolumeId, ["Operation"] = operation });
+        using var scope = _logger.BeginScope(new LogScope(new("VolumeId", request.VolumeId), new("Operation", operation)));
         EngineLog.OperationStarted(_logger, operation, request.VolumeId, share.Export);
         try
         {
@@ -96,6 +96,15 @@ public sealed partial class VolumeEngine
                 _running.TryRemove(key, out _);
             }
         }
+        catch (StorageException e) when (e.Code != StorageErrorCode.ShareUnavailable && ShareMarker.IsGone(share, out var gone))
+        {
+            // The share went away under the operation: whatever it then failed on (a file not found in the empty
+            // mount point, say) is not the volume's state. Transient: it runs again when the share is back.
+            var mapped = new StorageException(StorageErrorCode.ShareUnavailable, $"{gone} ({operation} stopped: {e.Message})", e) { VolumeId = request.VolumeId };
+            EngineLog.OperationFailed(_logger, operation, request.VolumeId, mapped.Code.ToString(), mapped.Message);
+            activity?.SetStatus(ActivityStatusCode.Error, mapped.Code.ToString());
+            throw mapped;
+        }
         catch (StorageException e)
         {
             EngineLog.OperationFailed(_logger, operation, request.VolumeId, e.Code.ToString(), e.Message);
@@ -106,7 +115,9 @@ public sealed partial class VolumeEngine
         }
         catch (IOException e)
         {
-            var mapped = MapIo(e, request.VolumeId);
+            var mapped = !ShareMarker.IsGone(share, out var gone)
+                ? MapIo(e, request.VolumeId)
+                : new StorageException(StorageErrorCode.ShareUnavailable, $"{gone} ({operation} stopped: {e.Message})", e) { VolumeId = request.VolumeId };
             EngineLog.OperationFailed(_logger, operation, request.VolumeId, mapped.Code.ToString(), mapped.Message);
             activity?.SetStatus(ActivityStatusCode.Error, mapped.Code.ToString());
             throw mapped;
@@ -137,10 +148,7 @@ public sealed partial class VolumeEngine
     private Share ShareFor(string? export)
     {
         var share = _shares.Resolve(export);
-        if (!Directory.Exists(share.LocalPath))
-        {
-            throw new StorageException(StorageErrorCode.ShareUnavailable, $"Share {share.Export} is not available: {share.LocalPath} does not exist (not mounted?).");
-        }
+        ShareMarker.EnsureAvailable(share);
         return share;
     }
 

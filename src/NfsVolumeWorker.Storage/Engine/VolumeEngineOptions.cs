@@ -25,6 +25,10 @@ public sealed class VolumeEngineOptions
     /// (about 1.1x of cp+sync, against 1.4x) and does not flood the page cache. Default true.</summary>
     public bool CopyWithDirectIo { get; set; } = true;
 
+    /// <summary>Clones share the base's extents where the share's file system offers it (FICLONE: XFS with reflink,
+    /// btrfs, NFS 4.2 CLONE), writing only what the overlays hold. False forces full copies. Default true.</summary>
+    public bool ShareExtents { get; set; } = true;
+
     /// <summary>Parallel coroutines for copies (<c>qemu-img convert -m</c>), 1..16. Default 8.</summary>
     [Range(1, 16)]
     public int CopyCoroutines { get; set; } = 8;

@@ -26,7 +26,9 @@ public sealed record CreateVolumeRequest(string? Share, Guid VolumeId, long Size
 public sealed record DeleteVolumeRequest(string? Share, Guid VolumeId) : VolumeRequest(Share, VolumeId);
 
 /// <summary>Take snapshot <paramref name="SnapshotId"/> of a volume.</summary>
-public sealed record CreateSnapshotRequest(string? Share, Guid VolumeId, Guid SnapshotId) : VolumeRequest(Share, VolumeId);
+/// <param name="VolumeSizeBytes">The volume's declared size (Cinder's <c>volume.size</c>): the overlay's virtual size,
+/// as Cinder's driver makes it; null for the active image's size.</param>
+public sealed record CreateSnapshotRequest(string? Share, Guid VolumeId, Guid SnapshotId, long? VolumeSizeBytes = null) : VolumeRequest(Share, VolumeId);
 
 /// <summary>Delete snapshot <paramref name="SnapshotId"/> (any position in the chain).</summary>
 public sealed record DeleteSnapshotRequest(string? Share, Guid VolumeId, Guid SnapshotId) : VolumeRequest(Share, VolumeId);

@@ -99,6 +99,26 @@ public static class VolumeInbox
         }
     }
 
+    /// <summary>Volumes on the share with waiting entries, and how many wait in each: the same walk as
+    /// <see cref="VolumesWithEntries"/>, counting each volume's entries instead of stopping at the first.</summary>
+    public static IEnumerable<(Guid VolumeId, int Waiting)> WaitingCounts(Share share)
+    {
+        ArgumentNullException.ThrowIfNull(share);
+        var root = Path.Combine(share.WorkerDirectory, InboxFolder);
+        if (!Directory.Exists(root))
+        {
+            yield break;
+        }
+        foreach (var dir in Directory.EnumerateDirectories(root, VolumeFileNames.Prefix + "*"))
+        {
+            if (VolumeFileNames.TryParse(Path.GetFileName(dir), out var id, out var kind) && kind == VolumeFileKind.Base
+                && Directory.EnumerateFiles(dir, "*.cmd").Count() is var waiting and > 0)
+            {
+                yield return (id, waiting);
+            }
+        }
+    }
+
     /// <summary>Takes the right to drain a volume's inbox (one drainer per volume across all processes and
     /// hosts); null when another drainer holds it.</summary>
     public static InboxLock? TryTakeDrain(Share share, Guid volumeId)

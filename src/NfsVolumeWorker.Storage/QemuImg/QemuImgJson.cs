@@ -33,6 +33,24 @@ internal static class QemuImgJson
         return chain;
     }
 
+    /// <summary>The extents of <c>qemu-img map --output=json</c>, in order.</summary>
+    public static IReadOnlyList<MapExtent> ParseMap(string json)
+    {
+        using var document = JsonDocument.Parse(json, DocumentOptions);
+        if (document.RootElement.ValueKind != JsonValueKind.Array)
+        {
+            throw new FormatException("expected a JSON array from map");
+        }
+        var extents = new List<MapExtent>(document.RootElement.GetArrayLength());
+        foreach (var e in document.RootElement.EnumerateArray())
+        {
+            extents.Add(new MapExtent(
+                e.GetProperty("start").GetInt64(), e.GetProperty("length").GetInt64(), e.GetProperty("depth").GetInt32(),
+                e.GetProperty("present").GetBoolean(), e.GetProperty("zero").GetBoolean(), e.GetProperty("data").GetBoolean()));
+        }
+        return extents;
+    }
+
     /// <summary>Counts of a completed check; qemu-img omits the ones that are zero.</summary>
     public static CheckResult ParseCheck(string json, int exitCode)
     {

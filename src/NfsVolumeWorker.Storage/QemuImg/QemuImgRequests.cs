@@ -60,6 +60,15 @@ public sealed record ImageInfo(
     bool? DirtyFlag,
     bool? Corrupt);
 
+/// <summary>One extent of <c>qemu-img map</c>: where a range of the guest's view comes from.</summary>
+/// <param name="Start">Guest offset in bytes.</param>
+/// <param name="Length">Bytes.</param>
+/// <param name="Depth">The image that provides it: 0 the mapped image itself, 1 its backing file, and so on.</param>
+/// <param name="Present">Some image of the chain has it (false: past every image, reads as zeroes).</param>
+/// <param name="Zero">It reads as zeroes.</param>
+/// <param name="Data">It is stored data (not a hole or a zero cluster).</param>
+public sealed record MapExtent(long Start, long Length, int Depth, bool Present, bool Zero, bool Data);
+
 /// <summary>The outcome of <c>qemu-img check --output=json</c>.</summary>
 /// <param name="ExitCode">0 clean, 1 check not completed, 2 corruptions, 3 leaks only, 63 format has no check.</param>
 /// <param name="Corruptions">Count of corruptions found.</param>

@@ -204,6 +204,18 @@ public sealed class QemuImgRunner
         }
     }
 
+    /// <summary><c>qemu-img map -U --output=json</c> of an image with its backing chain: which image provides each range.</summary>
+    public async Task<IReadOnlyList<MapExtent>> MapAsync(string path, ImageFormat format, CancellationToken cancellationToken = default)
+    {
+        var command = new QemuImgCommand(
+            "map",
+            QemuImgCallKind.Inspect,
+            ["map", "-U", "-f", format.ToQemuName(), "--output=json", QemuImgCommand.ImagePath(path)],
+            [new("qemu_img.path", path)]);
+        return await RunAsync(command, progress: null, r => ParseOutput(command, EnsureSuccess(command, r), QemuImgJson.ParseMap), cancellationToken)
+            .ConfigureAwait(false);
+    }
+
     /// <summary><c>qemu-img compare -f -F</c>: true when the guest-visible contents are identical.</summary>
     public async Task<bool> CompareAsync(string first, ImageFormat firstFormat, string second, ImageFormat secondFormat, CancellationToken cancellationToken = default)
     {

@@ -11,6 +11,10 @@ public sealed record Share(string Export, string LocalPath, string? MountOptions
 
     public string WorkerDirectory => Path.Combine(LocalPath, WorkerDirectoryName);
 
+    /// <summary>True when <see cref="LocalPath"/> must be a mount point to count as available (a Cinder share
+    /// with <see cref="SharesOptions.RequireMountedShares"/>); see <see cref="ShareMarker"/>.</summary>
+    public bool MustBeMounted { get; init; }
+
     /// <summary>Full path of a file of this share from a bare name produced by <see cref="Layout.VolumeFileNames"/>.</summary>
     public string PathOf(string fileName)
     {

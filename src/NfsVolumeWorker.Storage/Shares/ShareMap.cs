@@ -47,7 +47,7 @@ public sealed class ShareMap
         var shares = new List<Share>();
         foreach (var item in options.Items)
         {
-            shares.Add(FromDefinition(options.MountPointBase, item.Export, item.Path, item.MountOptions));
+            shares.Add(FromDefinition(options.MountPointBase, item.Export, item.Path, item.MountOptions, options.RequireMountedShares));
         }
         if (!string.IsNullOrWhiteSpace(options.SharesConfigFile))
         {
@@ -55,7 +55,7 @@ public sealed class ShareMap
             {
                 if (shares.All(s => s.Export != entry.Export))
                 {
-                    shares.Add(FromDefinition(options.MountPointBase, entry.Export, null, entry.MountOptions));
+                    shares.Add(FromDefinition(options.MountPointBase, entry.Export, null, entry.MountOptions, options.RequireMountedShares));
                 }
             }
         }
@@ -63,12 +63,13 @@ public sealed class ShareMap
     }
 
     /// <summary>A share from its export; a local absolute directory given as the export serves itself.</summary>
-    public static Share FromDefinition(string mountPointBase, string export, string? path, string? mountOptions)
+    public static Share FromDefinition(string mountPointBase, string export, string? path, string? mountOptions, bool requireMounted = false)
     {
         export = export.Trim();
+        var isLocalDirectory = export.StartsWith('/');
         var local = !string.IsNullOrWhiteSpace(path)
             ? Path.GetFullPath(path)
-            : export.StartsWith('/') ? Path.GetFullPath(export) : MountPoint.For(Path.GetFullPath(mountPointBase), export);
-        return new Share(export, local.TrimEnd('/'), mountOptions);
+            : isLocalDirectory ? Path.GetFullPath(export) : MountPoint.For(Path.GetFullPath(mountPointBase), export);
+        return new Share(export, local.TrimEnd('/'), mountOptions) { MustBeMounted = requireMounted && !isLocalDirectory };
     }
 }

@@ -12,6 +12,12 @@ public sealed class SharesOptions
     [Required]
     public string MountPointBase { get; set; } = "/var/lib/nfsvolumeworker/mnt";
 
+    /// <summary>A Cinder share (<c>host:/export</c>) must be mounted: its directory on another file system than
+    /// its parent. One that is not is refused as <c>ShareUnavailable</c> instead of filling the local disk under
+    /// the empty mount point. Local-directory shares are never checked. Default true (nfsvol: false; it works on
+    /// whatever directory it is given).</summary>
+    public bool RequireMountedShares { get; set; } = true;
+
     /// <summary>Optional Cinder <c>nfs_shares_config</c> file listing shares (one per line).</summary>
     public string? SharesConfigFile { get; set; }
 

@@ -32,6 +32,22 @@ public sealed record ConsumerSnapshot(int PartitionCount, IReadOnlyList<Partitio
 {
     private const string Prefix = "nfsvol.partition.";
 
+    /// <summary>The AMQP client property in which a worker advertises its HTTP base URL (status page, health,
+    /// metrics) on its partition connection: how <c>nfsvol status</c> finds each instance's <c>/status.json</c>.</summary>
+    public const string StatusUrlProperty = "nfsvol_status_url";
+
+    /// <summary>Instance (connection name) to the HTTP base URL it advertises in <see cref="StatusUrlProperty"/>;
+    /// empty when the connections were not read or none advertises one.</summary>
+    public IReadOnlyDictionary<string, string> StatusUrls { get; init; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>Partitions on which <paramref name="instance"/> waits (subscribed, not active).</summary>
+    public IReadOnlyList<int> WaitingOf(string instance) =>
+        Consumers.Where(c => !c.Active && c.Connection == instance).Select(c => c.Partition).Distinct().Order().ToList();
+
+    /// <summary>Partitions without an active consumer.</summary>
+    public IReadOnlyList<int> Unowned =>
+        Enumerable.Range(0, PartitionCount).Where(p => !Consumers.Any(c => c.Partition == p && c.Active)).ToList();
+
     /// <summary>Distinct instances (connections) consuming partition queues: K.</summary>
     public IReadOnlyList<string> Instances => Consumers.Select(c => c.Connection).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
 
@@ -140,7 +156,7 @@ public sealed record ConsumerSnapshot(int PartitionCount, IReadOnlyList<Partitio
     }
 }
 
-/// <summary>The one call of RabbitMQ's management API the balancer makes.</summary>
+/// <summary>The one call of RabbitMQ's management API the balancer (and <c>nfsvol status</c>) makes.</summary>
 public sealed class ManagementClient : IDisposable
 {
     private readonly HttpClient _http;
@@ -176,18 +192,25 @@ public sealed class ManagementClient : IDisposable
         using var consumers = await GetAsync($"api/consumers/{vhost}", cancellationToken).ConfigureAwait(false);
         using var connections = await GetAsync($"api/vhosts/{vhost}/connections?columns=name,user_provided_name,client_properties", cancellationToken).ConfigureAwait(false);
         var names = new Dictionary<string, string>(StringComparer.Ordinal);
+        var statusUrls = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var c in connections.RootElement.EnumerateArray())
         {
             var name = c.TryGetProperty("name", out var n) ? n.GetString() : null;
+            var properties = c.TryGetProperty("client_properties", out var cp) && cp.ValueKind == JsonValueKind.Object ? cp : default;
             var provided = c.TryGetProperty("user_provided_name", out var u) && u.ValueKind == JsonValueKind.String ? u.GetString()
-                : c.TryGetProperty("client_properties", out var cp) && cp.ValueKind == JsonValueKind.Object
-                    && cp.TryGetProperty("connection_name", out var cn) && cn.ValueKind == JsonValueKind.String ? cn.GetString() : null;
+                : properties.ValueKind == JsonValueKind.Object
+                    && properties.TryGetProperty("connection_name", out var cn) && cn.ValueKind == JsonValueKind.String ? cn.GetString() : null;
             if (name is not null && !string.IsNullOrEmpty(provided))
             {
                 names[name] = provided;
+                if (properties.ValueKind == JsonValueKind.Object && properties.TryGetProperty(ConsumerSnapshot.StatusUrlProperty, out var url)
+                    && url.ValueKind == JsonValueKind.String && !string.IsNullOrEmpty(url.GetString()))
+                {
+                    statusUrls[provided] = url.GetString()!;
+                }
             }
         }
-        return ConsumerSnapshot.Parse(consumers.RootElement, partitionCount, names);
+        return ConsumerSnapshot.Parse(consumers.RootElement, partitionCount, names) with { StatusUrls = statusUrls };
     }
 
     private async Task<JsonDocument> GetAsync(string path, CancellationToken cancellationToken)

@@ -15,7 +15,7 @@ namespace NfsVolumeWorker.Balancing;
 /// </summary>
 public sealed class PartitionBalancer(
     PartitionSubscriptions subscriptions, IOptions<BrokerOptions> broker, IOptions<WorkerOptions> worker, IOptions<BalancingOptions> options,
-    IOptions<PartitionOptions> partitionOptions, ILogger<PartitionBalancer> logger) : BackgroundService
+    IOptions<PartitionOptions> partitionOptions, FleetView fleet, ILogger<PartitionBalancer> logger) : BackgroundService
 {
     private static readonly Meter Meter = new("NfsVolumeWorker.Balancing");
     private static readonly Counter<long> HandOvers = Meter.CreateCounter<long>("nfsvol.partition.handovers", description: "Partitions this instance handed over to another.");
@@ -46,6 +46,7 @@ public sealed class PartitionBalancer(
             {
                 var snapshot = await management.GetConsumersAsync(subscriptions.All.Count, stoppingToken).ConfigureAwait(false);
                 failures = 0;
+                fleet.Update(snapshot, DateTimeOffset.UtcNow);
                 var mine = snapshot.ActiveOf(instance).Count;
                 Volatile.Write(ref _held, mine);
                 if (subscriptions.Connection is not { } connection)
@@ -133,7 +134,23 @@ public static class BalancingServiceCollectionExtensions
     public static IServiceCollection AddPartitionBalancing(this IServiceCollection services)
     {
         services.AddOptions<BalancingOptions>().BindConfiguration(BalancingOptions.SectionName);
+        services.AddSingleton<FleetView>();
         services.AddHostedService<PartitionBalancer>();
         return services;
     }
 }
+
+/// <summary>The balancer's last reading of who consumes which partition (the status page's fleet view: no request
+/// of its own to the management API).</summary>
+public sealed class FleetView
+{
+    private volatile FleetReading? _latest;
+
+    /// <summary>The last reading; null before the first round, and always with balancing off.</summary>
+    public FleetReading? Latest => _latest;
+
+    public void Update(ConsumerSnapshot snapshot, DateTimeOffset readAt) => _latest = new FleetReading(snapshot, readAt);
+}
+
+/// <summary>One reading of the partition queues' consumers.</summary>
+public sealed record FleetReading(ConsumerSnapshot Snapshot, DateTimeOffset ReadAt);

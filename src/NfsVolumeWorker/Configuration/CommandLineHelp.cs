@@ -45,7 +45,9 @@ public static partial class CommandLineHelp
         Section(output, Oslo.OsloOptions.SectionName, new Oslo.OsloOptions());
         output.WriteLine("""
               --Http:Urls  (default http://127.0.0.1:9464)
-                  Where /health (JSON) and /metrics (Prometheus) are served. Loopback by default.
+                  Where /health (JSON), /metrics (Prometheus) and the status page (/status, /status.json) are served. Loopback by default.
+              --Http:AdvertisedUrl  (default: the first of Http:Urls, a wildcard host replaced by the host name)
+                  The base URL other hosts reach this instance at; advertised to nfsvol status in the AMQP connection.
               --Logging:LogLevel:Default  (default Information)
               --Logging:Console:FormatterName=json
                   Structured JSON log lines (volume id, command id and partition in every line of a command).

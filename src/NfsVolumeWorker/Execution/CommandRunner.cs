@@ -3,6 +3,7 @@ using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Configuration;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Messaging;
+using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Errors;
 using NfsVolumeWorker.Storage.Inbox;
@@ -18,7 +19,8 @@ namespace NfsVolumeWorker.Execution;
 /// and the engine finishes interrupted operations from what is on disk.
 /// </summary>
 public sealed class CommandRunner(
-    VolumeEngine engine, EventPublisher events, IOptions<WorkerOptions> options, IOptions<VolumeEngineOptions> engineOptions, ILogger<CommandRunner> logger)
+    VolumeEngine engine, EventPublisher events, IOptions<WorkerOptions> options, IOptions<VolumeEngineOptions> engineOptions, Status.StatusBoard board,
+    ILogger<CommandRunner> logger)
 {
     public async Task RunAsync(Share share, Guid volumeId, InboxEntry entry, CancellationToken cancellationToken)
     {
@@ -41,10 +43,7 @@ public sealed class CommandRunner(
         activity?.SetTag("nfsvol.command_id", command.CommandId.ToString());
         activity?.SetTag("nfsvol.volume_id", volumeId.ToString());
         activity?.SetTag("nfsvol.partition", record.Partition);
-        using var scope = logger.BeginScope(new Dictionary<string, object>
-        {
-            ["CommandId"] = command.CommandId, ["VolumeId"] = volumeId, ["Partition"] = record.Partition,
-        });
+        using var scope = logger.BeginScope(new LogScope(new("CommandId", command.CommandId), new("VolumeId", volumeId), new("Partition", record.Partition)));
 
         if (CommandOutcomes.Read(share, command.CommandId) is { } existing)
         {
@@ -62,9 +61,18 @@ public sealed class CommandRunner(
         }
 
         var started = Stopwatch.GetTimestamp();
-        var terminal = CommandValidation.Problem(command, share, engineOptions.Value) is { } problem
-            ? Failed(command, StorageErrorCode.InvalidRequest.ToString(), problem, false) // accepted by an older worker
-            : await ExecuteWithRetriesAsync(share, command, cancellationToken).ConfigureAwait(false);
+        ITerminalEvent terminal;
+        board.Started(command.CommandId, record.CommandType, share.Export, volumeId, record.Partition);
+        try
+        {
+            terminal = CommandValidation.Problem(command, share, engineOptions.Value) is { } problem
+                ? Failed(command, StorageErrorCode.InvalidRequest.ToString(), problem, false) // accepted by an older worker
+                : await ExecuteWithRetriesAsync(share, command, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            board.Ended(command.CommandId);
+        }
         var outcome = OutcomeRecord.For(terminal);
         CommandOutcomes.Write(share, command.CommandId, outcome.ToBytes(), engineOptions.Value.NewFileMode);
         await PublishAndMarkAsync(share, outcome, cancellationToken).ConfigureAwait(false);
@@ -73,8 +81,9 @@ public sealed class CommandRunner(
         WorkerTelemetry.Finished.Add(1, new KeyValuePair<string, object?>("command", record.CommandType), new KeyValuePair<string, object?>("outcome", code));
         WorkerTelemetry.CommandDuration.Record((DateTimeOffset.UtcNow - record.ReceivedAt).TotalSeconds, new KeyValuePair<string, object?>("command", record.CommandType));
         WorkerLog.Finished(logger, record.CommandType, command.CommandId, volumeId, code, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-        if (terminal is CommandFailed)
+        if (terminal is CommandFailed failed)
         {
+            board.Failed(failed.CommandId, failed.CommandType, volumeId, share.Export, failed.ErrorCode, failed.Message, failed.IsTransient);
             activity?.SetStatus(ActivityStatusCode.Error, code);
         }
     }
@@ -128,7 +137,7 @@ public sealed class CommandRunner(
     private async Task<ITerminalEvent> ExecuteAsync(Share share, VolumeCommand command, CancellationToken ct)
     {
         var export = share.Export;
-        var progress = new ProgressPublisher(events, command.CommandId, logger);
+        var progress = new ProgressPublisher(events, board, command.CommandId, logger);
         switch (command)
         {
             case CreateVolume c:
@@ -143,7 +152,7 @@ public sealed class CommandRunner(
             }
             case CreateSnapshot c:
             {
-                var r = await engine.CreateSnapshotAsync(Guarded(new CreateSnapshotRequest(export, c.VolumeId, c.SnapshotId), c), ct).ConfigureAwait(false);
+                var r = await engine.CreateSnapshotAsync(Guarded(new CreateSnapshotRequest(export, c.VolumeId, c.SnapshotId, c.VolumeSizeBytes), c), ct).ConfigureAwait(false);
                 return Success(new SnapshotCreated { CommandId = c.CommandId, VolumeId = c.VolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
             }
             case DeleteSnapshot c:
@@ -170,6 +179,23 @@ public sealed class CommandRunner(
             {
                 var r = await engine.ExtendVolumeAsync(Guarded(new ExtendVolumeRequest(export, c.VolumeId, c.NewSizeBytes), c), ct).ConfigureAwait(false);
                 return Success(new VolumeExtended { CommandId = c.CommandId, VolumeId = c.VolumeId, NewSizeBytes = c.NewSizeBytes, Share = export, Timestamp = Now }, r);
+            }
+            case GetChangedExtents c:
+            {
+                var changed = await engine.GetChangedExtentsAsync(export, c.VolumeId,
+                    c.FromSnapshotId is { } f ? VolumePoint.Snapshot(f) : VolumePoint.Base,
+                    c.ToSnapshotId is { } t ? VolumePoint.Snapshot(t) : VolumePoint.Now, Format(c.BaseFormat), ct).ConfigureAwait(false);
+                var ranges = changed.Extents.Select(e => new ExtentRange(e.Offset, e.Length)).ToList();
+                var inline = ranges.Count <= ChangedExtentsListed.MaxInlineExtents;
+                return new ChangedExtentsListed
+                {
+                    CommandId = c.CommandId, VolumeId = c.VolumeId, Share = export, Timestamp = Now,
+                    FromSnapshotId = c.FromSnapshotId, ToSnapshotId = c.ToSnapshotId, VirtualSize = changed.VirtualSize,
+                    TotalBytes = changed.TotalBytes, ExtentCount = ranges.Count,
+                    Extents = inline ? ranges : null,
+                    ExtentsFile = inline ? null : ChangedExtentsFile.Write(share, c.CommandId, changed.Extents, engineOptions.Value.NewFileMode),
+                    Message = $"{ranges.Count} range(s), {changed.TotalBytes} bytes may differ between {changed.From} and {changed.To}",
+                };
             }
             default:
                 return Failed(command, StorageErrorCode.InvalidRequest.ToString(), $"Unknown command type {command.GetType().Name}.", false);

@@ -9,10 +9,12 @@ namespace NfsVolumeWorker.Execution;
 /// <summary>
 /// Finds inboxes that have waiting commands and no drainer — what an instance that died (kill -9, power
 /// loss) or was stopped leaves — and drains them. The drain lock on the share makes this safe to run on
-/// every instance at once. Also prunes old outcome records.
+/// every instance at once. Also prunes old outcome records, and leaves the backlog it saw for the metrics
+/// (<see cref="InboxBacklog"/>).
 /// </summary>
-public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, IOptions<WorkerOptions> options, ILogger<InboxSweeper> logger) : BackgroundService
+public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, InboxBacklog backlog, IOptions<WorkerOptions> options, ILogger<InboxSweeper> logger) : BackgroundService
 {
+    private readonly HashSet<string> _unavailable = new(StringComparer.Ordinal);
     private DateTimeOffset _lastPrune = DateTimeOffset.MinValue;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -29,12 +31,36 @@ public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, IOpti
     {
         foreach (var share in shares.All)
         {
+            // A share that is gone is said once, when it goes, and once when it is back: not every sweep.
+            if (!ShareMarker.IsAvailable(share, out var problem))
+            {
+                if (_unavailable.Add(share.Export))
+                {
+                    WorkerLog.ShareUnavailable(logger, share.Export, problem!);
+                }
+                continue;
+            }
+            if (_unavailable.Remove(share.Export))
+            {
+                WorkerLog.ShareAvailableAgain(logger, share.Export);
+            }
             try
             {
-                foreach (var volumeId in VolumeInbox.VolumesWithEntries(share))
+                int volumes = 0, commands = 0;
+                var deepest = new PriorityQueue<Guid, int>(); // the shallowest of the deepest on top
+                foreach (var (volumeId, waiting) in VolumeInbox.WaitingCounts(share))
                 {
+                    volumes++;
+                    commands += waiting;
                     executor.Schedule(share, volumeId);
+                    deepest.Enqueue(volumeId, waiting);
+                    if (deepest.Count > InboxBacklog.DeepestKept)
+                    {
+                        deepest.Dequeue();
+                    }
                 }
+                var listed = deepest.UnorderedItems.OrderByDescending(d => d.Priority).ThenBy(d => d.Element).Select(d => (d.Element, d.Priority)).ToList();
+                backlog.Update(share, volumes, commands, listed);
                 if (DateTimeOffset.UtcNow - _lastPrune > TimeSpan.FromHours(1))
                 {
                     var pruned = CommandOutcomes.Prune(share, options.Value.OutcomeRetention);
@@ -46,6 +72,7 @@ public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, IOpti
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or Storage.Errors.StorageException)
             {
+                backlog.Forget(share);
                 WorkerLog.SweepFailed(logger, share.Export, e.Message);
             }
         }

@@ -6,14 +6,16 @@ using NfsVolumeWorker.Telemetry;
 namespace NfsVolumeWorker.Execution;
 
 /// <summary>Publishes progress of long copies and merges as <see cref="OperationProgressed"/> events, at most
-/// one per second and per whole percent, without waiting (progress is advisory; losing one is harmless).</summary>
-internal sealed class ProgressPublisher(EventPublisher events, Guid commandId, ILogger logger) : IProgress<OperationProgress>
+/// one per second and per whole percent, without waiting (progress is advisory; losing one is harmless). Every
+/// report, thinned out or not, is the command's latest progress on the <see cref="Status.StatusBoard"/>.</summary>
+internal sealed class ProgressPublisher(EventPublisher events, Status.StatusBoard board, Guid commandId, ILogger logger) : IProgress<OperationProgress>
 {
     private long _lastTicks;
     private int _lastPercent = -1;
 
     public void Report(OperationProgress value)
     {
+        board.Progressed(commandId, value);
         var percent = (int)(value.Fraction * 100);
         var now = Environment.TickCount64;
         if (percent == _lastPercent || (now - _lastTicks < 1000 && percent < 100))

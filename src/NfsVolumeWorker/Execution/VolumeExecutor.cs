@@ -33,6 +33,13 @@ public sealed class VolumeExecutor : IAsyncDisposable
     /// <summary>Volumes with a running drain loop in this instance.</summary>
     public int ActiveVolumes => _loops.Count;
 
+    /// <summary>True while this instance's drain loop for the volume runs (or waits for a slot).</summary>
+    public bool IsDraining(Share share, Guid volumeId)
+    {
+        ArgumentNullException.ThrowIfNull(share);
+        return _loops.ContainsKey((share.LocalPath, volumeId));
+    }
+
     /// <summary>Volumes whose drain loop failed for a reason outside any command (the share, the broker) and
     /// waits out its back-off before the next attempt; empty when all is well. Health reports them.</summary>
     public IReadOnlyCollection<DrainFailure> FailingVolumes => _failing.Values.ToList();
@@ -79,6 +86,7 @@ public sealed class VolumeExecutor : IAsyncDisposable
             await _slots.WaitAsync(_stopping.Token).ConfigureAwait(false);
             try
             {
+                ShareMarker.EnsureAvailable(share); // gone: back off until it returns, touching nothing
                 using var drain = VolumeInbox.TryTakeDrain(share, volumeId);
                 if (drain is null)
                 {

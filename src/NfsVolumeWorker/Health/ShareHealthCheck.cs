@@ -14,13 +14,18 @@ public sealed class ShareHealthCheck(ShareMap shares) : IHealthCheck
         var data = new Dictionary<string, object>();
         foreach (var share in shares.All)
         {
+            if (!ShareMarker.IsAvailable(share, out var problem))
+            {
+                failures.Add(problem!);
+                continue;
+            }
             try
             {
                 var probe = Path.Combine(share.LocalPath, DurableFile.TempName("health"));
                 File.WriteAllBytes(probe, [1]);
                 DurableFile.FsyncFile(probe);
                 File.Delete(probe);
-                data[share.Export] = share.LocalPath;
+                data[share.Export] = $"{share.LocalPath}: {ShareCapabilities.Of(share).Describe()}";
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or Storage.Errors.StorageException)
             {

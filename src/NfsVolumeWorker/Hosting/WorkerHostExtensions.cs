@@ -8,6 +8,7 @@ using NfsVolumeWorker.Health;
 using NfsVolumeWorker.Messaging;
 using NfsVolumeWorker.OsloBridge;
 using NfsVolumeWorker.Partitions;
+using NfsVolumeWorker.Status;
 using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.QemuImg;
@@ -38,6 +39,18 @@ public static class WorkerHostExtensions
         {
             // The executor's own grace period decides; the host must not cut it short.
             o.ShutdownTimeout = builder.Configuration.GetValue($"{WorkerOptions.SectionName}:{nameof(WorkerOptions.ShutdownTimeout)}", TimeSpan.FromMinutes(5)) + TimeSpan.FromSeconds(45);
+        });
+
+        // JSON console lines (Logging:Console:FormatterName=json) carry the scopes (CommandId, VolumeId, Partition) and a
+        // UTC timestamp unless Logging:Console:FormatterOptions says otherwise: the console logger gives the older
+        // Logging:Console:IncludeScopes of appsettings.json to its default formatter only, and JSON has no timestamp
+        // by default (JsonLogTests).
+        var consoleFormat = builder.Configuration.GetSection("Logging:Console:FormatterOptions");
+        services.Configure<Microsoft.Extensions.Logging.Console.JsonConsoleFormatterOptions>(o =>
+        {
+            o.IncludeScopes = consoleFormat.GetValue("IncludeScopes", true);
+            o.UseUtcTimestamp = consoleFormat.GetValue("UseUtcTimestamp", true);
+            o.TimestampFormat = consoleFormat["TimestampFormat"] ?? "yyyy'-'MM'-'dd'T'HH':'mm':'ss'.'fff'Z'";
         });
 
         services.AddSingleton(sp => new ShareMap(sp.GetRequiredService<IOptions<SharesOptions>>()));
@@ -100,7 +113,12 @@ public static class WorkerHostExtensions
         });
 
         services.AddHostedService<ExecutorLifetime>();
+        services.AddSingleton<InboxBacklog>();
+        services.AddSingleton<StatusBoard>();
+        services.AddSingleton<StatusAddress>();
+        services.AddSingleton<StatusCollector>();
         services.AddHostedService<InboxSweeper>();
+        services.AddHostedService<OperatorMetrics>();
         services.AddHostedService<StartupReport>();
 
         // The cinder-volume RPC server (oslo.messaging), when Oslo:Enabled is true.
@@ -135,7 +153,7 @@ public static class WorkerHostExtensions
                 }
             });
 
-        builder.WebHost.UseUrls(builder.Configuration["Http:Urls"] ?? "http://127.0.0.1:9464");
+        builder.WebHost.UseUrls(builder.Configuration["Http:Urls"] ?? WorkerHttp.DefaultUrls);
         return builder;
     }
 
@@ -146,6 +164,9 @@ public static class WorkerHostExtensions
             ResponseWriter = HealthReportWriter.WriteAsync,
         });
         app.MapPrometheusScrapingEndpoint("/metrics");
+        // The status page and the same data as JSON (docs/status.md); nfsvol status reads the JSON.
+        app.MapGet("/status", (StatusCollector status) => Results.Content(StatusPage.Render(status.Collect()), "text/html; charset=utf-8"));
+        app.MapGet("/status.json", (StatusCollector status) => Results.Json(status.Collect(), StatusReport.Json));
         return app;
     }
 }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Execution;
+using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Errors;
 using NfsVolumeWorker.Storage.Inbox;
@@ -17,7 +18,8 @@ namespace NfsVolumeWorker.Messaging;
 /// timeout, and a long operation on one volume never delays another volume of the same partition.
 /// </summary>
 public sealed class CommandAcceptor(
-    ShareMap shares, VolumeExecutor executor, EventPublisher events, IOptions<VolumeEngineOptions> engineOptions, ILogger<CommandAcceptor> logger)
+    ShareMap shares, VolumeExecutor executor, EventPublisher events, IOptions<VolumeEngineOptions> engineOptions, Status.StatusBoard board,
+    ILogger<CommandAcceptor> logger)
 {
     /// <summary>Validates (<see cref="CommandValidation"/>), answers a command already finished by publishing its
     /// recorded event again, else appends it to the volume's inbox and schedules the volume. Bad input yields
@@ -30,30 +32,31 @@ public sealed class CommandAcceptor(
     public async Task AcceptAsync(VolumeCommand command, int partition, bool redelivered, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(command);
-        using var scope = logger.BeginScope(new Dictionary<string, object>
-        {
-            ["CommandId"] = command.CommandId, ["VolumeId"] = command.VolumeId, ["Partition"] = partition,
-        });
+        var started = Stopwatch.GetTimestamp();
+        using var scope = logger.BeginScope(new LogScope(new("CommandId", command.CommandId), new("VolumeId", command.VolumeId), new("Partition", partition)));
         var commandType = command.GetType().Name;
         var problem = CommandValidation.FieldProblem(command);
         if (problem is not null)
         {
-            await RejectAsync(command, commandType, StorageErrorCode.InvalidRequest.ToString(), problem, cancellationToken).ConfigureAwait(false);
+            await RejectAsync(command, commandType, StorageErrorCode.InvalidRequest.ToString(), problem, started, cancellationToken).ConfigureAwait(false);
             return;
         }
         Share share;
         try
         {
             share = shares.Resolve(command.Share);
+            // An unmounted share's empty mount point must not take the command: fail it, transient, and let the
+            // partition go on with the commands of other shares.
+            ShareMarker.EnsureAvailable(share);
         }
         catch (StorageException e)
         {
-            await RejectAsync(command, commandType, e.Code.ToString(), e.Message, cancellationToken).ConfigureAwait(false);
+            await RejectAsync(command, commandType, e.Code.ToString(), e.Message, started, cancellationToken, e.IsTransient).ConfigureAwait(false);
             return;
         }
         if (CommandValidation.Problem(command, share, engineOptions.Value) is { } sizeProblem)
         {
-            await RejectAsync(command, commandType, StorageErrorCode.InvalidRequest.ToString(), sizeProblem, cancellationToken).ConfigureAwait(false);
+            await RejectAsync(command, commandType, StorageErrorCode.InvalidRequest.ToString(), sizeProblem, started, cancellationToken).ConfigureAwait(false);
             return;
         }
 
@@ -92,7 +95,9 @@ public sealed class CommandAcceptor(
         executor.Schedule(share, command.VolumeId);
     }
 
-    private async Task RejectAsync(VolumeCommand command, string commandType, string code, string message, CancellationToken cancellationToken)
+    /// <summary>Publishes the rejection's <c>CommandFailed</c>, then logs it twice over: event 3003 (Warning) with the
+    /// reason, and event 3004 <c>Finished</c> like every other outcome, so that one event id lists every command's end.</summary>
+    private async Task RejectAsync(VolumeCommand command, string commandType, string code, string message, long started, CancellationToken cancellationToken, bool transient = false)
     {
         WorkerLog.Rejected(logger, commandType, command.CommandId, command.VolumeId, code, message);
         WorkerTelemetry.Finished.Add(1, new KeyValuePair<string, object?>("command", commandType), new KeyValuePair<string, object?>("outcome", code));
@@ -100,7 +105,9 @@ public sealed class CommandAcceptor(
         await events.PublishTerminalAsync(new CommandFailed
         {
             CommandId = commandId, VolumeId = command.VolumeId, Timestamp = DateTimeOffset.UtcNow,
-            CommandType = commandType, ErrorCode = code, Message = message, IsTransient = false,
+            CommandType = commandType, ErrorCode = code, Message = message, IsTransient = transient,
         }, cancellationToken).ConfigureAwait(false);
+        board.Failed(commandId, commandType, command.VolumeId, command.Share, code, message, transient);
+        WorkerLog.Finished(logger, commandType, commandId, command.VolumeId, code, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 }

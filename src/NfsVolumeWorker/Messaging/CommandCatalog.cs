@@ -6,9 +6,5 @@ namespace NfsVolumeWorker.Messaging;
 /// <summary>The native command types the worker accepts, by name (the name is stored in inbox entries).</summary>
 public static class CommandCatalog
 {
-    public static readonly FrozenDictionary<string, Type> ByName = new[]
-    {
-        typeof(CreateVolume), typeof(DeleteVolume), typeof(CreateSnapshot), typeof(DeleteSnapshot),
-        typeof(CreateVolumeFromSnapshot), typeof(CloneVolume), typeof(RevertToSnapshot), typeof(ExtendVolume),
-    }.ToFrozenDictionary(t => t.Name, StringComparer.Ordinal);
+    public static readonly FrozenDictionary<string, Type> ByName = MessageCatalog.Commands.ToFrozenDictionary(t => t.Name, StringComparer.Ordinal);
 }

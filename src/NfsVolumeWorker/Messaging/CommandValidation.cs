@@ -24,10 +24,13 @@ public static class CommandValidation
         RevertToSnapshot { SnapshotId: var s } when s == Guid.Empty => "snapshotId is missing",
         CreateVolumeFromSnapshot c when c.SnapshotId == Guid.Empty || c.NewVolumeId == Guid.Empty => "snapshotId and newVolumeId are required",
         CloneVolume { NewVolumeId: var n } when n == Guid.Empty => "newVolumeId is missing",
+        GetChangedExtents { FromSnapshotId: var f, ToSnapshotId: var t } when f == Guid.Empty || t == Guid.Empty
+            => "fromSnapshotId and toSnapshotId are snapshot ids (UUIDs, not all zeros) or absent (base, active)",
         CreateVolume { Format: var f } when Undefined(f) => $"format {(int)f!} is not a format (raw or qcow2)",
         CreateVolumeFromSnapshot { TargetFormat: var f } when Undefined(f) => $"targetFormat {(int)f!} is not a format (raw or qcow2)",
         CloneVolume { TargetFormat: var f } when Undefined(f) => $"targetFormat {(int)f!} is not a format (raw or qcow2)",
         CreateVolume { SizeBytes: <= 0 } => "sizeBytes must be positive",
+        CreateSnapshot { VolumeSizeBytes: <= 0 } => "volumeSizeBytes must be positive when given",
         ExtendVolume { NewSizeBytes: <= 0 } => "newSizeBytes must be positive",
         CreateVolumeFromSnapshot { NewSizeBytes: <= 0 } => "newSizeBytes must be positive when given",
         CloneVolume { NewSizeBytes: <= 0 } => "newSizeBytes must be positive when given",
@@ -48,6 +51,7 @@ public static class CommandValidation
             CreateVolume c => VolumeSizeLimit.Problem(share, c.SizeBytes, ToImageFormat(c.Format) ?? defaultFormat, "sizeBytes"),
             // The image that grows is the active one; its format is read later, so both limits apply here.
             ExtendVolume c => VolumeSizeLimit.Problem(share, c.NewSizeBytes, null, "newSizeBytes"),
+            CreateSnapshot { VolumeSizeBytes: { } n } => VolumeSizeLimit.Problem(share, n, ImageFormat.Qcow2, "volumeSizeBytes"),
             // A clone onto another share is checked against that share by the engine.
             CreateVolumeFromSnapshot { NewSizeBytes: { } n, TargetShare: null } c => VolumeSizeLimit.Problem(share, n, ToImageFormat(c.TargetFormat) ?? defaultFormat, "newSizeBytes"),
             CloneVolume { NewSizeBytes: { } n, TargetShare: null } c => VolumeSizeLimit.Problem(share, n, ToImageFormat(c.TargetFormat) ?? defaultFormat, "newSizeBytes"),

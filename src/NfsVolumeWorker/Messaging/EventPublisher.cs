@@ -9,31 +9,22 @@ public sealed class EventPublisher(IBus bus, BrokerWaits waits)
 {
     public Task PublishTerminalAsync(ITerminalEvent e, CancellationToken cancellationToken)
     {
-        var messageId = EventIds.TerminalEventId(e.CommandId);
-        return e switch
+        ArgumentNullException.ThrowIfNull(e);
+        var type = e.GetType();
+        if (!MessageCatalog.TerminalEvents.Contains(type))
         {
-            VolumeCreated x => Publish(x, messageId, cancellationToken),
-            VolumeDeleted x => Publish(x, messageId, cancellationToken),
-            SnapshotCreated x => Publish(x, messageId, cancellationToken),
-            SnapshotDeleted x => Publish(x, messageId, cancellationToken),
-            VolumeCloned x => Publish(x, messageId, cancellationToken),
-            VolumeReverted x => Publish(x, messageId, cancellationToken),
-            VolumeExtended x => Publish(x, messageId, cancellationToken),
-            CommandFailed x => Publish(x, messageId, cancellationToken),
-            _ => throw new ArgumentException($"Not a known terminal event: {e.GetType().Name}", nameof(e)),
-        };
+            throw new ArgumentException($"Not a known terminal event: {type.Name}", nameof(e));
+        }
+        var messageId = EventIds.TerminalEventId(e.CommandId);
+        // Published as its concrete type, so it goes to that type's exchange (and ITerminalEvent's); the wait for
+        // the broker's confirm is tracked and bounded (Broker:ConfirmTimeout).
+        return waits.ConfirmedAsync($"{type.Name} {messageId}", ct => bus.Publish(e, type, ctx =>
+        {
+            ctx.MessageId = messageId;
+            ctx.Durable = true;
+        }, ct), cancellationToken);
     }
 
     public Task PublishProgressAsync(OperationProgressed e, CancellationToken cancellationToken) =>
         bus.Publish(e, cancellationToken);
-
-    private async Task Publish<T>(T message, Guid messageId, CancellationToken cancellationToken)
-        where T : class
-    {
-        await waits.ConfirmedAsync($"{typeof(T).Name} {messageId}", ct => bus.Publish(message, ctx =>
-        {
-            ctx.MessageId = messageId;
-            ctx.Durable = true;
-        }, ct), cancellationToken).ConfigureAwait(false);
-    }
 }

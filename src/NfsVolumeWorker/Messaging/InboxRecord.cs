@@ -66,16 +66,8 @@ public sealed record OutcomeRecord(string EventType, JsonElement Event, bool Pub
 
     public static OutcomeRecord For(ITerminalEvent e) => new(e.GetType().Name, JsonSerializer.SerializeToElement(e, e.GetType(), InboxRecord.Json), false);
 
-    public ITerminalEvent ToEvent() => EventType switch
-    {
-        nameof(VolumeCreated) => Event.Deserialize<VolumeCreated>(InboxRecord.Json)!,
-        nameof(VolumeDeleted) => Event.Deserialize<VolumeDeleted>(InboxRecord.Json)!,
-        nameof(SnapshotCreated) => Event.Deserialize<SnapshotCreated>(InboxRecord.Json)!,
-        nameof(SnapshotDeleted) => Event.Deserialize<SnapshotDeleted>(InboxRecord.Json)!,
-        nameof(VolumeCloned) => Event.Deserialize<VolumeCloned>(InboxRecord.Json)!,
-        nameof(VolumeReverted) => Event.Deserialize<VolumeReverted>(InboxRecord.Json)!,
-        nameof(VolumeExtended) => Event.Deserialize<VolumeExtended>(InboxRecord.Json)!,
-        nameof(CommandFailed) => Event.Deserialize<CommandFailed>(InboxRecord.Json)!,
-        _ => throw new JsonException($"unknown event type '{EventType}'"),
-    };
+    public ITerminalEvent ToEvent() =>
+        MessageCatalog.TerminalEventNamed(EventType) is { } type
+            ? (ITerminalEvent)(Event.Deserialize(type, InboxRecord.Json) ?? throw new JsonException("empty event"))
+            : throw new JsonException($"unknown event type '{EventType}'");
 }

@@ -33,6 +33,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
     private readonly WorkerOptions _worker;
     private readonly PartitionOptions _options;
     private readonly CommandAcceptor _acceptor;
+    private readonly Status.StatusAddress _statusAddress;
     private readonly ILogger<PartitionSubscriptions> _logger;
     private readonly PartitionSubscription[] _partitions;
     private readonly PartitionSubscription _ingress;
@@ -41,8 +42,9 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
     private Task _supervisor = Task.CompletedTask;
 
     public PartitionSubscriptions(IOptions<BrokerOptions> broker, IOptions<WorkerOptions> worker, IOptions<PartitionOptions> options,
-        CommandAcceptor acceptor, IngressRouter router, ILogger<PartitionSubscriptions> logger)
+        CommandAcceptor acceptor, IngressRouter router, Status.StatusAddress statusAddress, ILogger<PartitionSubscriptions> logger)
     {
+        _statusAddress = statusAddress;
         _broker = BrokerAddress.Parse(broker.Value);
         _worker = worker.Value;
         _options = options.Value;
@@ -183,6 +185,11 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
             TopologyRecoveryEnabled = false,
             RequestedHeartbeat = TimeSpan.FromSeconds(30),
         };
+        if (_statusAddress.Url is { } statusUrl)
+        {
+            // nfsvol status finds this instance's /status.json here (the management API lists client properties).
+            factory.ClientProperties[Balancing.ConsumerSnapshot.StatusUrlProperty] = statusUrl;
+        }
         // Every node of Broker:Url and Broker:Hosts, in order: the first that answers.
         var connection = await factory.CreateConnectionAsync(_broker.InOrder(), _worker.InstanceName, cancellationToken).ConfigureAwait(false);
         Volatile.Write(ref _connection, connection);

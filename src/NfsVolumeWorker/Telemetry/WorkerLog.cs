@@ -56,4 +56,10 @@ internal static partial class WorkerLog
 
     [LoggerMessage(3017, LogLevel.Information, "{CommandType} {CommandId} of volume {VolumeId} finished earlier ({Outcome}); its terminal event was published again")]
     public static partial void Republished(ILogger logger, string commandType, Guid commandId, Guid volumeId, string outcome);
+
+    [LoggerMessage(3018, LogLevel.Error, "Share {Share} is not available; its commands wait (new ones fail with ShareUnavailable) until it is back: {Reason}")]
+    public static partial void ShareUnavailable(ILogger logger, string share, string reason);
+
+    [LoggerMessage(3019, LogLevel.Information, "Share {Share} is available again; its waiting commands run")]
+    public static partial void ShareAvailableAgain(ILogger logger, string share);
 }

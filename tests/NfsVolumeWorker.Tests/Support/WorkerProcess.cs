@@ -22,6 +22,7 @@ public sealed class WorkerProcess : IAsyncDisposable
 
     public bool HasExited => _process.HasExited;
 
+    /// <summary>Everything the process wrote, stdout and stderr, one line per line.</summary>
     public string Output
     {
         get
@@ -64,9 +65,12 @@ public sealed class WorkerProcess : IAsyncDisposable
             psi.ArgumentList.Add($"--{k}={v}");
         }
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
-        psi.Environment["Logging__Console__FormatterName"] = "simple";
-        psi.Environment["Logging__Console__FormatterOptions__SingleLine"] = "true";
-        psi.Environment["Logging__Console__FormatterOptions__TimestampFormat"] = "HH:mm:ss.fff ";
+        if (extra?.ContainsKey("Logging:Console:FormatterName") != true)
+        {
+            psi.Environment["Logging__Console__FormatterName"] = "simple";
+            psi.Environment["Logging__Console__FormatterOptions__SingleLine"] = "true";
+            psi.Environment["Logging__Console__FormatterOptions__TimestampFormat"] = "HH:mm:ss.fff ";
+        }
         var process = Process.Start(psi) ?? throw new InvalidOperationException("cannot start the worker");
         var worker = new WorkerProcess(process, instanceName);
         process.OutputDataReceived += (_, e) => worker.Append(e.Data);

@@ -1,0 +1,138 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Storage.Engine;
+using NfsVolumeWorker.Storage.Layout;
+using NfsVolumeWorker.Storage.QemuImg;
+using NfsVolumeWorker.Storage.Shares;
+
+namespace NfsVolumeWorker.Benchmarks;
+
+/// <summary>
+/// Clones on a file system that shares extents, side by side in one run: a volume of 4 GiB with 2 GiB in the base
+/// and 64 MiB in each of 3 overlays, cloned from the oldest snapshot (the base's data) and from the newest (base and
+/// the 3 overlays), by the engine sharing extents, against <c>cp --reflink=always</c> of the base (the limit), the
+/// limit plus writing the overlays' 192 MiB, and the engine's full copy (<c>Engine:ShareExtents=false</c>). The
+/// XFS (<c>mkfs.xfs -m reflink=1</c>) is a sparse image the harness loop-mounts under its working directory.
+/// </summary>
+internal sealed class ReflinkBench(Settings settings, Results results, TextWriter output, string workDir)
+{
+    public const string Scenario = "reflink clone (4 GiB volume, 2 GiB base, 3 x 64 MiB overlays)";
+    public const string Limit = "cp --reflink=always of the base";
+    public const string LimitPlusOverlays = "cp --reflink + 192 MiB written + fsync";
+    private const string Export = "bench:/xfs";
+
+    public async Task RunAsync()
+    {
+        if (Environment.UserName != "root")
+        {
+            output.WriteLine("reflink     skipped: loop-mounting an XFS needs root");
+            return;
+        }
+        var dataMiB = settings.Quick ? 512 : 2048;
+        var overlayMiB = settings.Quick ? 16 : 64;
+        var mount = Path.Combine(workDir, "xfs");
+        var image = Path.Combine(workDir, "xfs.img");
+        Directory.CreateDirectory(mount);
+        using (var f = File.Create(image))
+        {
+            f.SetLength(3L * dataMiB * Fixtures.MiB + 1024 * Fixtures.MiB);
+        }
+        await Proc.RunAsync("mkfs.xfs", "-q", "-f", "-m", "reflink=1", image);
+        await Proc.RunAsync("mount", "-o", "loop", image, mount);
+        try
+        {
+            await MeasureAsync(new Fixtures(mount), dataMiB, overlayMiB);
+        }
+        finally
+        {
+            await Proc.RunAsync("umount", ["-l", mount], check: false);
+            File.Delete(image);
+        }
+    }
+
+    private static VolumeEngine Engine(string dir, bool share) => new(
+        new ShareMap([new Share(Export, dir, null)]),
+        new QemuImgRunner(Options.Create(new QemuImgOptions()), NullLogger<QemuImgRunner>.Instance),
+        Options.Create(new VolumeEngineOptions { ShareExtents = share }), NullLogger<VolumeEngine>.Instance);
+
+    private async Task MeasureAsync(Fixtures fx, int dataMiB, int overlayMiB)
+    {
+        output.WriteLine($"running {Scenario} x{settings.Runs} ({dataMiB} MiB base, {overlayMiB} MiB per overlay)");
+        var v = fx.CreateVolume(2L * dataMiB * Fixtures.MiB);
+        await Fixtures.WriteAsync(fx.PathOf(v.BaseName), "raw", 0, dataMiB * Fixtures.MiB);
+        var oldest = await fx.AddSnapshotAsync(v);
+        Guid newest = oldest;
+        for (var i = 0; i < 3; i++)
+        {
+            var active = v.OverlayName(newest);
+            await Fixtures.WriteAsync(fx.PathOf(active), "qcow2", (long)(dataMiB + (i * overlayMiB)) * Fixtures.MiB, overlayMiB * Fixtures.MiB);
+            newest = await fx.AddSnapshotAsync(v);
+        }
+        await Proc.RunAsync("sync");
+        var sharing = Engine(fx.Dir, share: true);
+        var copying = Engine(fx.Dir, share: false);
+        var overlayBytes = 3L * overlayMiB * Fixtures.MiB;
+
+        for (var run = 0; run < settings.Runs; run++)
+        {
+            await results.TimeAsync(Scenario, Limit, null, async () =>
+            {
+                await Proc.RunAsync("cp", "--reflink=always", fx.PathOf(v.BaseName), fx.PathOf("limit"));
+                await Proc.RunAsync("sync", "-f", fx.PathOf("limit"));
+            });
+            fx.DeleteFile("limit");
+            await results.TimeAsync(Scenario, LimitPlusOverlays, null, async () =>
+            {
+                await Proc.RunAsync("cp", "--reflink=always", fx.PathOf(v.BaseName), fx.PathOf("limit"));
+                await Proc.RunAsync("dd", "if=/dev/zero", $"of={fx.PathOf("limit")}", "bs=1M", $"seek={dataMiB}",
+                    $"count={overlayBytes / Fixtures.MiB}", "conv=notrunc,fsync", "status=none");
+            });
+            fx.DeleteFile("limit");
+            foreach (var (name, snapshot) in new[] { ("oldest", oldest), ("newest", newest) })
+            {
+                var target = Guid.NewGuid();
+                await results.TimeAsync(Scenario, $"engine, sharing extents, from the {name} snapshot", name == "oldest" ? Limit : LimitPlusOverlays,
+                    async () => Check(await sharing.CreateVolumeFromSnapshotAsync(new CreateVolumeFromSnapshotRequest(Export, v.Id, snapshot, target) { BaseFormat = ImageFormat.Raw }), true));
+                fx.DeleteVolume(target);
+            }
+            if (run < Math.Min(settings.Runs, 2))
+            {
+                // The full copy is slow (2 GiB through the disk): two runs are enough to see the ratio.
+                foreach (var (name, snapshot) in new[] { ("oldest", oldest), ("newest", newest) })
+                {
+                    var target = Guid.NewGuid();
+                    await results.TimeAsync(Scenario, $"engine, full copy (ShareExtents=false), from the {name} snapshot", $"engine, sharing extents, from the {name} snapshot",
+                        async () => Check(await copying.CreateVolumeFromSnapshotAsync(new CreateVolumeFromSnapshotRequest(Export, v.Id, snapshot, target) { BaseFormat = ImageFormat.Raw }), false));
+                    fx.DeleteVolume(target);
+                }
+            }
+        }
+        fx.DeleteVolume(v.Id);
+    }
+
+    private static void Check(OperationResult result, bool shared)
+    {
+        if (result.Message.Contains("shared the base's extents", StringComparison.Ordinal) != shared)
+        {
+            throw new HarnessException($"expected the clone {(shared ? "to share extents" : "to copy")}: {result.Message}");
+        }
+    }
+
+    public static void PrintTargets(Results results, TextWriter output, Action<TextWriter, string, string, string, bool> line)
+    {
+        if (results.Find(Scenario, Limit) is null)
+        {
+            return;
+        }
+        var oldest = results.Ratio(Scenario, "engine, sharing extents, from the oldest snapshot", Limit);
+        var newest = results.Ratio(Scenario, "engine, sharing extents, from the newest snapshot", LimitPlusOverlays);
+        var oldestVsCopy = results.Ratio(Scenario, "engine, full copy (ShareExtents=false), from the oldest snapshot", "engine, sharing extents, from the oldest snapshot");
+        var newestVsCopy = results.Ratio(Scenario, "engine, full copy (ShareExtents=false), from the newest snapshot", "engine, sharing extents, from the newest snapshot");
+        line(output, "reflink clone from the oldest snapshot vs cp --reflink", string.Create(CultureInfo.InvariantCulture, $"{oldest:0.00}x"), "target <= 2x", oldest <= 2);
+        line(output, "reflink clone from the newest snapshot vs cp --reflink + 192 MiB", string.Create(CultureInfo.InvariantCulture, $"{newest:0.00}x"), "target <= 2x", newest <= 2);
+        line(output, "reflink clone from the oldest snapshot: speedup vs full copy", string.Create(CultureInfo.InvariantCulture, $"{oldestVsCopy:0.0}x"), "target >= 20x", oldestVsCopy >= 20);
+        // Both write the overlays' 192 MiB, so the ratio is bounded near (2048 + 192) / 192 = 11.7x by the disk alone.
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"reflink clone from the newest snapshot: speedup vs full copy {newestVsCopy:0.0}x (both write the overlays' data: at most about 11.7x on a disk-bound copy)"));
+    }
+}
