@@ -67,9 +67,12 @@ public sealed class CommandBus : IAsyncDisposable
         var deadline = DateTime.UtcNow + giveUpAfter;
         for (var failed = 0; ; failed++)
         {
-            using var cts = new CancellationTokenSource(attemptTimeout ?? TimeSpan.FromSeconds(10));
+            var timeout = attemptTimeout ?? TimeSpan.FromSeconds(10);
+            using var cts = new CancellationTokenSource(timeout);
             try
             {
+                // WaitAsync as well as the token: while its connection recovers from a node that died, MassTransit's
+                // publish was seen to outlast its cancellation for good (a cluster test hung 20 minutes in here).
                 await (command switch
                 {
                     CreateVolume x => Publish(x, cts.Token),
@@ -78,7 +81,7 @@ public sealed class CommandBus : IAsyncDisposable
                     ExtendVolume x => Publish(x, cts.Token),
                     DeleteVolume x => Publish(x, cts.Token),
                     _ => throw new ArgumentException(command.GetType().Name, nameof(command)),
-                });
+                }).WaitAsync(timeout + TimeSpan.FromSeconds(5));
                 return failed;
             }
             catch (Exception e) when (e is not ArgumentException && DateTime.UtcNow < deadline)
