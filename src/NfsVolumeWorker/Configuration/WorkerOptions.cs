@@ -50,23 +50,38 @@ public sealed class BrokerOptions
 {
     public const string SectionName = "Broker";
 
-    /// <summary>AMQP URL, e.g. <c>amqp://user:password@host:5672/vhost</c>. Required.</summary>
+    /// <summary>AMQP URL, e.g. <c>amqp://user:password@host:5672/vhost</c> (<c>amqps://</c> for TLS): credentials,
+    /// vhost and the first node tried. Required.</summary>
     [Required(ErrorMessage = "Broker:Url is required (e.g. --Broker:Url=amqp://guest:guest@127.0.0.1:5672/).")]
     public string Url { get; set; } = "";
+
+    /// <summary>The other nodes of the same RabbitMQ cluster, <c>host[:port]</c> separated by commas (e.g.
+    /// <c>rabbit-2:5672,rabbit-3:5672</c>); with Url's credentials and vhost. Connections try Url's node first, then
+    /// these in order. Empty: Url's node only (or a load balancer in front of the cluster).</summary>
+    public string? Hosts { get; set; }
+
+    /// <summary>Longest wait for the broker to confirm a forward of the router or a terminal event; then it is sent
+    /// again (same message id) after a back-off. A confirm can be lost with the connection of a node that died.
+    /// Default 1 minute.</summary>
+    public TimeSpan ConfirmTimeout { get; set; } = TimeSpan.FromMinutes(1);
 
     /// <summary>RabbitMQ management API base URL (for partition balancing), e.g. <c>http://127.0.0.1:15672/</c>;
     /// empty to disable balancing.</summary>
     public string? ManagementUrl { get; set; }
 }
 
-/// <summary>Validates the broker URL beyond presence.</summary>
+/// <summary>Validates the broker URL and host list beyond presence (<see cref="BrokerAddress.TryParse"/>).</summary>
 public sealed class BrokerOptionsValidator : IValidateOptions<BrokerOptions>
 {
     public ValidateOptionsResult Validate(string? name, BrokerOptions options)
     {
-        if (!Uri.TryCreate(options.Url, UriKind.Absolute, out var uri) || uri.Scheme is not ("amqp" or "amqps" or "rabbitmq"))
+        if (!BrokerAddress.TryParse(options.Url, options.Hosts, out _, out var error))
         {
-            return ValidateOptionsResult.Fail($"Broker:Url '{Redact(options.Url)}' is not an amqp:// or amqps:// URL.");
+            return ValidateOptionsResult.Fail(error);
+        }
+        if (options.ConfirmTimeout < TimeSpan.FromSeconds(1))
+        {
+            return ValidateOptionsResult.Fail($"Broker:ConfirmTimeout must be at least 00:00:01 (got {options.ConfirmTimeout}).");
         }
         if (!string.IsNullOrEmpty(options.ManagementUrl) && !Uri.TryCreate(options.ManagementUrl, UriKind.Absolute, out _))
         {
@@ -74,12 +89,6 @@ public sealed class BrokerOptionsValidator : IValidateOptions<BrokerOptions>
         }
         return ValidateOptionsResult.Success;
     }
-
-    /// <summary>The URL without its password, for logs and errors.</summary>
-    public static string Redact(string url) =>
-        Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.UserInfo.Contains(':', StringComparison.Ordinal)
-            ? url.Replace(uri.UserInfo, uri.UserInfo.Split(':')[0] + ":***", StringComparison.Ordinal)
-            : url;
 }
 
 /// <summary>Validates the shares: at least one, each with a usable local directory.</summary>

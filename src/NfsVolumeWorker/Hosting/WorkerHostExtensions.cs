@@ -56,6 +56,7 @@ public static class WorkerHostExtensions
         services.AddSingleton(sp => new ShareMap(sp.GetRequiredService<IOptions<SharesOptions>>()));
         services.AddSingleton<QemuImgRunner>();
         services.AddSingleton<VolumeEngine>();
+        services.AddSingleton<BrokerWaits>();
         services.AddSingleton<EventPublisher>();
         services.AddSingleton<CommandRunner>();
         services.AddSingleton<VolumeExecutor>();
@@ -78,15 +79,29 @@ public static class WorkerHostExtensions
             {
                 var broker = context.GetRequiredService<IOptions<BrokerOptions>>().Value;
                 var worker = context.GetRequiredService<IOptions<WorkerOptions>>().Value;
-                var uri = new Uri(broker.Url);
-                var vhost = Uri.UnescapeDataString(uri.AbsolutePath.TrimStart('/'));
-                cfg.Host(uri.Host, (ushort)(uri.Port > 0 ? uri.Port : 5672), string.IsNullOrEmpty(vhost) ? "/" : vhost, h =>
+                var address = BrokerAddress.Parse(broker);
+                var primary = address.Endpoints[0];
+                cfg.Host(primary.Host, (ushort)primary.Port, address.VirtualHost, h =>
                 {
-                    var user = uri.UserInfo.Split(':', 2);
-                    h.Username(Uri.UnescapeDataString(user[0].Length > 0 ? user[0] : "guest"));
-                    h.Password(Uri.UnescapeDataString(user.Length > 1 ? user[1] : "guest"));
+                    h.Username(address.UserName);
+                    h.Password(address.Password);
                     h.PublisherConfirmation = true;
                     h.ConnectionName(worker.InstanceName);
+                    if (address.UseTls)
+                    {
+                        h.UseSsl(s => s.ServerName = primary.Host);
+                    }
+                    if (address.Endpoints.Count > 1)
+                    {
+                        // Every node, the URL's first: MassTransit moves to the next one when its node goes away.
+                        h.UseCluster(c =>
+                        {
+                            foreach (var node in address.Endpoints)
+                            {
+                                c.Node(node.ToString());
+                            }
+                        });
+                    }
                 });
 
                 // The bus only publishes (events, and the oslo bridge's commands). The ingress and partition
@@ -113,6 +128,7 @@ public static class WorkerHostExtensions
         services.AddHealthChecks()
             .AddCheck<ShareHealthCheck>("shares", tags: ["ready"])
             .AddCheck<PartitionHealthCheck>("partitions", tags: ["ready"])
+            .AddCheck<BrokerHealthCheck>("broker", tags: ["ready"])
             .AddCheck<QemuImgHealthCheck>("qemu-img", tags: ["ready"])
             .AddCheck<DrainHealthCheck>("volumes", tags: ["ready"]);
 
@@ -163,7 +179,7 @@ internal sealed class StartupReport(ShareMap shares, QemuImgRunner qemuImg, IOpt
         var version = await qemuImg.VersionAsync(cancellationToken).ConfigureAwait(false);
         WorkerLog.Started(logger, worker.Value.InstanceName, shares.All.Count,
             string.Join(", ", shares.All.Select(s => $"{s.Export} -> {s.LocalPath}")), worker.Value.PartitionCount,
-            BrokerOptionsValidator.Redact(broker.Value.Url), version);
+            BrokerAddress.Parse(broker.Value).Redacted, version);
     }
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;

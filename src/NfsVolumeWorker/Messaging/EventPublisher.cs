@@ -5,7 +5,7 @@ namespace NfsVolumeWorker.Messaging;
 
 /// <summary>Publishes events with the message id derived from the command id (terminal events), and waits
 /// for the broker's confirmation.</summary>
-public sealed class EventPublisher(IBus bus)
+public sealed class EventPublisher(IBus bus, BrokerWaits waits)
 {
     public Task PublishTerminalAsync(ITerminalEvent e, CancellationToken cancellationToken)
     {
@@ -16,12 +16,13 @@ public sealed class EventPublisher(IBus bus)
             throw new ArgumentException($"Not a known terminal event: {type.Name}", nameof(e));
         }
         var messageId = EventIds.TerminalEventId(e.CommandId);
-        // Published as its concrete type, so it goes to that type's exchange (and ITerminalEvent's).
-        return bus.Publish(e, type, ctx =>
+        // Published as its concrete type, so it goes to that type's exchange (and ITerminalEvent's); the wait for
+        // the broker's confirm is tracked and bounded (Broker:ConfirmTimeout).
+        return waits.ConfirmedAsync($"{type.Name} {messageId}", ct => bus.Publish(e, type, ctx =>
         {
             ctx.MessageId = messageId;
             ctx.Durable = true;
-        }, cancellationToken);
+        }, ct), cancellationToken);
     }
 
     public Task PublishProgressAsync(OperationProgressed e, CancellationToken cancellationToken) =>

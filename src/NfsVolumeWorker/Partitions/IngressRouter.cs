@@ -23,7 +23,7 @@ namespace NfsVolumeWorker.Partitions;
 /// <c>nfsvol.ingress_skipped</c> (readable, but no command type), with MassTransit's fault headers: those are
 /// the queues MassTransit's own router used, and what operators and tools already read.
 /// </remarks>
-public sealed class IngressRouter(IOptions<WorkerOptions> options, ILogger<IngressRouter> logger)
+public sealed class IngressRouter(IOptions<WorkerOptions> options, BrokerWaits waits, ILogger<IngressRouter> logger)
 {
     /// <summary>Where messages that cannot be read as a command envelope go.</summary>
     public const string ErrorQueue = Topology.IngressQueue + "_error";
@@ -82,7 +82,8 @@ public sealed class IngressRouter(IOptions<WorkerOptions> options, ILogger<Ingre
             {
                 try
                 {
-                    await channel.BasicPublishAsync(exchange, "", mandatory: true, properties, delivery.Body, stopped).ConfigureAwait(false);
+                    await waits.ConfirmedAsync($"forward of {command.GetType().Name} {command.CommandId} to partition {partition}",
+                        ct => channel.BasicPublishAsync(exchange, "", mandatory: true, properties, delivery.Body, ct).AsTask(), stopped).ConfigureAwait(false);
                     break;
                 }
                 catch (Exception e) when (e is not OperationCanceledException && channel.IsOpen)

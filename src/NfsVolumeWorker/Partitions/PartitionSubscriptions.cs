@@ -29,7 +29,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
     /// <summary>Where a partition message that is not a command goes, with the reason in its headers.</summary>
     public const string ErrorQueue = "nfsvol.partition_error";
 
-    private readonly BrokerOptions _broker;
+    private readonly BrokerAddress _broker;
     private readonly WorkerOptions _worker;
     private readonly PartitionOptions _options;
     private readonly CommandAcceptor _acceptor;
@@ -45,7 +45,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         CommandAcceptor acceptor, IngressRouter router, Status.StatusAddress statusAddress, ILogger<PartitionSubscriptions> logger)
     {
         _statusAddress = statusAddress;
-        _broker = broker.Value;
+        _broker = BrokerAddress.Parse(broker.Value);
         _worker = worker.Value;
         _options = options.Value;
         _acceptor = acceptor;
@@ -84,7 +84,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
             catch (Exception e) when (IsBrokerFault(e) && !cancellationToken.IsCancellationRequested)
             {
                 var delay = RetryBackoff.Delay(++attempt);
-                PartitionLog.BrokerUnreachable(_logger, BrokerOptionsValidator.Redact(_broker.Url), delay.TotalSeconds, e.Message);
+                PartitionLog.BrokerUnreachable(_logger, _broker.Redacted, delay.TotalSeconds, e.Message);
                 await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
             }
         }
@@ -178,7 +178,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         Volatile.Read(ref _connection)?.Dispose();
         var factory = new ConnectionFactory
         {
-            Uri = AmqpUri(_broker.Url),
+            Uri = _broker.PrimaryUri,
             ClientProvidedName = _worker.InstanceName,
             // Recovery is ours (SuperviseAsync): the library's would re-subscribe channels we closed on purpose.
             AutomaticRecoveryEnabled = false,
@@ -190,7 +190,8 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
             // nfsvol status finds this instance's /status.json here (the management API lists client properties).
             factory.ClientProperties[Balancing.ConsumerSnapshot.StatusUrlProperty] = statusUrl;
         }
-        var connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+        // Every node of Broker:Url and Broker:Hosts, in order: the first that answers.
+        var connection = await factory.CreateConnectionAsync(_broker.InOrder(), _worker.InstanceName, cancellationToken).ConfigureAwait(false);
         Volatile.Write(ref _connection, connection);
         return connection;
     }
@@ -220,7 +221,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
                 if (missing > 0)
                 {
                     await SubscribeAllAsync(connection, stopping).ConfigureAwait(false);
-                    PartitionLog.Resubscribed(_logger, missing, wasOpen ? "their channels were closed" : "the connection was re-established");
+                    PartitionLog.Resubscribed(_logger, missing, wasOpen ? "their channels were closed" : $"the connection was re-established (to {connection.Endpoint.HostName}:{connection.Endpoint.Port})");
                 }
                 attempt = 0;
             }
@@ -231,7 +232,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
             catch (Exception e) when (IsBrokerFault(e))
             {
                 attempt++;
-                PartitionLog.BrokerUnreachable(_logger, BrokerOptionsValidator.Redact(_broker.Url), RetryBackoff.Delay(attempt).TotalSeconds, e.Message);
+                PartitionLog.BrokerUnreachable(_logger, _broker.Redacted, RetryBackoff.Delay(attempt).TotalSeconds, e.Message);
             }
         }
     }
@@ -299,13 +300,6 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         e is RabbitMQ.Client.Exceptions.BrokerUnreachableException or RabbitMQ.Client.Exceptions.AlreadyClosedException
             or RabbitMQ.Client.Exceptions.OperationInterruptedException or RabbitMQ.Client.Exceptions.ConnectFailureException
             or IOException or System.Net.Sockets.SocketException or TimeoutException or ObjectDisposedException;
-
-    /// <summary>RabbitMQ.Client takes amqp:// and amqps:// only; MassTransit's rabbitmq:// means amqp://.</summary>
-    internal static Uri AmqpUri(string url)
-    {
-        var uri = new Uri(url);
-        return uri.Scheme == "rabbitmq" ? new UriBuilder(uri) { Scheme = "amqp", Port = uri.IsDefaultPort || uri.Port <= 0 ? 5672 : uri.Port }.Uri : uri;
-    }
 
     public async ValueTask DisposeAsync()
     {

@@ -58,6 +58,55 @@ public sealed class EventCollector : IAsyncDisposable
         return collector;
     }
 
+    /// <summary>
+    /// A collector that outlives broker faults: a durable quorum queue of its own (on a cluster, replicated on
+    /// every node) bound to the terminal events' exchange, consumed with acknowledgements on a connection that
+    /// recovers by itself, to any of <paramref name="nodes"/> (<c>host:port</c>; none: the URL's node only).
+    /// A redelivery of an event it already holds (its ack was lost with the connection) is not counted twice.
+    /// </summary>
+    public static async Task<EventCollector> StartDurableAsync(Uri vhostUri, IReadOnlyList<string>? nodes = null)
+    {
+        var factory = new ConnectionFactory
+        {
+            Uri = vhostUri,
+            AutomaticRecoveryEnabled = true,
+            TopologyRecoveryEnabled = true,
+            NetworkRecoveryInterval = TimeSpan.FromMilliseconds(500),
+            RequestedHeartbeat = TimeSpan.FromSeconds(5),
+        };
+        var endpoints = (nodes is { Count: > 0 } ? nodes : [$"{vhostUri.Host}:{vhostUri.Port}"])
+            .Select(n => new AmqpTcpEndpoint(n[..n.LastIndexOf(':')], int.Parse(n[(n.LastIndexOf(':') + 1)..], System.Globalization.CultureInfo.InvariantCulture)))
+            .ToList();
+        var connection = await factory.CreateConnectionAsync(endpoints, "test-event-collector-durable");
+        var channel = await connection.CreateChannelAsync();
+        var collector = new EventCollector(connection, channel);
+        await channel.ExchangeDeclareAsync(TerminalExchange, ExchangeType.Fanout, durable: true, autoDelete: false);
+        var queue = $"test-events-{Guid.NewGuid():N}";
+        await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false,
+            new Dictionary<string, object?> { ["x-queue-type"] = "quorum" });
+        await channel.QueueBindAsync(queue, TerminalExchange, "");
+        await channel.BasicQosAsync(0, 200, false);
+        var consumer = new AsyncEventingBasicConsumer(channel);
+        consumer.ReceivedAsync += async (_, ea) =>
+        {
+            var e = Parse(ea.Body.ToArray(), Interlocked.Increment(ref collector._order));
+            if (!(ea.Redelivered && collector._terminal.Any(x => x.MessageId == e.MessageId && x.MessageJson == e.MessageJson)))
+            {
+                collector._terminal.Enqueue(e);
+            }
+            try
+            {
+                await channel.BasicAckAsync(ea.DeliveryTag, multiple: false);
+            }
+            catch (Exception x) when (x is RabbitMQ.Client.Exceptions.AlreadyClosedException or OperationCanceledException or IOException)
+            {
+                // The connection went; the broker delivers it again, and the check above drops the repeat.
+            }
+        };
+        await channel.BasicConsumeAsync(queue, autoAck: false, consumer);
+        return collector;
+    }
+
     private AsyncEventingBasicConsumer Consumer(ConcurrentQueue<ReceivedEvent> into)
     {
         var consumer = new AsyncEventingBasicConsumer(_channel);

@@ -1,0 +1,200 @@
+using System.Globalization;
+using RabbitMQ.Client;
+
+namespace NfsVolumeWorker.Configuration;
+
+/// <summary>One node of the broker: a host name or address and its AMQP port.</summary>
+public readonly record struct BrokerEndpoint(string Host, int Port)
+{
+    public override string ToString() =>
+        Host.Contains(':', StringComparison.Ordinal) ? $"[{Host}]:{Port}" : $"{Host}:{Port}";
+}
+
+/// <summary>
+/// The broker as <see cref="BrokerOptions.Url"/> and <see cref="BrokerOptions.Hosts"/> describe it: the one
+/// parser of the worker's broker settings. The URL gives the scheme (TLS or not), the credentials, the vhost
+/// and the first node; <c>Hosts</c> adds the other nodes of the same cluster. Connections try the nodes in
+/// this order (URL first) and take the first that answers.
+/// </summary>
+public sealed class BrokerAddress
+{
+    private BrokerAddress(string scheme, string userName, string password, string virtualHost, IReadOnlyList<BrokerEndpoint> endpoints)
+    {
+        Scheme = scheme;
+        UserName = userName;
+        Password = password;
+        VirtualHost = virtualHost;
+        Endpoints = endpoints;
+    }
+
+    /// <summary><c>amqp</c> or <c>amqps</c> (MassTransit's <c>rabbitmq://</c> is read as <c>amqp</c>).</summary>
+    public string Scheme { get; }
+
+    public bool UseTls => Scheme == "amqps";
+
+    public string UserName { get; }
+
+    public string Password { get; }
+
+    /// <summary>The vhost, unescaped; <c>/</c> when the URL names none.</summary>
+    public string VirtualHost { get; }
+
+    /// <summary>Every node, the URL's first, without repeats; never empty.</summary>
+    public IReadOnlyList<BrokerEndpoint> Endpoints { get; }
+
+    /// <summary>The first node's URL, with credentials and vhost: what RabbitMQ.Client's
+    /// <see cref="ConnectionFactory.Uri"/> takes (credentials, vhost, TLS).</summary>
+    public Uri PrimaryUri => new(string.Create(CultureInfo.InvariantCulture,
+        $"{Scheme}://{Uri.EscapeDataString(UserName)}:{Uri.EscapeDataString(Password)}@{Endpoints[0]}/{Uri.EscapeDataString(VirtualHost)}"));
+
+    /// <summary>For logs: <c>amqp://user:***@host1:5672,host2:5672/vhost</c>.</summary>
+    public string Redacted => string.Create(CultureInfo.InvariantCulture,
+        $"{Scheme}://{UserName}:***@{string.Join(',', Endpoints)}/{(VirtualHost == "/" ? "" : Uri.EscapeDataString(VirtualHost))}");
+
+    /// <summary>The nodes as RabbitMQ.Client endpoints (with TLS, each checked against its own host name).</summary>
+    public IReadOnlyList<AmqpTcpEndpoint> AmqpEndpoints() =>
+        Endpoints.Select(e => UseTls ? new AmqpTcpEndpoint(e.Host, e.Port, new SslOption(e.Host, enabled: true)) : new AmqpTcpEndpoint(e.Host, e.Port)).ToList();
+
+    /// <summary>Tries the nodes in order (RabbitMQ.Client's own resolver for a list shuffles it): the URL's node is
+    /// used whenever it answers, the others only when it does not.</summary>
+    public IEndpointResolver InOrder() => new OrderedResolver(AmqpEndpoints());
+
+    /// <summary>Parses <paramref name="options"/>; throws <see cref="FormatException"/> saying what is wrong.</summary>
+    public static BrokerAddress Parse(BrokerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return TryParse(options.Url, options.Hosts, out var address, out var error) ? address : throw new FormatException(error);
+    }
+
+    /// <summary>
+    /// <paramref name="url"/>: <c>amqp[s]://user:password@host[:port]/vhost</c> (also <c>rabbitmq://</c>);
+    /// <paramref name="hosts"/>: empty, or <c>host[:port]</c> entries separated by commas (a port defaults to
+    /// the scheme's: 5672, 5671 with TLS; an IPv6 address in brackets). A node named twice counts once.
+    /// </summary>
+    public static bool TryParse(string? url, string? hosts, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out BrokerAddress? address, out string error)
+    {
+        address = null;
+        error = "";
+        if (string.IsNullOrWhiteSpace(url) || !Uri.TryCreate(url.Trim(), UriKind.Absolute, out var uri)
+            || uri.Scheme is not ("amqp" or "amqps" or "rabbitmq") || string.IsNullOrEmpty(uri.Host) || uri.Host.Contains(',', StringComparison.Ordinal))
+        {
+            error = $"Broker:Url '{Redact(url ?? "")}' is not an amqp://user:password@host:port/vhost URL (amqps:// for TLS). "
+                + "More nodes of the same cluster go in Broker:Hosts, not in the URL.";
+            return false;
+        }
+        var scheme = uri.Scheme == "rabbitmq" ? "amqp" : uri.Scheme;
+        var defaultPort = scheme == "amqps" ? 5671 : 5672;
+        var user = uri.UserInfo.Split(':', 2);
+        var userName = user[0].Length > 0 ? Uri.UnescapeDataString(user[0]) : "guest";
+        var password = user.Length > 1 ? Uri.UnescapeDataString(user[1]) : "guest";
+        var vhost = Uri.UnescapeDataString(uri.AbsolutePath.TrimStart('/'));
+        var endpoints = new List<BrokerEndpoint> { new(uri.IdnHost.Trim('[', ']'), uri.IsDefaultPort || uri.Port <= 0 ? defaultPort : uri.Port) };
+
+        foreach (var entry in (hosts ?? "").Split(',', StringSplitOptions.TrimEntries))
+        {
+            if (entry.Length == 0)
+            {
+                if (!string.IsNullOrWhiteSpace(hosts))
+                {
+                    error = $"Broker:Hosts '{hosts}' has an empty entry: expected host[:port] entries separated by commas, e.g. rabbit-2:5672,rabbit-3:5672.";
+                    return false;
+                }
+                continue;
+            }
+            if (!TryParseHost(entry, defaultPort, out var endpoint))
+            {
+                var shown = entry.Contains('@', StringComparison.Ordinal) ? "***" + entry[entry.LastIndexOf('@')..] : entry;
+                error = $"Broker:Hosts entry '{shown}' is not host[:port] (a name or address and a port from 1 to 65535; [addr]:port for IPv6; "
+                    + "no scheme, credentials or vhost: those come from Broker:Url).";
+                return false;
+            }
+            if (!endpoints.Any(e => string.Equals(e.Host, endpoint.Host, StringComparison.OrdinalIgnoreCase) && e.Port == endpoint.Port))
+            {
+                endpoints.Add(endpoint);
+            }
+        }
+        address = new BrokerAddress(scheme, userName, password, vhost.Length == 0 ? "/" : vhost, endpoints);
+        return true;
+    }
+
+    private static bool TryParseHost(string entry, int defaultPort, out BrokerEndpoint endpoint)
+    {
+        endpoint = default;
+        if (entry.Contains('/', StringComparison.Ordinal) || entry.Contains('@', StringComparison.Ordinal))
+        {
+            return false;
+        }
+        string host;
+        string? port = null;
+        if (entry.StartsWith('['))
+        {
+            var close = entry.IndexOf(']', StringComparison.Ordinal);
+            if (close < 0)
+            {
+                return false;
+            }
+            host = entry[1..close];
+            var rest = entry[(close + 1)..];
+            if (rest.Length > 0)
+            {
+                if (!rest.StartsWith(':'))
+                {
+                    return false;
+                }
+                port = rest[1..];
+            }
+            if (!System.Net.IPAddress.TryParse(host, out _))
+            {
+                return false;
+            }
+        }
+        else
+        {
+            var colon = entry.LastIndexOf(':');
+            if (colon >= 0 && entry.IndexOf(':', StringComparison.Ordinal) != colon)
+            {
+                return false; // a bare IPv6 address: brackets are needed to tell the port apart
+            }
+            host = colon < 0 ? entry : entry[..colon];
+            port = colon < 0 ? null : entry[(colon + 1)..];
+            if (Uri.CheckHostName(host) is UriHostNameType.Unknown or UriHostNameType.IPv6)
+            {
+                return false;
+            }
+        }
+        var number = defaultPort;
+        if (port is not null && (!int.TryParse(port, NumberStyles.None, CultureInfo.InvariantCulture, out number) || number is < 1 or > 65535))
+        {
+            return false;
+        }
+        endpoint = new BrokerEndpoint(host, number);
+        return host.Length > 0;
+    }
+
+    /// <summary>A URL without its password, for logs and errors; also one that does not parse (a host list in it).</summary>
+    public static string Redact(string url)
+    {
+        ArgumentNullException.ThrowIfNull(url);
+        var start = url.IndexOf("://", StringComparison.Ordinal);
+        if (start < 0)
+        {
+            return url;
+        }
+        start += 3;
+        var end = url.IndexOf('/', start);
+        var at = url.LastIndexOf('@', end < 0 ? url.Length - 1 : end - 1);
+        if (at < start)
+        {
+            return url;
+        }
+        var colon = url.IndexOf(':', start);
+        return colon >= 0 && colon < at ? string.Concat(url.AsSpan(0, colon), ":***", url.AsSpan(at)) : url;
+    }
+
+    public override string ToString() => Redacted;
+
+    private sealed class OrderedResolver(IReadOnlyList<AmqpTcpEndpoint> endpoints) : IEndpointResolver
+    {
+        public IEnumerable<AmqpTcpEndpoint> All() => endpoints;
+    }
+}
