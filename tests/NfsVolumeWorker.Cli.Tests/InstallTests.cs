@@ -22,5 +22,14 @@ public sealed class InstallTests
         // Arguments pass through untouched, exit codes too: a usage error is exit code 2.
         var usage = RequiredTool.Run(launcher, "chain", "not-a-uuid", "--share", prefix.Path);
         Assert.Equal(2, usage.ExitCode);
+
+        // Bash completion: what bash would offer after "nfsvol snapshot cl<TAB>".
+        var completion = Path.Combine(prefix.Path, "share", "bash-completion", "completions", "nfsvol");
+        Assert.True(File.Exists(completion), "no completion file at " + completion);
+        var complete = $"PATH={prefix.Path}/bin:$PATH; source {completion}; "
+            + "COMP_LINE='nfsvol snapshot cl'; COMP_POINT=${#COMP_LINE}; COMP_WORDS=(nfsvol snapshot cl); COMP_CWORD=2; _nfsvol; printf '%s\\n' \"${COMPREPLY[@]}\"";
+        var offered = RequiredTool.Run("/bin/bash", "-c", complete);
+        Assert.Equal(0, offered.ExitCode);
+        Assert.Equal(["clone"], offered.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries));
     }
 }
