@@ -15,6 +15,8 @@ namespace NfsVolumeWorker.Oslo.Tests;
 /// Given a <c>root</c>, it uses (and leaves) that directory's <c>export</c> as the share: a later worker can take over.</summary>
 public sealed class OsloWorker : IAsyncDisposable
 {
+    private int _disposed;
+
     public const string Host = "hostA@nfs";
     public const string Export = "127.0.0.1:/export";
 
@@ -79,6 +81,10 @@ public sealed class OsloWorker : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return; // stopped already (a failover test stops the active one first)
+        }
         await _app.StopAsync();
         await _app.DisposeAsync();
         if (!_ownsRoot)
