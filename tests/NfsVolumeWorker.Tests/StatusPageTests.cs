@@ -49,7 +49,9 @@ public sealed class StatusPageTests(ITestOutputHelper output)
 
         using var http = new HttpClient { BaseAddress = baseUri };
         var report = await Eventually.WaitAsync(() => http.GetFromJsonAsync<StatusReport>("status.json", StatusReport.Json),
-            r => r!.Running.Any(o => o.CommandId == clone.CommandId && o.Percent > 0) && r.Inbox.Any(i => i.VolumeId == vol && i.Waiting == 2) && r.Fleet is not null,
+            // The fleet comes from the management API, whose consumer lists lag the subscriptions by a moment.
+            r => r!.Running.Any(o => o.CommandId == clone.CommandId && o.Percent > 0) && r.Inbox.Any(i => i.VolumeId == vol && i.Waiting == 2)
+                && r.Fleet is { } fleet && fleet.Instances.Any(i => i.Instance == "in-process"),
             TimeSpan.FromSeconds(30), pollMs: 300);
         output.WriteLine(System.Text.Json.JsonSerializer.Serialize(report, StatusReport.Json));
 
