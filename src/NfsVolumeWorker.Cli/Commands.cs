@@ -88,7 +88,7 @@ internal static class Commands
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 // A bug, not an expected failure: say so, with the stack for the report.
-                return Fail(environment, json, "InternalError", e.ToString(), ExitCodes.Failed);
+                return Fail(environment, json, StorageErrorCode.InternalError.ToString(), e.ToString(), ExitCodes.Failed);
             }
         });
     }
