@@ -12,7 +12,8 @@ namespace NfsVolumeWorker.CrashHarness;
 /// <c>dotnet NfsVolumeWorker.CrashHarness.dll [options] &lt;mount-base&gt; &lt;export&gt; &lt;operation&gt; &lt;args...&gt;</c>
 /// <para>Options: <c>--pause-at &lt;step&gt;[#n]</c> prints <c>PAUSED &lt;step&gt;</c> at the n-th time (default 1) the
 /// operation passes that step and sleeps forever, holding the volume lock; <c>--pause-on-progress</c> prints
-/// <c>PROGRESS &lt;fraction&gt;</c> at the first progress report of a long qemu-img call (and goes on);
+/// <c>PROGRESS &lt;fraction&gt;</c> at the first progress report of a long qemu-img call, then stops itself and its
+/// qemu-img child with SIGSTOP (the test kills them);
 /// <c>--lock-timeout-ms &lt;ms&gt;</c>.</para>
 /// <para>Last line of stdout: <c>OK &lt;outcome&gt; &lt;message&gt;</c> (exit 0) or <c>ERROR &lt;code&gt; &lt;message&gt;</c> (exit 2). Exit 64 for bad usage.</para>
 /// </summary>
@@ -129,8 +130,7 @@ public static class Harness
                     var ppid = stat[(close + 2)..].Split(' ')[1];
                     if (comm == "qemu-img" && ppid == self)
                     {
-                        using var kill = System.Diagnostics.Process.Start("kill", ["-STOP", Path.GetFileName(dir)]);
-                        kill.WaitForExit();
+                        Stop(Path.GetFileName(dir));
                     }
                 }
                 catch (IOException)
@@ -141,15 +141,26 @@ public static class Harness
 
         private int _printed;
 
+        // Through kill(1): the harness has no P/Invoke of its own. For itself, the child's signal stops this
+        // process while it waits, so the wait only returns once the test has sent SIGCONT (it never does).
+        private static void Stop(string pid)
+        {
+            using var kill = System.Diagnostics.Process.Start("kill", ["-STOP", pid]);
+            kill!.WaitForExit();
+        }
+
         public void Report(OperationProgress value)
         {
             if (Interlocked.Exchange(ref _printed, 1) == 0)
             {
-                // Freeze the qemu-img child first, so that a kill after this line always lands mid-copy
-                // (a fast copy could otherwise finish between the line and the kill).
+                // Freeze the qemu-img child, print, then freeze this process too: a kill after this line always
+                // lands mid-operation. Freezing only the child was not enough: a fast copy may have exited before
+                // its first report was read (the runner then reports 1.0 itself), and the engine ran on to the end
+                // between the line and the kill.
                 FreezeQemuImgChildren();
                 Console.Out.WriteLine($"PROGRESS {value.Phase} {value.Fraction.ToString(System.Globalization.CultureInfo.InvariantCulture)}");
                 Console.Out.Flush();
+                Stop(Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture));
             }
         }
     }
