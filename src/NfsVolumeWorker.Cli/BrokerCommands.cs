@@ -1,3 +1,4 @@
+using NfsVolumeWorker.Broker;
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
@@ -56,8 +57,8 @@ internal static class BrokerCommands
                     ["share"] = parse.GetValue(globals.Share)?.FirstOrDefault(),
                     ["targetShare"] = parse.GetValue(targetShare),
                 }, parse.GetValue(size), parse.GetValue(format));
-                var brokerUri = Wire.ResolveBroker(parse.GetValue(broker), environment);
-                return await SendAsync(message, brokerUri, parse.GetValue(wait), TimeSpan.FromSeconds(parse.GetValue(timeout)), json, environment, ct).ConfigureAwait(false);
+                var brokerAddress = Wire.ResolveBroker(parse.GetValue(broker), environment);
+                return await SendAsync(message, brokerAddress, parse.GetValue(wait), TimeSpan.FromSeconds(parse.GetValue(timeout)), json, environment, ct).ConfigureAwait(false);
             }
             catch (CliUsageException e)
             {
@@ -139,7 +140,7 @@ internal static class BrokerCommands
         }
     }
 
-    private static async Task<int> SendAsync(VolumeCommand message, Uri broker, bool wait, TimeSpan timeout, bool json, CliEnvironment environment, CancellationToken ct)
+    private static async Task<int> SendAsync(VolumeCommand message, BrokerAddress broker, bool wait, TimeSpan timeout, bool json, CliEnvironment environment, CancellationToken ct)
     {
         EventSubscription? subscription = null;
         try
@@ -227,12 +228,12 @@ internal static class BrokerCommands
             try
             {
                 Guid? filter = parse.GetValue(volume) is { } v ? Guid.TryParse(v, out var g) ? g : throw new CliUsageException($"--volume must be a UUID; got '{v}'.") : null;
-                var brokerUri = Wire.ResolveBroker(parse.GetValue(broker), environment);
+                var brokerAddress = Wire.ResolveBroker(parse.GetValue(broker), environment);
                 var progress = !json && environment.IsTerminal;
-                await using var subscription = await EventSubscription.OpenAsync(brokerUri, progress, ct).ConfigureAwait(false);
+                await using var subscription = await EventSubscription.OpenAsync(brokerAddress, progress, ct).ConfigureAwait(false);
                 if (!json)
                 {
-                    await environment.Error.WriteLineAsync($"nfsvol: watching {Wire.Redact(brokerUri.ToString())}{(filter is null ? "" : $" for volume {filter}")}; Ctrl-C to stop").ConfigureAwait(false);
+                    await environment.Error.WriteLineAsync($"nfsvol: watching {brokerAddress.Redacted}{(filter is null ? "" : $" for volume {filter}")}; Ctrl-C to stop").ConfigureAwait(false);
                 }
                 try
                 {

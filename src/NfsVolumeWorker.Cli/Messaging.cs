@@ -1,3 +1,4 @@
+using NfsVolumeWorker.Broker;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -49,7 +50,7 @@ internal static class Wire
     }
 
     /// <summary>The broker: --broker, then NFSVOL_BROKER_URL, then .local/broker/broker.env above the working directory (ops/run-worker's broker).</summary>
-    public static Uri ResolveBroker(string? option, CliEnvironment environment)
+    public static BrokerAddress ResolveBroker(string? option, CliEnvironment environment)
     {
         var url = option;
         if (string.IsNullOrWhiteSpace(url))
@@ -72,18 +73,13 @@ internal static class Wire
         {
             throw new CliUsageException($"No broker given. Use --broker amqp://user:password@host:5672/vhost or set {BrokerVariable}.");
         }
-        return Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Scheme is "amqp" or "amqps"
-            ? uri
-            : throw new CliUsageException($"The broker URL must be amqp:// or amqps://; got '{Redact(url)}'.");
+        return BrokerAddress.TryParse(url, null, out var address, out var error, urlSetting: "The broker URL")
+            ? address
+            : throw new CliUsageException(error);
     }
 
-    public static string Redact(string url) =>
-        Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.UserInfo.Contains(':', StringComparison.Ordinal)
-            ? url.Replace(uri.UserInfo, uri.UserInfo.Split(':')[0] + ":***", StringComparison.Ordinal)
-            : url;
-
-    public static Task<IConnection> ConnectAsync(Uri broker, string name, CancellationToken cancellationToken) =>
-        new ConnectionFactory { Uri = broker, AutomaticRecoveryEnabled = false }.CreateConnectionAsync(name, cancellationToken);
+    public static Task<IConnection> ConnectAsync(BrokerAddress broker, string name, CancellationToken cancellationToken) =>
+        broker.ConnectAsync(name, ConnectionRecovery.ByCaller, cancellationToken);
 
     /// <summary>Declares a type's exchange as MassTransit does (fanout, durable), so publishing and binding work before any worker ran.</summary>
     public static Task DeclareExchangeAsync(IChannel channel, Type type, CancellationToken cancellationToken) =>
@@ -163,7 +159,7 @@ internal sealed class EventSubscription : IAsyncDisposable
 
     public System.Threading.Channels.ChannelReader<ReceivedEvent> Events => _events.Reader;
 
-    public static async Task<EventSubscription> OpenAsync(Uri broker, bool progress, CancellationToken cancellationToken)
+    public static async Task<EventSubscription> OpenAsync(BrokerAddress broker, bool progress, CancellationToken cancellationToken)
     {
         var connection = await Wire.ConnectAsync(broker, $"nfsvol-watch-{Environment.ProcessId}", cancellationToken).ConfigureAwait(false);
         try

@@ -1,3 +1,4 @@
+using NfsVolumeWorker.Broker;
 using System.CommandLine;
 using System.Globalization;
 using System.Net.Http.Json;
@@ -98,16 +99,16 @@ internal static class StatusCommand
         string? managementError = null;
         if (managementUrl is not null)
         {
-            var brokerUri = Wire.ResolveBroker(brokerOption, environment);
+            var brokerAddress = Wire.ResolveBroker(brokerOption, environment);
             try
             {
-                using var client = new ManagementClient(managementUrl, brokerUri, timeout);
+                using var client = new ManagementClient(managementUrl, brokerAddress, timeout);
                 // Every partition queue there is; the count the instances report narrows it below.
                 snapshot = await client.GetConsumersAsync(MaxPartitions, ct).ConfigureAwait(false);
             }
             catch (Exception e) when (e is HttpRequestException or TaskCanceledException or System.Text.Json.JsonException)
             {
-                managementError = $"{Wire.Redact(managementUrl.ToString())}: {e.Message}";
+                managementError = $"{BrokerAddress.Redact(managementUrl.ToString())}: {e.Message}";
             }
         }
 
@@ -138,7 +139,7 @@ internal static class StatusCommand
                 s?.Partitions.Where(p => p.Active == false).Select(p => p.Partition).ToList() ?? [], read.Url, s, read.Error));
         }
         var unowned = snapshot?.Unowned ?? [];
-        return new FleetReport(DateTimeOffset.UtcNow, managementUrl is null ? null : Wire.Redact(managementUrl.ToString()), managementError, partitionCount,
+        return new FleetReport(DateTimeOffset.UtcNow, managementUrl is null ? null : BrokerAddress.Redact(managementUrl.ToString()), managementError, partitionCount,
             instances.OrderBy(i => i.Instance, StringComparer.Ordinal).ToList(), snapshot is null ? null : unowned);
     }
 
@@ -169,7 +170,7 @@ internal static class StatusCommand
         }
         return Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https"
             ? uri
-            : throw new CliUsageException($"The management URL must be http:// or https://; got '{Wire.Redact(url)}'.");
+            : throw new CliUsageException($"The management URL must be http:// or https://; got '{BrokerAddress.Redact(url)}'.");
     }
 
     private static async Task<StatusRead> ReadStatusAsync(HttpClient http, string url, CancellationToken ct)

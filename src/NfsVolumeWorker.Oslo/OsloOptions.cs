@@ -15,6 +15,10 @@ public sealed class OsloOptions
     /// <summary>AMQP URL of the OpenStack broker; empty to use Broker:Url. (oslo: transport_url, rabbit:// accepted.)</summary>
     public string? BrokerUrl { get; set; }
 
+    /// <summary>Further nodes of the same cluster, <c>host[:port]</c> separated by commas (as Broker:Hosts, which is
+    /// used with Broker:Url when BrokerUrl is empty); oslo's own form, several nodes in the URL, works too.</summary>
+    public string? BrokerHosts { get; set; }
+
     /// <summary>The backend host name as Cinder knows it, host@backend (cinder.conf: host + enabled_backends), e.g. hostA@nfs.</summary>
     public string Host { get; set; } = "";
 

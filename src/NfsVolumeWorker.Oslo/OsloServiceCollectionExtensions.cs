@@ -2,6 +2,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Broker;
 using NfsVolumeWorker.Oslo.Rpc;
 
 namespace NfsVolumeWorker.Oslo;
@@ -19,8 +20,11 @@ public static class OsloServiceCollectionExtensions
             if (string.IsNullOrWhiteSpace(o.BrokerUrl))
             {
                 o.BrokerUrl = fallbackBrokerUrl ?? configuration["Broker:Url"];
+                o.BrokerHosts ??= configuration["Broker:Hosts"];
             }
-        }).ValidateDataAnnotations().Validate(o => !o.Enabled || o.Host.Length > 0 && !o.Host.Contains('#', StringComparison.Ordinal),
+        }).ValidateDataAnnotations()
+            .Validate(o => !o.Enabled || BrokerAddress.TryParse(o.BrokerUrl, o.BrokerHosts, out _, out _),
+                "Oslo:BrokerUrl (or Broker:Url) must be an amqp://, amqps:// or oslo rabbit:// URL: user:password@host:port/vhost.").Validate(o => !o.Enabled || o.Host.Length > 0 && !o.Host.Contains('#', StringComparison.Ordinal),
             "Oslo:Host must be the backend host name host@backend (as in Cinder's volume host, without #pool).").ValidateOnStart();
         services.AddSingleton(TimeProvider.System);
         services.TryAddSingleton<IAdapterLease, UncontestedAdapterLease>();

@@ -1,3 +1,4 @@
+using NfsVolumeWorker.Broker;
 using NfsVolumeWorker.Configuration;
 
 namespace NfsVolumeWorker.Host.Tests;
@@ -8,7 +9,7 @@ public sealed class BrokerAddressSpecs
     [Fact]
     public void The_URL_alone_is_one_node_with_its_credentials_and_vhost()
     {
-        var a = BrokerAddress.Parse(new BrokerOptions { Url = "amqp://nfs:s%40cret@rabbit-1:5673/cinder%2Fvols" });
+        var a = BrokerAddress.Parse("amqp://nfs:s%40cret@rabbit-1:5673/cinder%2Fvols");
         Assert.Equal([new BrokerEndpoint("rabbit-1", 5673)], a.Endpoints);
         Assert.Equal("nfs", a.UserName);
         Assert.Equal("s@cret", a.Password);
@@ -21,7 +22,7 @@ public sealed class BrokerAddressSpecs
     [Fact]
     public void Hosts_add_the_other_nodes_after_the_URLs_with_default_ports_and_no_repeats()
     {
-        var a = BrokerAddress.Parse(new BrokerOptions { Url = "amqp://guest:guest@127.0.0.1:25001/", Hosts = " 127.0.0.1:25002, rabbit-3 ,127.0.0.1:25001,[::1]:25004" });
+        var a = BrokerAddress.Parse("amqp://guest:guest@127.0.0.1:25001/", " 127.0.0.1:25002, rabbit-3 ,127.0.0.1:25001,[::1]:25004");
         Assert.Equal(
             [new BrokerEndpoint("127.0.0.1", 25001), new BrokerEndpoint("127.0.0.1", 25002), new BrokerEndpoint("rabbit-3", 5672), new BrokerEndpoint("::1", 25004)],
             a.Endpoints);
@@ -33,7 +34,7 @@ public sealed class BrokerAddressSpecs
     [Fact]
     public void With_TLS_every_node_defaults_to_5671_and_is_checked_against_its_own_name()
     {
-        var a = BrokerAddress.Parse(new BrokerOptions { Url = "amqps://u:p@rabbit-1/", Hosts = "rabbit-2" });
+        var a = BrokerAddress.Parse("amqps://u:p@rabbit-1/", "rabbit-2");
         Assert.True(a.UseTls);
         Assert.Equal([new BrokerEndpoint("rabbit-1", 5671), new BrokerEndpoint("rabbit-2", 5671)], a.Endpoints);
         Assert.All(a.AmqpEndpoints(), e => Assert.True(e.Ssl.Enabled && e.Ssl.ServerName == e.HostName));
@@ -42,9 +43,27 @@ public sealed class BrokerAddressSpecs
     [Fact]
     public void MassTransits_rabbitmq_scheme_means_amqp()
     {
-        var a = BrokerAddress.Parse(new BrokerOptions { Url = "rabbitmq://u:p@rabbit-1/v" });
+        var a = BrokerAddress.Parse("rabbitmq://u:p@rabbit-1/v");
         Assert.Equal("amqp", a.Scheme);
         Assert.Equal(5672, a.Endpoints[0].Port);
+    }
+
+    [Fact]
+    public void An_oslo_transport_url_naming_several_nodes_gives_the_first_node_credentials_and_the_rest_as_the_list()
+    {
+        var a = BrokerAddress.Parse("rabbit://cinder:s3cret@rabbit-1:5672,cinder:s3cret@rabbit-2,other:x@[::1]:5673/openstack", urlSetting: "Oslo:BrokerUrl");
+
+        Assert.Equal("amqp", a.Scheme);
+        Assert.Equal(("cinder", "s3cret", "openstack"), (a.UserName, a.Password, a.VirtualHost));
+        Assert.Equal([new BrokerEndpoint("rabbit-1", 5672), new BrokerEndpoint("rabbit-2", 5672), new BrokerEndpoint("::1", 5673)], a.Endpoints);
+        Assert.Equal("amqp://cinder:***@rabbit-1:5672,rabbit-2:5672,[::1]:5673/openstack", a.Redacted);
+    }
+
+    [Fact]
+    public void Errors_name_the_setting_the_caller_reads()
+    {
+        Assert.False(BrokerAddress.TryParse("http://u:p@h/", null, out _, out var error, urlSetting: "Oslo:BrokerUrl"));
+        Assert.StartsWith("Oslo:BrokerUrl 'http://u:***@h/'", error, StringComparison.Ordinal);
     }
 
     [Theory]

@@ -216,7 +216,7 @@ public sealed class RabbitMqBroker : IAsyncDisposable
             RabbitMqBrokerMode.ExplicitUrl,
             url,
             management,
-            $"explicit broker {Redact(url)} from {RabbitMqBrokerOptions.UrlVariable}" +
+            $"explicit broker {Redact(url.ToString())} from {RabbitMqBrokerOptions.UrlVariable}" +
             (management is null ? " (no management API: vhosts cannot be created)" : ""),
             isShared);
         // Fail now, with the URL in the message, rather than in every test.
@@ -581,10 +581,9 @@ public sealed class RabbitMqBroker : IAsyncDisposable
         }
     }
 
-    public override string ToString() => $"{Mode} broker {Redact(AmqpUri)}";
+    public override string ToString() => $"{Mode} broker {Redact(AmqpUri.ToString())}";
 
-    private static string Redact(Uri uri) =>
-        string.IsNullOrEmpty(uri.UserInfo) ? uri.ToString() : uri.ToString().Replace(uri.UserInfo + "@", $"{uri.UserInfo.Split(':')[0]}:***@", StringComparison.Ordinal);
+    private static string Redact(string url) => NfsVolumeWorker.Broker.BrokerAddress.Redact(url);
 
     private static int? ParseInt(string? s) =>
         int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out var v) ? v : null;

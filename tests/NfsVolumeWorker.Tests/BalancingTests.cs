@@ -1,3 +1,4 @@
+using NfsVolumeWorker.Broker;
 using System.Diagnostics;
 using System.Globalization;
 using NfsVolumeWorker.Balancing;
@@ -51,7 +52,7 @@ public sealed class BalancingTests(ITestOutputHelper output)
         await using var vhost = await broker.CreateVirtualHostAsync("balance");
         using var root = new TempDirectory();
         var share = Directory.CreateDirectory(Path.Combine(root.Path, "share")).FullName;
-        using var management = new ManagementClient(broker.ManagementUri, vhost.AmqpUri, TimeSpan.FromSeconds(10));
+        using var management = new ManagementClient(broker.ManagementUri, BrokerAddress.Parse(vhost.AmqpUri.ToString()), TimeSpan.FromSeconds(10));
         var settings = new Dictionary<string, string?>
         {
             ["Worker:PartitionCount"] = N.ToString(CultureInfo.InvariantCulture),

@@ -1,3 +1,4 @@
+using NfsVolumeWorker.Broker;
 using System.Collections.Concurrent;
 using System.Text;
 using System.Text.Json;
@@ -66,44 +67,26 @@ public sealed class OsloRpcServer(
     /// (then it is sent only by whoever claims the record).</summary>
     private sealed record PendingEntry(PendingNotification Notification, string? Share, bool Persisted);
 
-    private string BrokerUrl => string.IsNullOrWhiteSpace(_options.BrokerUrl) ? throw new InvalidOperationException("Oslo:BrokerUrl is not set.") : _options.BrokerUrl;
-
-    internal static Uri AmqpUri(string url)
-    {
-        var u = url.Trim();
-        if (u.StartsWith("rabbit://", StringComparison.OrdinalIgnoreCase))
-        {
-            u = "amqp://" + u["rabbit://".Length..];
-        }
-        return new Uri(u);
-    }
-
-    internal static string Redact(string url) =>
-        Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.UserInfo.Contains(':', StringComparison.Ordinal)
-            ? url.Replace(uri.UserInfo, uri.UserInfo.Split(':')[0] + ":***", StringComparison.Ordinal)
-            : url;
+    private BrokerAddress Broker => string.IsNullOrWhiteSpace(_options.BrokerUrl)
+        ? throw new InvalidOperationException("Oslo:BrokerUrl is not set.")
+        : BrokerAddress.Parse(_options.BrokerUrl, _options.BrokerHosts, "Oslo:BrokerUrl", "Oslo:BrokerHosts");
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         // One adapter per backend at a time: a standby waits here until the active one dies or stops.
         _lease = await lease.AcquireAsync(_options.Host, stoppingToken).ConfigureAwait(false);
-        var factory = new ConnectionFactory
-        {
-            Uri = AmqpUri(BrokerUrl),
-            AutomaticRecoveryEnabled = true,
-            TopologyRecoveryEnabled = true,
-            ClientProvidedName = $"nfsvolumeworker-oslo:{_options.Host}",
-        };
+        var broker = Broker;
+        var factory = BrokerConnections.CreateFactory(broker, $"nfsvolumeworker-oslo:{_options.Host}", ConnectionRecovery.ByClient);
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
-                _connection = await factory.CreateConnectionAsync(stoppingToken).ConfigureAwait(false);
+                _connection = await factory.ConnectAsync(broker, stoppingToken).ConfigureAwait(false);
                 break;
             }
             catch (Exception e) when (e is RabbitMQ.Client.Exceptions.BrokerUnreachableException or IOException)
             {
-                OsloLog.BrokerUnreachable(logger, e, Redact(BrokerUrl));
+                OsloLog.BrokerUnreachable(logger, e, broker.Redacted);
                 await Task.Delay(TimeSpan.FromSeconds(2), time, stoppingToken).ConfigureAwait(false);
             }
         }
@@ -144,7 +127,7 @@ public sealed class OsloRpcServer(
             consumer.ReceivedAsync += (_, ea) => OnRequestAsync(rpc, q, ea, stoppingToken);
             await rpc.BasicConsumeAsync(queue, autoAck: false, consumer, stoppingToken).ConfigureAwait(false);
         }
-        OsloLog.Serving(logger, _options.Host, _topology.ControlExchange, string.Join(", ", _topology.TopicQueues), string.Join(", ", fanouts), Redact(BrokerUrl));
+        OsloLog.Serving(logger, _options.Host, _topology.ControlExchange, string.Join(", ", _topology.TopicQueues), string.Join(", ", fanouts), broker.Redacted);
         _ready.TrySetResult();
 
         try

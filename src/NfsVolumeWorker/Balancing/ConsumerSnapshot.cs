@@ -1,3 +1,4 @@
+using NfsVolumeWorker.Broker;
 using System.Globalization;
 using System.Net.Http.Headers;
 using System.Text;
@@ -163,16 +164,13 @@ public sealed class ManagementClient : IDisposable
     private readonly string _vhost;
 
     /// <param name="managementUrl">e.g. <c>http://127.0.0.1:15672/</c>.</param>
-    /// <param name="brokerUrl">The AMQP URL: its credentials and vhost are used.</param>
-    public ManagementClient(Uri managementUrl, Uri brokerUrl, TimeSpan timeout)
+    /// <param name="broker">The broker: its credentials and vhost are used.</param>
+    public ManagementClient(Uri managementUrl, BrokerAddress broker, TimeSpan timeout)
     {
         ArgumentNullException.ThrowIfNull(managementUrl);
-        ArgumentNullException.ThrowIfNull(brokerUrl);
-        var vhost = Uri.UnescapeDataString(brokerUrl.AbsolutePath.TrimStart('/'));
-        _vhost = vhost.Length == 0 ? "/" : vhost;
-        var user = brokerUrl.UserInfo.Split(':', 2);
-        var name = user[0].Length > 0 ? Uri.UnescapeDataString(user[0]) : "guest";
-        var password = user.Length > 1 ? Uri.UnescapeDataString(user[1]) : "guest";
+        ArgumentNullException.ThrowIfNull(broker);
+        _vhost = broker.VirtualHost;
+        var (name, password) = (broker.UserName, broker.Password);
         _http = new HttpClient
         {
             BaseAddress = managementUrl.AbsoluteUri.EndsWith('/') ? managementUrl : new Uri(managementUrl.AbsoluteUri + "/"),

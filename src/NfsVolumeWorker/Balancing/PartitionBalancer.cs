@@ -1,3 +1,4 @@
+using NfsVolumeWorker.Broker;
 using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Configuration;
@@ -33,7 +34,7 @@ public sealed class PartitionBalancer(
             BalancerLog.Disabled(logger, string.IsNullOrWhiteSpace(broker.Value.ManagementUrl) ? "Broker:ManagementUrl is not set" : "Balancing:Enabled is false");
             return;
         }
-        using var management = new ManagementClient(new Uri(broker.Value.ManagementUrl), new Uri(broker.Value.Url), options.Value.RequestTimeout);
+        using var management = new ManagementClient(new Uri(broker.Value.ManagementUrl), BrokerAddress.Parse(broker.Value.Url, broker.Value.Hosts), options.Value.RequestTimeout);
         var instance = worker.Value.InstanceName;
         BalancerLog.Enabled(logger, instance, management.VirtualHost, options.Value.Interval.TotalSeconds);
         var failures = 0;

@@ -1,3 +1,4 @@
+using NfsVolumeWorker.Broker;
 using System.ComponentModel.DataAnnotations;
 using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Contracts;

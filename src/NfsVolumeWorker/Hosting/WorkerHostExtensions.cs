@@ -1,3 +1,4 @@
+using NfsVolumeWorker.Broker;
 using MassTransit;
 using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Balancing;
@@ -79,7 +80,7 @@ public static class WorkerHostExtensions
             {
                 var broker = context.GetRequiredService<IOptions<BrokerOptions>>().Value;
                 var worker = context.GetRequiredService<IOptions<WorkerOptions>>().Value;
-                var address = BrokerAddress.Parse(broker);
+                var address = BrokerAddress.Parse(broker.Url, broker.Hosts);
                 var primary = address.Endpoints[0];
                 cfg.Host(primary.Host, (ushort)primary.Port, address.VirtualHost, h =>
                 {
@@ -179,7 +180,7 @@ internal sealed class StartupReport(ShareMap shares, QemuImgRunner qemuImg, IOpt
         var version = await qemuImg.VersionAsync(cancellationToken).ConfigureAwait(false);
         WorkerLog.Started(logger, worker.Value.InstanceName, shares.All.Count,
             string.Join(", ", shares.All.Select(s => $"{s.Export} -> {s.LocalPath}")), worker.Value.PartitionCount,
-            BrokerAddress.Parse(broker.Value).Redacted, version);
+            BrokerAddress.Parse(broker.Value.Url, broker.Value.Hosts).Redacted, version);
     }
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;

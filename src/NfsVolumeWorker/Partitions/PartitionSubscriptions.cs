@@ -1,3 +1,4 @@
+using NfsVolumeWorker.Broker;
 using System.Diagnostics;
 using System.Text;
 using Microsoft.Extensions.Options;
@@ -45,7 +46,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         CommandAcceptor acceptor, IngressRouter router, Status.StatusAddress statusAddress, ILogger<PartitionSubscriptions> logger)
     {
         _statusAddress = statusAddress;
-        _broker = BrokerAddress.Parse(broker.Value);
+        _broker = BrokerAddress.Parse(broker.Value.Url, broker.Value.Hosts);
         _worker = worker.Value;
         _options = options.Value;
         _acceptor = acceptor;
@@ -176,22 +177,15 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
             return open;
         }
         Volatile.Read(ref _connection)?.Dispose();
-        var factory = new ConnectionFactory
-        {
-            Uri = _broker.PrimaryUri,
-            ClientProvidedName = _worker.InstanceName,
-            // Recovery is ours (SuperviseAsync): the library's would re-subscribe channels we closed on purpose.
-            AutomaticRecoveryEnabled = false,
-            TopologyRecoveryEnabled = false,
-            RequestedHeartbeat = TimeSpan.FromSeconds(30),
-        };
+        // Recovery is ours (SuperviseAsync): the library's would re-subscribe channels we closed on purpose.
+        var factory = BrokerConnections.CreateFactory(_broker, _worker.InstanceName, ConnectionRecovery.ByCaller);
         if (_statusAddress.Url is { } statusUrl)
         {
             // nfsvol status finds this instance's /status.json here (the management API lists client properties).
             factory.ClientProperties[Balancing.ConsumerSnapshot.StatusUrlProperty] = statusUrl;
         }
         // Every node of Broker:Url and Broker:Hosts, in order: the first that answers.
-        var connection = await factory.CreateConnectionAsync(_broker.InOrder(), _worker.InstanceName, cancellationToken).ConfigureAwait(false);
+        var connection = await factory.ConnectAsync(_broker, cancellationToken).ConfigureAwait(false);
         Volatile.Write(ref _connection, connection);
         return connection;
     }

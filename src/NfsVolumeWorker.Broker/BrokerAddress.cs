@@ -1,7 +1,7 @@
 using System.Globalization;
 using RabbitMQ.Client;
 
-namespace NfsVolumeWorker.Configuration;
+namespace NfsVolumeWorker.Broker;
 
 /// <summary>One node of the broker: a host name or address and its AMQP port.</summary>
 public readonly record struct BrokerEndpoint(string Host, int Port)
@@ -11,10 +11,11 @@ public readonly record struct BrokerEndpoint(string Host, int Port)
 }
 
 /// <summary>
-/// The broker as <see cref="BrokerOptions.Url"/> and <see cref="BrokerOptions.Hosts"/> describe it: the one
-/// parser of the worker's broker settings. The URL gives the scheme (TLS or not), the credentials, the vhost
-/// and the first node; <c>Hosts</c> adds the other nodes of the same cluster. Connections try the nodes in
-/// this order (URL first) and take the first that answers.
+/// A broker as a URL and a list of further nodes describe it: the one parser of broker settings, for the worker
+/// (<c>Broker:Url</c>, <c>Broker:Hosts</c>), the oslo adapter (<c>Oslo:BrokerUrl</c>, an oslo transport URL)
+/// and <c>nfsvol</c> (<c>--broker</c>). The URL gives the scheme (TLS or not), the credentials, the vhost and
+/// the first node; the list adds the other nodes of the same cluster. Connections try the nodes in this order
+/// (URL first) and take the first that answers (<see cref="BrokerConnections"/>).
 /// </summary>
 public sealed class BrokerAddress
 {
@@ -27,7 +28,7 @@ public sealed class BrokerAddress
         Endpoints = endpoints;
     }
 
-    /// <summary><c>amqp</c> or <c>amqps</c> (MassTransit's <c>rabbitmq://</c> is read as <c>amqp</c>).</summary>
+    /// <summary><c>amqp</c> or <c>amqps</c> (MassTransit's <c>rabbitmq://</c> and oslo's <c>rabbit://</c> are read as <c>amqp</c>).</summary>
     public string Scheme { get; }
 
     public bool UseTls => Scheme == "amqps";
@@ -59,30 +60,38 @@ public sealed class BrokerAddress
     /// used whenever it answers, the others only when it does not.</summary>
     public IEndpointResolver InOrder() => new OrderedResolver(AmqpEndpoints());
 
-    /// <summary>Parses <paramref name="options"/>; throws <see cref="FormatException"/> saying what is wrong.</summary>
-    public static BrokerAddress Parse(BrokerOptions options)
-    {
-        ArgumentNullException.ThrowIfNull(options);
-        return TryParse(options.Url, options.Hosts, out var address, out var error) ? address : throw new FormatException(error);
-    }
+    /// <summary>Parses a URL and a node list; throws <see cref="FormatException"/> saying what is wrong.</summary>
+    public static BrokerAddress Parse(string? url, string? hosts = null, string urlSetting = "Broker:Url", string hostsSetting = "Broker:Hosts") =>
+        TryParse(url, hosts, out var address, out var error, urlSetting, hostsSetting) ? address : throw new FormatException(error);
 
     /// <summary>
-    /// <paramref name="url"/>: <c>amqp[s]://user:password@host[:port]/vhost</c> (also <c>rabbitmq://</c>);
+    /// <paramref name="url"/>: <c>amqp[s]://user:password@host[:port]/vhost</c> (also <c>rabbitmq://</c>, and oslo's
+    /// <c>rabbit://</c> with its own way of naming several nodes: <c>rabbit://u:p@h1:5672,u:p@h2:5672/vhost</c>);
     /// <paramref name="hosts"/>: empty, or <c>host[:port]</c> entries separated by commas (a port defaults to
     /// the scheme's: 5672, 5671 with TLS; an IPv6 address in brackets). A node named twice counts once.
+    /// Errors name the settings as <paramref name="urlSetting"/> and <paramref name="hostsSetting"/> and never
+    /// show a password.
     /// </summary>
-    public static bool TryParse(string? url, string? hosts, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out BrokerAddress? address, out string error)
+    public static bool TryParse(string? url, string? hosts, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out BrokerAddress? address, out string error,
+        string urlSetting = "Broker:Url", string hostsSetting = "Broker:Hosts")
     {
         address = null;
         error = "";
-        if (string.IsNullOrWhiteSpace(url) || !Uri.TryCreate(url.Trim(), UriKind.Absolute, out var uri)
-            || uri.Scheme is not ("amqp" or "amqps" or "rabbitmq") || string.IsNullOrEmpty(uri.Host) || uri.Host.Contains(',', StringComparison.Ordinal))
+        url = url?.Trim();
+        if (url is not null && url.StartsWith("rabbit://", StringComparison.OrdinalIgnoreCase) && OsloNodes(url) is { } oslo)
         {
-            error = $"Broker:Url '{Redact(url ?? "")}' is not an amqp://user:password@host:port/vhost URL (amqps:// for TLS). "
-                + "More nodes of the same cluster go in Broker:Hosts, not in the URL.";
+            // oslo names each node with its own credentials; the first gives them to all, the rest become the list.
+            url = oslo.Url;
+            hosts = string.IsNullOrWhiteSpace(hosts) ? oslo.Hosts : $"{oslo.Hosts},{hosts}";
+        }
+        if (string.IsNullOrWhiteSpace(url) || !Uri.TryCreate(url, UriKind.Absolute, out var uri)
+            || uri.Scheme is not ("amqp" or "amqps" or "rabbitmq" or "rabbit") || string.IsNullOrEmpty(uri.Host) || uri.Host.Contains(',', StringComparison.Ordinal))
+        {
+            error = $"{urlSetting} '{Redact(url ?? "")}' is not an amqp://user:password@host:port/vhost URL (amqps:// for TLS). "
+                + $"More nodes of the same cluster go in {hostsSetting}, not in the URL.";
             return false;
         }
-        var scheme = uri.Scheme == "rabbitmq" ? "amqp" : uri.Scheme;
+        var scheme = uri.Scheme is "rabbitmq" or "rabbit" ? "amqp" : uri.Scheme;
         var defaultPort = scheme == "amqps" ? 5671 : 5672;
         var user = uri.UserInfo.Split(':', 2);
         var userName = user[0].Length > 0 ? Uri.UnescapeDataString(user[0]) : "guest";
@@ -96,7 +105,7 @@ public sealed class BrokerAddress
             {
                 if (!string.IsNullOrWhiteSpace(hosts))
                 {
-                    error = $"Broker:Hosts '{hosts}' has an empty entry: expected host[:port] entries separated by commas, e.g. rabbit-2:5672,rabbit-3:5672.";
+                    error = $"{hostsSetting} '{hosts}' has an empty entry: expected host[:port] entries separated by commas, e.g. rabbit-2:5672,rabbit-3:5672.";
                     return false;
                 }
                 continue;
@@ -104,8 +113,8 @@ public sealed class BrokerAddress
             if (!TryParseHost(entry, defaultPort, out var endpoint))
             {
                 var shown = entry.Contains('@', StringComparison.Ordinal) ? "***" + entry[entry.LastIndexOf('@')..] : entry;
-                error = $"Broker:Hosts entry '{shown}' is not host[:port] (a name or address and a port from 1 to 65535; [addr]:port for IPv6; "
-                    + "no scheme, credentials or vhost: those come from Broker:Url).";
+                error = $"{hostsSetting} entry '{shown}' is not host[:port] (a name or address and a port from 1 to 65535; [addr]:port for IPv6; "
+                    + $"no scheme, credentials or vhost: those come from {urlSetting}).";
                 return false;
             }
             if (!endpoints.Any(e => string.Equals(e.Host, endpoint.Host, StringComparison.OrdinalIgnoreCase) && e.Port == endpoint.Port))
@@ -115,6 +124,21 @@ public sealed class BrokerAddress
         }
         address = new BrokerAddress(scheme, userName, password, vhost.Length == 0 ? "/" : vhost, endpoints);
         return true;
+    }
+
+    /// <summary>oslo's several-node form split into a one-node URL and a node list; null for a one-node URL.</summary>
+    private static (string Url, string Hosts)? OsloNodes(string url)
+    {
+        var start = "rabbit://".Length;
+        var slash = url.IndexOf('/', start);
+        var authority = slash < 0 ? url[start..] : url[start..slash];
+        if (!authority.Contains(',', StringComparison.Ordinal))
+        {
+            return null;
+        }
+        var nodes = authority.Split(',');
+        var rest = nodes.Skip(1).Select(n => n.Contains('@', StringComparison.Ordinal) ? n[(n.LastIndexOf('@') + 1)..] : n);
+        return (string.Concat(url.AsSpan(0, start), nodes[0], slash < 0 ? "/" : url[slash..]), string.Join(',', rest));
     }
 
     private static bool TryParseHost(string entry, int defaultPort, out BrokerEndpoint endpoint)
