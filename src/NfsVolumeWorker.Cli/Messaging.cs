@@ -1,6 +1,4 @@
 using NfsVolumeWorker.Broker;
-using System.Globalization;
-using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
@@ -10,11 +8,9 @@ using RabbitMQ.Client.Events;
 
 namespace NfsVolumeWorker.Cli;
 
-/// <summary>Native commands and events on the wire: MassTransit's JSON envelope, over RabbitMQ.Client.</summary>
+/// <summary>Native commands and events on the wire: MassTransit's JSON envelope (<see cref="MassTransitEnvelope"/>), over RabbitMQ.Client.</summary>
 internal static class Wire
 {
-    public const string ContentType = "application/vnd.masstransit+json";
-    public const string Namespace = "NfsVolumeWorker.Contracts";
     public const string BrokerVariable = "NFSVOL_BROKER_URL";
 
     public static IReadOnlyList<Type> CommandTypes => MessageCatalog.Commands;
@@ -31,16 +27,9 @@ internal static class Wire
     };
 
     /// <summary>Writing: as MassTransit's System.Text.Json serializer does (camelCase, enums as numbers).</summary>
-    public static readonly JsonSerializerOptions Write = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-    };
+    public static JsonSerializerOptions Write => MassTransitEnvelope.Write;
 
-    /// <summary>The exchange MassTransit publishes a type to: <c>NfsVolumeWorker.Contracts:CreateSnapshot</c>.</summary>
-    public static string ExchangeOf(Type type) => $"{Namespace}:{type.Name}";
-
-    public static string UrnOf(Type type) => $"urn:message:{Namespace}:{type.Name}";
+    public static string ExchangeOf(Type type) => MassTransitEnvelope.ExchangeOf(type);
 
     /// <summary>A command type by name: <c>CreateSnapshot</c>, <c>createsnapshot</c> or <c>create-snapshot</c>.</summary>
     public static Type? CommandType(string name)
@@ -91,21 +80,13 @@ internal static class Wire
     {
         var type = command.GetType();
         await DeclareExchangeAsync(channel, type, cancellationToken).ConfigureAwait(false);
-        var envelope = new JsonObject
-        {
-            ["messageId"] = messageId.ToString(),
-            ["sentTime"] = DateTime.UtcNow.ToString("O", CultureInfo.InvariantCulture),
-            ["messageType"] = new JsonArray(UrnOf(type)),
-            ["message"] = JsonSerializer.SerializeToNode(command, type, Write),
-            ["host"] = new JsonObject { ["machineName"] = Environment.MachineName, ["processName"] = "nfsvol", ["processId"] = Environment.ProcessId },
-        };
-        var body = Encoding.UTF8.GetBytes(envelope.ToJsonString());
+        var body = MassTransitEnvelope.Encode(command, messageId, "nfsvol");
         var properties = new BasicProperties
         {
-            ContentType = ContentType,
+            ContentType = MassTransitEnvelope.ContentType,
             MessageId = messageId.ToString(),
             DeliveryMode = DeliveryModes.Persistent,
-            Headers = new Dictionary<string, object?> { ["Content-Type"] = ContentType },
+            Headers = new Dictionary<string, object?> { ["Content-Type"] = MassTransitEnvelope.ContentType },
         };
         await channel.BasicPublishAsync(ExchangeOf(type), "", mandatory: true, properties, body, cancellationToken).ConfigureAwait(false);
     }
@@ -122,25 +103,8 @@ internal sealed record ReceivedEvent(string Type, Guid? MessageId, JsonObject Me
 
     public bool IsFailure => Type == nameof(CommandFailed);
 
-    public static ReceivedEvent? Decode(BasicDeliverEventArgs delivery)
-    {
-        try
-        {
-            var envelope = JsonNode.Parse(delivery.Body.Span) as JsonObject;
-            var urn = envelope?["messageType"] is JsonArray types ? types.Select(t => t?.GetValue<string>()).FirstOrDefault(t => t is not null) : null;
-            var type = urn?.Split(':').LastOrDefault();
-            if (envelope?["message"] is not JsonObject message || type is null)
-            {
-                return null;
-            }
-            Guid? id = Guid.TryParse(envelope["messageId"]?.GetValue<string>(), out var m) ? m : null;
-            return new ReceivedEvent(type, id, message);
-        }
-        catch (JsonException)
-        {
-            return null;
-        }
-    }
+    public static ReceivedEvent? Decode(BasicDeliverEventArgs delivery) =>
+        MassTransitEnvelope.TryRead(delivery.Body.Span, out var e) ? new ReceivedEvent(e.TypeName, e.MessageId, e.Message) : null;
 }
 
 /// <summary>A temporary exclusive, auto-delete queue bound to every event type's exchange.</summary>

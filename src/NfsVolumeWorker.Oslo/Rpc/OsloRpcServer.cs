@@ -28,9 +28,6 @@ public sealed class OsloRpcServer(
     IOptions<OsloOptions> optionsAccessor, CinderVolumeEndpoint endpoint, ICommandPipeline pipeline, IVolumeLocator locator,
     IPendingNotificationStore pendingStore, ICommandOutcomeSource outcomes, TimeProvider time, ILogger<OsloRpcServer> logger, IAdapterLease lease) : BackgroundService
 {
-    /// <summary>The native terminal events this adapter listens to (MassTransit exchanges "NfsVolumeWorker.Contracts:&lt;type&gt;").</summary>
-    public static readonly string[] TerminalEventTypes = [.. MessageCatalog.TerminalEvents.Select(t => t.Name)];
-
     private static readonly JsonSerializerOptions EventJson = new(JsonSerializerDefaults.Web);
 
     /// <summary>A claim on a pending record older than this is taken to be abandoned (its claimer died before
@@ -427,9 +424,9 @@ public sealed class OsloRpcServer(
         var queue = $"nfsvol.oslo-events.{_options.Host}.{Environment.MachineName}-{Environment.ProcessId}";
         await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false,
             new Dictionary<string, object?> { ["x-expires"] = 3_600_000 }, cancellationToken: ct).ConfigureAwait(false);
-        foreach (var type in TerminalEventTypes)
+        foreach (var type in MessageCatalog.TerminalEvents)
         {
-            var exchange = $"NfsVolumeWorker.Contracts:{type}";
+            var exchange = MassTransitEnvelope.ExchangeOf(type);
             // As MassTransit declares its publish exchanges: fanout, durable.
             await channel.ExchangeDeclareAsync(exchange, ExchangeType.Fanout, durable: true, autoDelete: false, cancellationToken: ct).ConfigureAwait(false);
             await channel.QueueBindAsync(queue, exchange, "", cancellationToken: ct).ConfigureAwait(false);
@@ -452,11 +449,12 @@ public sealed class OsloRpcServer(
 
     private async Task OnEventAsync(string exchange, ReadOnlyMemory<byte> body, CancellationToken ct)
     {
-        using var doc = JsonDocument.Parse(body);
-        var message = doc.RootElement.GetProperty("message");
-        var type = exchange[(exchange.IndexOf(':', StringComparison.Ordinal) + 1)..];
-        var eventType = MessageCatalog.TerminalEventNamed(type) ?? throw new InvalidOperationException($"not a terminal event: {type}");
-        var e = (ITerminalEvent)(message.Deserialize(eventType, EventJson) ?? throw new InvalidOperationException($"empty {type}"));
+        if (!MassTransitEnvelope.TryRead(body.Span, out var envelope))
+        {
+            throw new InvalidOperationException($"not a MassTransit envelope of a contract type (from {exchange})");
+        }
+        var eventType = MessageCatalog.TerminalEventNamed(envelope.TypeName) ?? throw new InvalidOperationException($"not a terminal event: {envelope.TypeName}");
+        var e = (ITerminalEvent)(envelope.Message.Deserialize(eventType, EventJson) ?? throw new InvalidOperationException($"empty {envelope.TypeName}"));
         switch (e)
         {
             case VolumeCreated c: locator.RememberVolume(c.VolumeId, c.Share); break;

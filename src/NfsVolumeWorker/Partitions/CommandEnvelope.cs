@@ -27,7 +27,7 @@ public sealed class CommandDecodeException(string reason, Exception? inner = nul
 /// </summary>
 public static class CommandEnvelope
 {
-    private const string UrnPrefix = "urn:message:NfsVolumeWorker.Contracts:";
+    private const string UrnPrefix = MassTransitEnvelope.UrnPrefix;
 
     /// <summary>Why a message could not be decoded, for the dead letter and the log: the decoder's own reason, or the
     /// type and message of an exception it did not expect (a defect: the message is dead-lettered all the same).</summary>

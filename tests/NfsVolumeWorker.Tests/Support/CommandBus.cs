@@ -107,7 +107,7 @@ public sealed class CommandBus : IAsyncDisposable
 /// <summary>Raw AMQP publishing straight into a queue, for messages MassTransit would never produce.</summary>
 public static class RawSend
 {
-    public static async Task ToQueueAsync(Uri vhostUri, string queue, string body, string? messageType = null, string contentType = "application/vnd.masstransit+json")
+    public static async Task ToQueueAsync(Uri vhostUri, string queue, string body, string? messageType = null, string contentType = MassTransitEnvelope.ContentType)
     {
         await using var connection = await new ConnectionFactory { Uri = vhostUri }.CreateConnectionAsync("test-raw-sender");
         await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
@@ -118,7 +118,7 @@ public static class RawSend
     /// <summary>A MassTransit envelope around <paramref name="messageJson"/> with the given message type name.</summary>
     public static string Envelope(string messageJson, string typeName) =>
         $$"""
-        {"messageId":"{{Guid.NewGuid()}}","messageType":["urn:message:NfsVolumeWorker.Contracts:{{typeName}}"],"sentTime":"{{DateTimeOffset.UtcNow:O}}","headers":{},"message":{{messageJson}}}
+        {"messageId":"{{Guid.NewGuid()}}","messageType":["{{MassTransitEnvelope.UrnPrefix}}{{typeName}}"],"sentTime":"{{DateTimeOffset.UtcNow:O}}","headers":{},"message":{{messageJson}}}
         """;
 
     /// <summary>Reads (and acks) the messages waiting in <paramref name="queue"/> (with a consumer: the error

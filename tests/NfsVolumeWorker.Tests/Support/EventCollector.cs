@@ -1,3 +1,4 @@
+using NfsVolumeWorker.Contracts;
 using System.Collections.Concurrent;
 using System.Text;
 using System.Text.Json;
@@ -26,8 +27,8 @@ public sealed record ReceivedEvent(Guid MessageId, string Type, Guid CommandId, 
 /// </summary>
 public sealed class EventCollector : IAsyncDisposable
 {
-    public const string TerminalExchange = "NfsVolumeWorker.Contracts:ITerminalEvent";
-    public const string ProgressExchange = "NfsVolumeWorker.Contracts:OperationProgressed";
+    public static readonly string TerminalExchange = MassTransitEnvelope.ExchangeOf(typeof(ITerminalEvent));
+    public static readonly string ProgressExchange = MassTransitEnvelope.ExchangeOf(typeof(OperationProgressed));
 
     private readonly IConnection _connection;
     private readonly IChannel _channel;
@@ -120,16 +121,12 @@ public sealed class EventCollector : IAsyncDisposable
 
     internal static ReceivedEvent Parse(byte[] body, long order)
     {
-        using var doc = JsonDocument.Parse(body);
-        var root = doc.RootElement;
-        var messageId = Guid.Parse(root.GetProperty("messageId").GetString()!);
-        var type = root.GetProperty("messageType").EnumerateArray().First().GetString()!;
-        type = type[(type.LastIndexOf(':') + 1)..];
-        var message = root.GetProperty("message");
-        return new ReceivedEvent(messageId, type,
-            message.TryGetProperty("commandId", out var c) ? c.GetGuid() : Guid.Empty,
-            message.TryGetProperty("volumeId", out var v) ? v.GetGuid() : Guid.Empty,
-            message.GetRawText(), order, DateTimeOffset.UtcNow);
+        Assert.True(MassTransitEnvelope.TryRead(body, out var envelope), "an event that is not a MassTransit envelope: " + Encoding.UTF8.GetString(body));
+        var message = envelope.Message;
+        return new ReceivedEvent(envelope.MessageId ?? throw new InvalidOperationException("an event without a message id"), envelope.TypeName,
+            message["commandId"] is { } c ? c.GetValue<Guid>() : Guid.Empty,
+            message["volumeId"] is { } v ? v.GetValue<Guid>() : Guid.Empty,
+            message.ToJsonString(), order, DateTimeOffset.UtcNow);
     }
 
     public IReadOnlyList<ReceivedEvent> Terminal => [.. _terminal];
