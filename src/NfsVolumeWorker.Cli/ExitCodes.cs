@@ -2,7 +2,7 @@ using NfsVolumeWorker.Storage.Errors;
 
 namespace NfsVolumeWorker.Cli;
 
-/// <summary>nfsvol's exit codes (documented in the root --help and the README).</summary>
+/// <summary>nfsvol's exit codes (documented in the root --help and docs/nfsvol.md, "Exit codes").</summary>
 public static class ExitCodes
 {
     /// <summary>Success; for check: healthy, or every problem repaired.</summary>

@@ -4,7 +4,7 @@ using Microsoft.Extensions.Logging;
 namespace NfsVolumeWorker.Host.Tests;
 
 /// <summary>Every <c>[LoggerMessage]</c> of the product has its own event id, inside its area's range, so an
-/// operator can filter logs by id. The ranges are listed in README.md, "Observability".</summary>
+/// operator can filter logs by id. The ranges are listed in docs/observability.md, "Logs".</summary>
 public sealed class LogEventIdSpecs
 {
     /// <summary>The product's assemblies: worker host, storage engine, oslo adapter, nfsvol.</summary>
@@ -61,7 +61,7 @@ public sealed class LogEventIdSpecs
             var type = method[..method.LastIndexOf('.')];
             if (!RangeByClass.TryGetValue(type, out var range))
             {
-                outside.Add($"{method} ({id}): {type} has no event id range (add one here and in README.md)");
+                outside.Add($"{method} ({id}): {type} has no event id range (add one here and in docs/observability.md)");
             }
             else if (id < range.First || id > range.Last)
             {

@@ -52,7 +52,7 @@ public sealed class OsloRpcServer(
     public bool IsServing => _ready.Task.IsCompletedSuccessfully && _connection is { IsOpen: true };
 
     /// <summary>Commands accepted by this instance and waiting for their terminal event (their records on the
-    /// shares outlive a restart: see the README, "Cinder (oslo.messaging) interface").</summary>
+    /// shares outlive a restart: see docs/cinder-interface.md).</summary>
     public int PendingCount => _pending.Count;
 
     /// <summary>Completes when the start-up look for records of commands that finished unobserved is done.</summary>
