@@ -33,7 +33,6 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
     private readonly BrokerAddress _broker;
     private readonly WorkerOptions _worker;
     private readonly PartitionOptions _options;
-    private readonly CommandAcceptor _acceptor;
     private readonly Status.StatusAddress _statusAddress;
     private readonly ILogger<PartitionSubscriptions> _logger;
     private readonly PartitionSubscription[] _partitions;
@@ -49,11 +48,12 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         _broker = BrokerAddress.Parse(broker.Value.Url, broker.Value.Hosts);
         _worker = worker.Value;
         _options = options.Value;
-        _acceptor = acceptor;
         _logger = logger;
+        // Asked only once messages flow, long after the array below is built.
+        var consumer = new PartitionConsumer(acceptor, _worker, p => _partitions![p], logger);
         _partitions = Enumerable.Range(0, _worker.PartitionCount)
-            .Select(p => new PartitionSubscription(p, _worker.InstanceName, (ushort)_worker.PrefetchCount, HandleAsync)).ToArray();
-        _ingress = PartitionSubscription.ForIngress(Topology.IngressQueue, _worker.InstanceName, (ushort)_worker.PrefetchCount, router.RouteAsync);
+            .Select(p => new PartitionSubscription(p, _worker.InstanceName, (ushort)_worker.PrefetchCount, consumer.HandleAsync)).ToArray();
+        _ingress = PartitionSubscription.ForIngress(Topology.IngressQueue, _worker.InstanceName, (ushort)_worker.PrefetchCount, router.HandleAsync);
         router.Subscription = _ingress;
     }
 
@@ -229,65 +229,6 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
                 PartitionLog.BrokerUnreachable(_logger, _broker.Redacted, RetryBackoff.Delay(attempt).TotalSeconds, e.Message);
             }
         }
-    }
-
-    /// <summary>One delivery: decode, accept (retried with back-off while the share or broker fails), ack.</summary>
-    private async Task HandleAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, CancellationToken stopped)
-    {
-        DecodedCommand decoded;
-        try
-        {
-            decoded = CommandEnvelope.Decode(delivery.Body.Span, delivery.BasicProperties.Headers);
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            // As the router: whatever escapes decoding dead-letters the message, so no delivery stays unacknowledged.
-            var reason = CommandEnvelope.Reason(e);
-            PartitionLog.Undecodable(_logger, partition, delivery.BasicProperties.MessageId ?? "(none)", reason);
-            await DeadLetters.MoveAsync(channel, ErrorQueue, delivery, reason, skipped: false,
-                [new("nfsvol-partition", partition), new("nfsvol-instance", _worker.InstanceName)], stopped).ConfigureAwait(false);
-            return;
-        }
-        var command = decoded.Command;
-        ActivityContext.TryParse(decoded.TraceParent, null, out var parent);
-        using var activity = WorkerTelemetry.ActivitySource.StartActivity($"{Contracts.PartitionKey.QueueName(partition)} receive", ActivityKind.Consumer, parent);
-        activity?.SetTag("messaging.system", "rabbitmq");
-        activity?.SetTag("messaging.destination.name", Contracts.PartitionKey.QueueName(partition));
-        activity?.SetTag("messaging.operation.type", "receive");
-        activity?.SetTag("nfsvol.command_id", command.CommandId);
-        activity?.SetTag("nfsvol.volume_id", command.VolumeId);
-
-        var subscription = _partitions[partition];
-        var redelivered = delivery.Redelivered || delivery.BasicProperties.Headers?.ContainsKey(Topology.RedeliveredHeader) == true;
-        try
-        {
-            for (var attempt = 1; ; attempt++)
-            {
-                try
-                {
-                    await _acceptor.AcceptAsync(command, partition, redelivered, stopped).ConfigureAwait(false);
-                    break;
-                }
-                catch (Exception e) when (e is not OperationCanceledException)
-                {
-                    // Nothing here is the command's fault (that yields CommandFailed inside AcceptAsync): the share or
-                    // the broker is failing. The partition waits, in order, rather than drop or reorder a command.
-                    subscription.MarkRetrying();
-                    var delay = RetryBackoff.Delay(attempt);
-                    PartitionLog.AcceptRetrying(_logger, command.GetType().Name, command.CommandId, command.VolumeId, partition, attempt, delay.TotalSeconds, e.Message);
-                    await Task.Delay(delay, stopped).ConfigureAwait(false);
-                }
-            }
-        }
-        catch (OperationCanceledException) when (stopped.IsCancellationRequested)
-        {
-            return; // stopping: not acknowledged, the next owner gets it
-        }
-        finally
-        {
-            subscription.ClearRetrying();
-        }
-        await channel.BasicAckAsync(delivery.DeliveryTag, multiple: false, CancellationToken.None).ConfigureAwait(false);
     }
 
     private static bool IsBrokerFault(Exception e) =>
