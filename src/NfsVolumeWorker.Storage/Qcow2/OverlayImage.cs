@@ -27,8 +27,9 @@ public sealed record OverlayImage(long VirtualSize, string BackingFile, ImageFor
     /// <summary>The qemu release whose <c>qemu-img create</c> output this reproduces.</summary>
     public const string QemuVersion = "7.2";
 
-    /// <summary>The largest virtual size qemu accepts with 64 KiB clusters (an L1 table of 32 MiB): 2 PiB.</summary>
-    public const long MaxVirtualSize = 1L << 51;
+    /// <summary>The largest virtual size qemu accepts with 64 KiB clusters (an L1 table of 32 MiB): 2 PiB, the
+    /// limit the engine already applies to every qcow2 size.</summary>
+    public const long MaxVirtualSize = Shares.VolumeSizeLimit.Qcow2MaxVirtualSize;
 
     /// <summary>The longest backing file name the proof covers; Cinder's names are 43 and 80 bytes.</summary>
     public const int MaxBackingFileLength = 255;
