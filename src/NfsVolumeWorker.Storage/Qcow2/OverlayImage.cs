@@ -135,7 +135,7 @@ public sealed record OverlayImage(long VirtualSize, string BackingFile, ImageFor
     }
 
     /// <summary>Cluster 0 up to the end of the backing file name.</summary>
-    internal byte[] Header()
+    private byte[] Header()
     {
         var format = Encoding.ASCII.GetBytes(BackingFormat.ToQemuName());
         var name = Encoding.ASCII.GetBytes(BackingFile);
