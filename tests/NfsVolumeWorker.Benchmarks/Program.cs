@@ -59,6 +59,10 @@ try
     {
         await new ReflinkBench(settings, results, output, dir).RunAsync();
     }
+    if (settings.Includes("overlay"))
+    {
+        await new OverlayBench(settings, results, output, new Fixtures(dir)).RunAsync();
+    }
 
     output.WriteLine();
     output.WriteLine("== figures (median, min and max of the timed runs; ratio = this median / the median of the 'vs' row) ==");
@@ -100,6 +104,7 @@ internal static class Targets
     public static void Print(Results results, Settings settings, TextWriter output)
     {
         ReflinkBench.PrintTargets(results, output, Line);
+        OverlayBench.PrintTargets(results, output);
         foreach (var scenario in new[] { "create-snapshot, 1st (raw base)", "create-snapshot, 2nd (qcow2 active)" })
         {
             if (results.Find(scenario, "engine") is not null)

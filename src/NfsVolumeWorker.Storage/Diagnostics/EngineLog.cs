@@ -31,4 +31,7 @@ internal static partial class EngineLog
 
     [LoggerMessage(1008, LogLevel.Warning, "The file system refused O_DIRECT for {Target} ({Reason}); copying through the page cache and fsyncing instead")]
     public static partial void DirectIoRefused(ILogger logger, string target, string reason);
+
+    [LoggerMessage(1010, LogLevel.Information, "Volume {VolumeId}: overlay {File} is made by qemu-img create, not natively: {Reason}")]
+    public static partial void OverlayByQemuImg(ILogger logger, Guid volumeId, string file, string reason);
 }

@@ -44,4 +44,9 @@ public static class StorageTelemetry
     internal static readonly Counter<long> Overlaps = Meter.CreateCounter<long>(
         "nfsvolumeworker.operation.overlaps",
         description: "Operations that started while another one held the same volume (a lock failure).");
+
+    /// <summary>Empty overlays made for snapshots and reverts, tagged with what wrote them (native or qemu-img).</summary>
+    internal static readonly Counter<long> OverlaysCreated = Meter.CreateCounter<long>(
+        "nfsvolumeworker.overlay.created",
+        description: "Empty qcow2 overlays made for snapshots and reverts, by writer (native: the engine wrote the file; qemu-img: qemu-img create).");
 }

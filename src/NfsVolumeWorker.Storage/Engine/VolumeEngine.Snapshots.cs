@@ -63,7 +63,7 @@ public sealed partial class VolumeEngine
             var temp = share.PathOf(DurableFile.TempName(overlayName));
             try
             {
-                await _qemuImg.CreateAsync(new CreateImageRequest(temp, ImageFormat.Qcow2, size, active.FileName, active.Format), ct).ConfigureAwait(false);
+                await CreateOverlayFileAsync(temp, size, active.FileName, active.Format, volumeId, ct).ConfigureAwait(false);
                 SetPermissions(temp, chain.PathOf(active.FileName));
                 DurableFile.FsyncFile(temp);
                 Step(OperationSteps.CreateSnapshotOverlayCreated, volumeId);
@@ -83,6 +83,28 @@ public sealed partial class VolumeEngine
         return OperationResult.Done(size == active.VirtualSize
             ? $"created snapshot {snapshotId}: {overlayName} on {active.FileName}"
             : $"created snapshot {snapshotId}: {overlayName} on {active.FileName}, {size} bytes as declared (the active image is {active.VirtualSize})", overlayName);
+    }
+
+    /// <summary>Creates the empty overlay file at <paramref name="path"/> (which must not exist), not yet synced: natively
+    /// when the option allows and the input is inside what <see cref="OverlayImage"/> is proven for, else by
+    /// <c>qemu-img create</c>. Both make the same bytes; the caller sets permissions, fsyncs and renames.</summary>
+    internal async Task CreateOverlayFileAsync(string path, long size, string? backingFile, ImageFormat? backingFormat, Guid volumeId, CancellationToken ct)
+    {
+        if (_options.NativeOverlayHeaders)
+        {
+            var reason = backingFile is null || backingFormat is null
+                ? "it has no backing file"
+                : OverlayImage.Unsupported(size, backingFile, backingFormat.Value);
+            if (reason is null)
+            {
+                new OverlayImage(size, backingFile!, backingFormat!.Value).Create(path, FileMode);
+                StorageTelemetry.OverlaysCreated.Add(1, new KeyValuePair<string, object?>("writer", "native"));
+                return;
+            }
+            EngineLog.OverlayByQemuImg(_logger, volumeId, Path.GetFileName(path), reason);
+        }
+        await _qemuImg.CreateAsync(new CreateImageRequest(path, ImageFormat.Qcow2, size, backingFile, backingFormat), ct).ConfigureAwait(false);
+        StorageTelemetry.OverlaysCreated.Add(1, new KeyValuePair<string, object?>("writer", "qemu-img"));
     }
 
     /// <summary>True when <paramref name="path"/> is an overlay already made for this snapshot on the current
@@ -284,7 +306,7 @@ public sealed partial class VolumeEngine
             var temp = share.PathOf(DurableFile.TempName(active.FileName));
             try
             {
-                await _qemuImg.CreateAsync(new CreateImageRequest(temp, ImageFormat.Qcow2, active.VirtualSize, active.BackingFile, active.BackingFormat), ct).ConfigureAwait(false);
+                await CreateOverlayFileAsync(temp, active.VirtualSize, active.BackingFile, active.BackingFormat, request.VolumeId, ct).ConfigureAwait(false);
                 SetPermissions(temp, activePath);
                 DurableFile.FsyncFile(temp);
                 Step(OperationSteps.RevertOverlayCreated, request.VolumeId);

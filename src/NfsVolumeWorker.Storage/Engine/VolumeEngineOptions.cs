@@ -33,6 +33,11 @@ public sealed class VolumeEngineOptions
     [Range(1, 16)]
     public int CopyCoroutines { get; set; } = 8;
 
+    /// <summary>Snapshot and revert overlays are written natively, byte for byte what qemu 7.2's <c>qemu-img create</c>
+    /// writes (see docs/snapshots.md), instead of spawning qemu-img. Inputs outside what the proof covers still go to
+    /// qemu-img. False always runs qemu-img create (for comparison). Default true.</summary>
+    public bool NativeOverlayHeaders { get; set; } = true;
+
     /// <summary>Mode of new files: 0660, or 0666 without secure permissions.</summary>
     public UnixFileMode NewFileMode => SecureFilePermissions
         ? UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite
