@@ -1,5 +1,5 @@
 using System.CommandLine;
-using NfsVolumeWorker.Storage.Errors;
+using NfsVolumeWorker.Contracts;
 
 namespace NfsVolumeWorker.Cli;
 
@@ -40,8 +40,7 @@ public static class Program
         }
         catch (OperationCanceledException)
         {
-            await environment.Error.WriteLineAsync($"nfsvol: {StorageErrorCode.Cancelled}: cancelled; running the command again finishes it.").ConfigureAwait(false);
-            return ExitCodes.Failed;
+            return Output.Fail(environment, json: false, ErrorCodes.Cancelled, "cancelled; running the command again finishes it.");
         }
     }
 }
