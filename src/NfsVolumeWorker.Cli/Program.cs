@@ -21,12 +21,10 @@ public static class Program
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {
-            foreach (var error in parse.Errors)
-            {
-                await environment.Error.WriteLineAsync($"nfsvol: {error.Message}").ConfigureAwait(false);
-            }
+            // Reported like every other failure (code on stderr, --json on stdout), with the way to the help after it.
+            var exit = Output.Fail(environment, parse.GetValue(globals.Json), ErrorCodes.Usage, string.Join("; ", parse.Errors.Select(e => e.Message)));
             await environment.Error.WriteLineAsync("Run 'nfsvol --help' for usage.").ConfigureAwait(false);
-            return ExitCodes.Usage;
+            return exit;
         }
         var configuration = new InvocationConfiguration
         {
