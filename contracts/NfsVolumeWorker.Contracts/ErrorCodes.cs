@@ -194,10 +194,10 @@ public static class ErrorCodes
     /// <summary>What each exit status of nfsvol means, for its <c>--help</c> and the docs.</summary>
     public static readonly IReadOnlyDictionary<NfsvolExitCode, string> ExitCodeMeanings = new Dictionary<NfsvolExitCode, string>
     {
-        [NfsvolExitCode.Ok] = "success; for check: healthy, or every problem repaired",
+        [NfsvolExitCode.Ok] = "success (for check: healthy, or every problem repaired)",
         [NfsvolExitCode.ProblemsFound] = "check found problems (or some remain after --repair)",
         [NfsvolExitCode.Usage] = "usage error: bad arguments, an id that is not a UUID, a bad size, no share, a share not in --shares-config",
-        [NfsvolExitCode.Failed] = "the operation failed (the error code says why); for check: a repair failed",
+        [NfsvolExitCode.Failed] = "the operation failed, the error code says why (for check: a repair failed)",
         [NfsvolExitCode.Busy] = "volume busy: another operation held the volume's lock longer than --lock-timeout",
     };
 }
