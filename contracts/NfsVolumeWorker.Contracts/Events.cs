@@ -145,13 +145,15 @@ public sealed record CommandFailed : ITerminalEvent
     /// <summary>The command's message type, e.g. <c>CreateSnapshot</c>.</summary>
     public required string CommandType { get; init; }
 
-    /// <summary>A stable, machine-readable code (e.g. <c>SnapshotNotFound</c>, <c>InvalidBackingFile</c>, <c>InvalidMessage</c>).</summary>
+    /// <summary>A stable, machine-readable code: the <see cref="Contracts.ErrorCode.Name"/> of an entry of
+    /// <see cref="ErrorCodes"/> (e.g. <c>SnapshotNotFound</c>, <c>InvalidBackingFile</c>, <c>InvalidRequest</c>).</summary>
     public required string ErrorCode { get; init; }
 
     /// <summary>What went wrong, for people.</summary>
     public required string Message { get; init; }
 
-    /// <summary>True when the failure may pass (the worker already retried it with back-off).</summary>
+    /// <summary>True when the failure may pass (the worker already retried it with back-off): the code's
+    /// <see cref="Contracts.ErrorCode.IsTransient"/>.</summary>
     public bool IsTransient { get; init; }
 }
 

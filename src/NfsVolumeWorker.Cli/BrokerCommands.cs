@@ -62,16 +62,16 @@ internal static class BrokerCommands
             }
             catch (CliUsageException e)
             {
-                return Fail(environment, json, "Usage", e.Message, ExitCodes.Usage);
+                return Output.Fail(environment, json, ErrorCodes.Usage, e.Message);
             }
             catch (PublishReturnException e)
             {
-                return Fail(environment, json, "Unroutable", $"the broker returned the command: no queue is bound to exchange {e.Exchange} ({e.ReplyText}). "
-                    + "Start a worker on this vhost once, or import ops/rabbitmq/definitions.json.", ExitCodes.Failed);
+                return Output.Fail(environment, json, ErrorCodes.Unroutable, $"the broker returned the command: no queue is bound to exchange {e.Exchange} ({e.ReplyText}). "
+                    + "Start a worker on this vhost once, or import ops/rabbitmq/definitions.json.");
             }
             catch (Exception e) when (e is BrokerUnreachableException or OperationInterruptedException or AlreadyClosedException or System.Net.Sockets.SocketException)
             {
-                return Fail(environment, json, "BrokerUnavailable", e.InnerException?.Message ?? e.Message, ExitCodes.Failed);
+                return Output.Fail(environment, json, ErrorCodes.BrokerUnavailable, e.InnerException?.Message ?? e.Message);
             }
         });
         return command;
@@ -195,13 +195,13 @@ internal static class BrokerCommands
                         {
                             await environment.Error.WriteLineAsync($"nfsvol: {line.ErrorCode}: {line.Message}").ConfigureAwait(false);
                         }
-                        return e.IsFailure ? ExitCodes.Failed : ExitCodes.Ok;
+                        return e.IsFailure ? ExitCodes.ForReported(line.ErrorCode) : ExitCodes.Ok;
                     }
                 }
             }
             catch (OperationCanceledException) when (!ct.IsCancellationRequested)
             {
-                return Fail(environment, json, "Timeout", $"no terminal event for command {message.CommandId} within {timeout.TotalSeconds:0} s (is a worker running on this vhost?)", ExitCodes.Failed);
+                return Output.Fail(environment, json, ErrorCodes.Timeout, $"no terminal event for command {message.CommandId} within {timeout.TotalSeconds:0} s (is a worker running on this vhost?)");
             }
         }
         finally
@@ -270,11 +270,11 @@ internal static class BrokerCommands
             }
             catch (CliUsageException e)
             {
-                return Fail(environment, json, "Usage", e.Message, ExitCodes.Usage);
+                return Output.Fail(environment, json, ErrorCodes.Usage, e.Message);
             }
             catch (Exception e) when (e is BrokerUnreachableException or OperationInterruptedException or AlreadyClosedException or System.Net.Sockets.SocketException)
             {
-                return Fail(environment, json, "BrokerUnavailable", e.InnerException?.Message ?? e.Message, ExitCodes.Failed);
+                return Output.Fail(environment, json, ErrorCodes.BrokerUnavailable, e.InnerException?.Message ?? e.Message);
             }
         });
         return command;
@@ -317,15 +317,6 @@ internal static class BrokerCommands
             }).ConfigureAwait(false);
     }
 
-    private static int Fail(CliEnvironment environment, bool json, string code, string message, int exitCode)
-    {
-        environment.Error.WriteLine($"nfsvol: {code}: {message}");
-        if (json)
-        {
-            Output.WriteJson(environment.Out, new { error = new { code, message } });
-        }
-        return exitCode;
-    }
 }
 
 /// <summary>One line of <c>nfsvol watch</c> (and of <c>send --wait</c>).</summary>

@@ -1,4 +1,6 @@
 using System.CommandLine;
+using NfsVolumeWorker.Contracts;
+using NfsVolumeWorker.Messaging;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Errors;
 using NfsVolumeWorker.Storage.Layout;
@@ -9,7 +11,7 @@ namespace NfsVolumeWorker.Cli;
 /// <summary>The command tree of nfsvol.</summary>
 internal static class Commands
 {
-    public const string RootDescription =
+    public static readonly string RootDescription =
         "nfsvol: inspect, check, repair and operate Cinder-compatible qcow2 snapshot chains on NFS shares "
         + "(the same files, .info format and locks as NfsVolumeWorker; safe to run next to it). "
         + "Ids are UUIDs. Give the share with --share, --shares-config or NFSVOL_SHARE. "
@@ -75,32 +77,22 @@ internal static class Commands
             }
             catch (CliUsageException e)
             {
-                return Fail(environment, json, "Usage", e.Message, ExitCodes.Usage);
+                return Output.Fail(environment, json, ErrorCodes.Usage, e.Message);
             }
             catch (StorageException e)
             {
-                return Fail(environment, json, e.Code.ToString(), e.Message, ExitCodes.For(e.Code));
+                return Output.Fail(environment, json, e.Code.ToErrorCode(), e.Message);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                return Fail(environment, json, StorageErrorCode.ShareUnavailable.ToString(), e.Message, ExitCodes.Failed);
+                return Output.Fail(environment, json, ErrorCodes.ShareUnavailable, e.Message);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 // A bug, not an expected failure: say so, with the stack for the report.
-                return Fail(environment, json, StorageErrorCode.InternalError.ToString(), e.ToString(), ExitCodes.Failed);
+                return Output.Fail(environment, json, ErrorCodes.InternalError, e.ToString());
             }
         });
-    }
-
-    private static int Fail(CliEnvironment environment, bool json, string code, string message, int exitCode)
-    {
-        environment.Error.WriteLine($"nfsvol: {code}: {message}");
-        if (json)
-        {
-            Output.WriteJson(environment.Out, new { error = new { code, message } });
-        }
-        return exitCode;
     }
 
     private static Command ChainCommand(GlobalOptions globals, CliEnvironment environment)

@@ -6,6 +6,7 @@ using NfsVolumeWorker.Storage.Durability;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Layout;
 using NfsVolumeWorker.Storage.Recovery;
+using NfsVolumeWorker.Contracts;
 using Spectre.Console;
 
 namespace NfsVolumeWorker.Cli;
@@ -80,6 +81,18 @@ public sealed record OperationView(string Outcome, string Message, string? Activ
 
 internal static class Output
 {
+    /// <summary>Reports a failure: <c>nfsvol: &lt;code&gt;: &lt;message&gt;</c> on stderr, <c>{"error": {code, message}}</c> on
+    /// stdout with --json; returns the exit code the table maps <paramref name="code"/> to.</summary>
+    public static int Fail(CliEnvironment environment, bool json, ErrorCode code, string message)
+    {
+        environment.Error.WriteLine($"nfsvol: {code.Name}: {message}");
+        if (json)
+        {
+            WriteJson(environment.Out, new { error = new { code = code.Name, message } });
+        }
+        return ExitCodes.For(code);
+    }
+
     public static readonly JsonSerializerOptions Json = new()
     {
         WriteIndented = true,

@@ -1,5 +1,5 @@
 using System.CommandLine;
-using NfsVolumeWorker.Storage.Errors;
+using NfsVolumeWorker.Contracts;
 
 namespace NfsVolumeWorker.Cli;
 
@@ -21,12 +21,10 @@ public static class Program
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {
-            foreach (var error in parse.Errors)
-            {
-                await environment.Error.WriteLineAsync($"nfsvol: {error.Message}").ConfigureAwait(false);
-            }
+            // Reported like every other failure (code on stderr, --json on stdout), with the way to the help after it.
+            var exit = Output.Fail(environment, parse.GetValue(globals.Json), ErrorCodes.Usage, string.Join("; ", parse.Errors.Select(e => e.Message)));
             await environment.Error.WriteLineAsync("Run 'nfsvol --help' for usage.").ConfigureAwait(false);
-            return ExitCodes.Usage;
+            return exit;
         }
         var configuration = new InvocationConfiguration
         {
@@ -40,8 +38,7 @@ public static class Program
         }
         catch (OperationCanceledException)
         {
-            await environment.Error.WriteLineAsync($"nfsvol: {StorageErrorCode.Cancelled}: cancelled; running the command again finishes it.").ConfigureAwait(false);
-            return ExitCodes.Failed;
+            return Output.Fail(environment, json: false, ErrorCodes.Cancelled, "cancelled; running the command again finishes it.");
         }
     }
 }

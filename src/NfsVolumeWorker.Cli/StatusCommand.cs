@@ -68,12 +68,7 @@ internal static class StatusCommand
             }
             catch (CliUsageException e)
             {
-                environment.Error.WriteLine($"nfsvol: Usage: {e.Message}");
-                if (json)
-                {
-                    Output.WriteJson(environment.Out, new { error = new { code = "Usage", message = e.Message } });
-                }
-                return ExitCodes.Usage;
+                return Output.Fail(environment, json, ErrorCodes.Usage, e.Message);
             }
         });
         return command;

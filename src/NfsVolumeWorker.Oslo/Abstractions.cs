@@ -45,16 +45,17 @@ public interface IConnectionInfoProvider
     (double TotalGb, double FreeGb) Capacity();
 }
 
-/// <summary>A failure to answer a call as a Cinder exception (class in cinder.exception).</summary>
+/// <summary>A failure to answer a call, with its code: answered as Cinder's <c>VolumeNotFound</c> for
+/// <see cref="ErrorCodes.VolumeNotFound"/>, else as <c>InvalidVolume</c>.</summary>
 public sealed class OsloServiceException : Exception
 {
-    public OsloServiceException() : this("InvalidVolume", "error") { }
-    public OsloServiceException(string message) : this("InvalidVolume", message) { }
-    public OsloServiceException(string message, Exception inner) : base(message, inner) => CinderClass = "InvalidVolume";
-    public OsloServiceException(string cinderClass, string message) : base(message) => CinderClass = cinderClass;
+    public OsloServiceException() : this(ErrorCodes.InternalError, "error") { }
+    public OsloServiceException(string message) : this(ErrorCodes.InternalError, message) { }
+    public OsloServiceException(string message, Exception inner) : base(message, inner) => Code = ErrorCodes.InternalError;
+    public OsloServiceException(ErrorCode code, string message) : base(message) => Code = code;
 
-    /// <summary>e.g. <c>InvalidVolume</c>, <c>VolumeNotFound</c>.</summary>
-    public string CinderClass { get; }
+    /// <summary>Why the call failed.</summary>
+    public ErrorCode Code { get; }
 }
 
 /// <summary>

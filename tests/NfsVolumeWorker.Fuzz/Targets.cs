@@ -164,7 +164,7 @@ public static class Targets
         public OsloConnectionInfo Connect(string share, Guid volumeId, long expectedSizeBytes, VolumeFormat? baseFormat) =>
             (volumeId.ToByteArray()[0] & 1) == 0
                 ? new OsloConnectionInfo(share, VolumeFileNames.Base(volumeId), "raw", null, "/mnt")
-                : throw new OsloServiceException("VolumeNotFound", $"volume {volumeId} is not on {share}");
+                : throw new OsloServiceException(ErrorCodes.VolumeNotFound, $"volume {volumeId} is not on {share}");
 
         public (double TotalGb, double FreeGb) Capacity() => (100, 50);
     }

@@ -80,11 +80,15 @@ public sealed class EndpointTests
     [Fact]
     public void Unknown_methods_versions_and_unreadable_objects_are_refused_without_a_command()
     {
-        Assert.Equal("NoSuchMethod", Assert.IsType<FailPlan>(_endpoint.Plan(Request("frobnicate", []))).Failure.Class);
+        var unknown = Assert.IsType<FailPlan>(_endpoint.Plan(Request("frobnicate", [])));
+        Assert.Equal("NoSuchMethod", unknown.Failure.Class);
+        Assert.Equal(ErrorCodes.UnsupportedRequest, unknown.Failure.Code);
+        Assert.Equal("UnsupportedRequest", (string?)unknown.Payload[RemoteFailure.ErrorCodeKey]);
         Assert.Equal("UnsupportedVersion", Assert.IsType<FailPlan>(_endpoint.Plan(Request("get_capabilities", [], "4.0"))).Failure.Class);
         Assert.Equal("UnsupportedVersion", Assert.IsType<FailPlan>(_endpoint.Plan(Request("get_capabilities", [], "3.19"))).Failure.Class);
         var bad = Assert.IsType<FailPlan>(_endpoint.Plan(Request("create_volume", new JsonObject { ["volume"] = "nope" })));
         Assert.Equal("volume.create.error", bad.EventType);
+        Assert.Equal("InvalidRequest", (string?)bad.Payload[RemoteFailure.ErrorCodeKey]);
         var nowhere = Assert.IsType<FailPlan>(_endpoint.Plan(Request("extend_volume", new JsonObject { ["volume"] = Vol(Guid.NewGuid()), ["new_size"] = 3 })));
         Assert.Equal("volume.resize.error", nowhere.EventType);
     }

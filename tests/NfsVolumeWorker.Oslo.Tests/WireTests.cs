@@ -117,11 +117,29 @@ public sealed class WireTests
     [Fact]
     public void Failures_are_serialized_as_oslo_does_as_a_json_string()
     {
-        var f = JsonNode.Parse(RemoteFailure.InvalidVolume("bad").ToJsonString())!;
+        var f = JsonNode.Parse(RemoteFailure.InvalidVolume("bad", ErrorCodes.SizeMismatch).ToJsonString())!;
         Assert.Equal("InvalidVolume", (string?)f["class"]);
         Assert.Equal("cinder.exception", (string?)f["module"]);
         Assert.Equal("bad", (string?)f["kwargs"]!["reason"]);
         Assert.IsType<JsonArray>(f["tb"]);
+    }
+
+    [Fact]
+    public void A_failure_carries_its_error_code_in_the_message_and_for_cinder_classes_as_kwarg_error_code()
+    {
+        var cinder = JsonNode.Parse(RemoteFailure.InvalidVolume("too big", ErrorCodes.SizeMismatch).ToJsonString())!;
+        Assert.Equal("Invalid volume: too big [error_code: SizeMismatch]", (string?)cinder["message"]);
+        Assert.Equal((string?)cinder["message"], (string?)cinder["args"]![0]);
+        Assert.Equal("SizeMismatch", (string?)cinder["kwargs"]![RemoteFailure.ErrorCodeKey]);
+        Assert.Null(cinder["kwargs"]!["code"]); // CinderException's HTTP status: not ours to set
+
+        // oslo's dispatcher exceptions take no kwargs: a client that rebuilds them would fail on an extra one.
+        var oslo = JsonNode.Parse(RemoteFailure.NoSuchMethod("frobnicate").ToJsonString())!;
+        Assert.EndsWith("[error_code: UnsupportedRequest]", (string?)oslo["message"], StringComparison.Ordinal);
+        Assert.Empty(oslo["kwargs"]!.AsObject());
+        Assert.Equal(ErrorCodes.VolumeNotFound, RemoteFailure.VolumeNotFound(Guid.NewGuid().ToString()).Code);
+        Assert.Equal(ErrorCodes.InvalidRequest, RemoteFailure.InvalidInput("x").Code);
+        Assert.Equal(ErrorCodes.InternalError, RemoteFailure.Unexpected(new InvalidOperationException("x")).Code);
     }
 
     [Fact]

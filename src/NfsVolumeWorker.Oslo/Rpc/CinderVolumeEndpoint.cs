@@ -108,6 +108,7 @@ public sealed class CinderVolumeEndpoint(OsloOptions options, IVolumeLocator loc
     private static JsonObject WithError(JsonObject payload, RemoteFailure failure)
     {
         payload["status"] ??= "error";
+        payload[RemoteFailure.ErrorCodeKey] = failure.Code.Name;
         if (!payload.ContainsKey("volume_id") && !payload.ContainsKey("snapshot_id"))
         {
             payload["error"] = failure.Message;
@@ -330,10 +331,10 @@ public sealed class CinderVolumeEndpoint(OsloOptions options, IVolumeLocator loc
         }
         catch (OsloServiceException e)
         {
-            var failure = e.CinderClass == "VolumeNotFound"
+            var failure = e.Code == ErrorCodes.VolumeNotFound
                 ? RemoteFailure.VolumeNotFound(v.Id.ToString())
-                : RemoteFailure.InvalidVolume(e.Message);
-            return new FailPlan(failure, "volume.attach.error", $"volume.{options.Host}", CinderPayloads.Volume(v, "error_attaching", options.AvailabilityZone, time.GetUtcNow()));
+                : RemoteFailure.InvalidVolume(e.Message, e.Code);
+            return new FailPlan(failure, "volume.attach.error", $"volume.{options.Host}", WithError(CinderPayloads.Volume(v, "error_attaching", options.AvailabilityZone, time.GetUtcNow()), failure));
         }
         var data = new JsonObject { ["export"] = info.Export, ["name"] = info.Name };
         if (info.MountOptions is not null)

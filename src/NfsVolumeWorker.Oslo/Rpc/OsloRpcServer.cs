@@ -194,7 +194,7 @@ public sealed class OsloRpcServer(
                     OsloLog.Answered(logger, described);
                     break;
                 case FailPlan fail:
-                    OsloLog.Refused(logger, described, fail.Failure.Class, fail.Failure.Message);
+                    OsloLog.Refused(logger, described, $"{fail.Failure.Class} ({fail.Failure.Code.Name})", fail.Failure.Message);
                     if (request.IsCall)
                     {
                         await ReplyIfCallAsync(request, null, fail.Failure, ct).ConfigureAwait(false);
@@ -220,7 +220,7 @@ public sealed class OsloRpcServer(
             OsloLog.Failed(logger, e, described);
             if (request.IsCall)
             {
-                await ReplyIfCallAsync(request, null, new RemoteFailure(e.GetType().Name, "builtins", e.Message), ct).ConfigureAwait(false);
+                await ReplyIfCallAsync(request, null, RemoteFailure.Unexpected(e), ct).ConfigureAwait(false);
             }
         }
         await channel.BasicAckAsync(ea.DeliveryTag, false, ct).ConfigureAwait(false);
@@ -530,7 +530,7 @@ public sealed class OsloRpcServer(
     {
         if (e is CommandFailed failed)
         {
-            var payload = n.PayloadWith(n.ErrorStatus);
+            var payload = n.PayloadWith(n.ErrorStatus, new JsonObject { [RemoteFailure.ErrorCodeKey] = failed.ErrorCode });
             await NotifyAsync($"{n.Resource}.{n.PublisherHost}", $"{n.Resource}.{n.Action}.error", "ERROR", payload, n.Context, e.CommandId, ct).ConfigureAwait(false);
             OsloLog.Refused(logger, $"command {e.CommandId}", failed.ErrorCode, failed.Message);
         }

@@ -66,7 +66,7 @@ public sealed class CommandRunner(
         try
         {
             terminal = CommandValidation.Problem(command, share, engineOptions.Value) is { } problem
-                ? Failed(command, StorageErrorCode.InvalidRequest.ToString(), problem, false) // accepted by an older worker
+                ? Failed(command, ErrorCodes.InvalidRequest, problem) // accepted by an older worker
                 : await ExecuteWithRetriesAsync(share, command, cancellationToken).ConfigureAwait(false);
         }
         finally
@@ -82,7 +82,7 @@ public sealed class CommandRunner(
         CommandOutcomes.Write(share, command.CommandId, outcome.ToBytes(), engineOptions.Value.NewFileMode);
         await PublishAndMarkAsync(share, outcome, cancellationToken).ConfigureAwait(false);
 
-        var code = terminal is CommandFailed f ? f.ErrorCode : terminal.AlreadyDone ? "AlreadyDone" : "Completed";
+        var code = OutcomeRecord.CodeOf(terminal);
         WorkerTelemetry.Finished.Add(1, new KeyValuePair<string, object?>("command", record.CommandType), new KeyValuePair<string, object?>("outcome", code));
         WorkerTelemetry.CommandDuration.Record((DateTimeOffset.UtcNow - record.ReceivedAt).TotalSeconds, new KeyValuePair<string, object?>("command", record.CommandType));
         WorkerLog.Finished(logger, record.CommandType, command.CommandId, volumeId, code, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
@@ -116,7 +116,7 @@ public sealed class CommandRunner(
             }
             catch (StorageException e)
             {
-                return Failed(command, e.Code.ToString(), e.Message, e.IsTransient);
+                return Failed(command, e.Code.ToErrorCode(), e.Message);
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
@@ -127,15 +127,15 @@ public sealed class CommandRunner(
                 // Whatever escaped the engine ends the command, for good: an inbox entry retried forever stalls
                 // its volume and floods the log. The share is as the last durable step left it (readable).
                 WorkerLog.UnexpectedFailure(logger, command.GetType().Name, command.CommandId, command.VolumeId, e);
-                return Failed(command, StorageErrorCode.InternalError.ToString(), $"Unexpected {e.GetType().Name}: {e.Message}", false);
+                return Failed(command, ErrorCodes.InternalError, $"Unexpected {e.GetType().Name}: {e.Message}");
             }
         }
     }
 
-    private static CommandFailed Failed(VolumeCommand command, string code, string message, bool transient) => new()
+    private static CommandFailed Failed(VolumeCommand command, ErrorCode code, string message) => new()
     {
         CommandId = command.CommandId, VolumeId = command.VolumeId, Timestamp = DateTimeOffset.UtcNow,
-        CommandType = command.GetType().Name, ErrorCode = code, Message = message, IsTransient = transient,
+        CommandType = command.GetType().Name, ErrorCode = code.Name, Message = message, IsTransient = code.IsTransient,
     };
 
     private async Task<ITerminalEvent> ExecuteAsync(Share share, VolumeCommand command, CancellationToken ct)
@@ -202,7 +202,7 @@ public sealed class CommandRunner(
                 };
             }
             default:
-                return Failed(command, StorageErrorCode.InvalidRequest.ToString(), $"Unknown command type {command.GetType().Name}.", false);
+                return Failed(command, ErrorCodes.InvalidRequest, $"Unknown command type {command.GetType().Name}.");
         }
     }
 

@@ -38,7 +38,7 @@ public sealed class CommandAcceptor(
         var problem = CommandValidation.FieldProblem(command);
         if (problem is not null)
         {
-            await RejectAsync(command, commandType, StorageErrorCode.InvalidRequest.ToString(), problem, started, cancellationToken).ConfigureAwait(false);
+            await RejectAsync(command, commandType, ErrorCodes.InvalidRequest, problem, started, cancellationToken).ConfigureAwait(false);
             return;
         }
         Share share;
@@ -51,12 +51,12 @@ public sealed class CommandAcceptor(
         }
         catch (StorageException e)
         {
-            await RejectAsync(command, commandType, e.Code.ToString(), e.Message, started, cancellationToken, e.IsTransient).ConfigureAwait(false);
+            await RejectAsync(command, commandType, e.Code.ToErrorCode(), e.Message, started, cancellationToken).ConfigureAwait(false);
             return;
         }
         if (CommandValidation.Problem(command, share, engineOptions.Value) is { } sizeProblem)
         {
-            await RejectAsync(command, commandType, StorageErrorCode.InvalidRequest.ToString(), sizeProblem, started, cancellationToken).ConfigureAwait(false);
+            await RejectAsync(command, commandType, ErrorCodes.InvalidRequest, sizeProblem, started, cancellationToken).ConfigureAwait(false);
             return;
         }
 
@@ -97,17 +97,17 @@ public sealed class CommandAcceptor(
 
     /// <summary>Publishes the rejection's <c>CommandFailed</c>, then logs it twice over: event 3003 (Warning) with the
     /// reason, and event 3004 <c>Finished</c> like every other outcome, so that one event id lists every command's end.</summary>
-    private async Task RejectAsync(VolumeCommand command, string commandType, string code, string message, long started, CancellationToken cancellationToken, bool transient = false)
+    private async Task RejectAsync(VolumeCommand command, string commandType, ErrorCode code, string message, long started, CancellationToken cancellationToken)
     {
-        WorkerLog.Rejected(logger, commandType, command.CommandId, command.VolumeId, code, message);
-        WorkerTelemetry.Finished.Add(1, new KeyValuePair<string, object?>("command", commandType), new KeyValuePair<string, object?>("outcome", code));
+        WorkerLog.Rejected(logger, commandType, command.CommandId, command.VolumeId, code.Name, message);
+        WorkerTelemetry.Finished.Add(1, new KeyValuePair<string, object?>("command", commandType), new KeyValuePair<string, object?>("outcome", code.Name));
         var commandId = command.CommandId == Guid.Empty ? Guid.NewGuid() : command.CommandId;
-        board.Failed(commandId, commandType, command.VolumeId, command.Share, code, message, transient); // before the event: see CommandRunner
+        board.Failed(commandId, commandType, command.VolumeId, command.Share, code.Name, message, code.IsTransient); // before the event: see CommandRunner
         await events.PublishTerminalAsync(new CommandFailed
         {
             CommandId = commandId, VolumeId = command.VolumeId, Timestamp = DateTimeOffset.UtcNow,
-            CommandType = commandType, ErrorCode = code, Message = message, IsTransient = transient,
+            CommandType = commandType, ErrorCode = code.Name, Message = message, IsTransient = code.IsTransient,
         }, cancellationToken).ConfigureAwait(false);
-        WorkerLog.Finished(logger, commandType, commandId, command.VolumeId, code, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        WorkerLog.Finished(logger, commandType, commandId, command.VolumeId, code.Name, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 }

@@ -57,7 +57,10 @@ public sealed record OutcomeRecord(string EventType, JsonElement Event, bool Pub
     }
 
     /// <summary>The outcome as logs and metrics name it: the error code, <c>AlreadyDone</c> or <c>Completed</c>.</summary>
-    public string Code => ToEvent() switch
+    public string Code => CodeOf(ToEvent());
+
+    /// <summary>The outcome of <paramref name="e"/> as logs and metrics name it (see <see cref="Code"/>).</summary>
+    public static string CodeOf(ITerminalEvent e) => e switch
     {
         CommandFailed f => f.ErrorCode,
         { AlreadyDone: true } => "AlreadyDone",

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Contracts;
+using NfsVolumeWorker.Messaging;
 using NfsVolumeWorker.Oslo;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Errors;
@@ -24,15 +25,14 @@ public sealed class EngineConnectionInfoProvider(VolumeEngine engine, ShareMap s
         }
         catch (StorageException e)
         {
-            throw e.Code == StorageErrorCode.VolumeNotFound
-                ? new OsloServiceException("VolumeNotFound", e.Message)
-                : new OsloServiceException("InvalidVolume", e.Code == StorageErrorCode.SizeMismatch
-                    ? "The volume virtual_size does not match the size in cinder, aborting as we suspect an exploit."
-                    : e.Message);
+            // Cinder's own words for a size that differs from its records.
+            throw new OsloServiceException(e.Code.ToErrorCode(), e.Code == StorageErrorCode.SizeMismatch
+                ? "The volume virtual_size does not match the size in cinder, aborting as we suspect an exploit."
+                : e.Message);
         }
         if (info.Format is not ("raw" or "qcow2"))
         {
-            throw new OsloServiceException("InvalidVolume", "nfs volume must be a valid raw or qcow2 image.");
+            throw new OsloServiceException(ErrorCodes.UnsupportedFormat, "nfs volume must be a valid raw or qcow2 image.");
         }
         return new OsloConnectionInfo(info.Export, info.Name, info.Format, info.Options, Path.GetFullPath(sharesOptions.Value.MountPointBase));
     }

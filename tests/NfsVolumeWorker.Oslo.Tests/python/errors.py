@@ -49,15 +49,27 @@ def expect_remote_error(fn, cls, what):
     cc.fail(f"{what}: no failure reply")
 
 
+def expect_error_code(e, code, what):
+    """The worker's error code travels with the failure: at the end of the message for every client (a RemoteError
+    too) and, on Cinder's own exceptions (rebuilt from cinder.exception), as kwarg error_code."""
+    cc.check(f"[error_code: {code}]" in str(e), f"{what}: message carries error code {code}: {str(e).splitlines()[0]}")
+    if getattr(e, "exc_type", None) is None:  # rebuilt as Cinder's class, not a RemoteError
+        cc.check(e.kwargs.get("error_code") == code, f"{what}: kwarg error_code {e.kwargs.get('error_code')}")
+        cc.check(isinstance(e.kwargs.get("code"), int), f"{what}: Cinder's HTTP code kwarg left alone")
+
+
 # Calls with bad input: failure replies in oslo's format.
 wrong = cc.new_volume(ctxt, host, size=2)
 wrong.id = vol.id
-expect_remote_error(lambda: api.initialize_connection(ctxt, wrong, {"host": "c"}), "InvalidVolume", "initialize_connection with a size Cinder does not have")
+e = expect_remote_error(lambda: api.initialize_connection(ctxt, wrong, {"host": "c"}), "InvalidVolume", "initialize_connection with a size Cinder does not have")
+expect_error_code(e, "SizeMismatch", "initialize_connection with a size Cinder does not have")
 missing = cc.new_volume(ctxt, host, size=1)
-expect_remote_error(lambda: api.initialize_connection(ctxt, missing, {"host": "c"}), "InvalidInput", "initialize_connection of a volume no share holds")
+e = expect_remote_error(lambda: api.initialize_connection(ctxt, missing, {"host": "c"}), "InvalidInput", "initialize_connection of a volume no share holds")
+expect_error_code(e, "InvalidRequest", "initialize_connection of a volume no share holds")
 transport = oslo_messaging.get_rpc_transport(conf)
 client = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic=f"cinder-volume.{a.host}", server=server, version="3.0"), timeout=20)
-expect_remote_error(lambda: client.call({}, "frobnicate", x=1), "NoSuchMethod", "unknown method")
+e = expect_remote_error(lambda: client.call({}, "frobnicate", x=1), "NoSuchMethod", "unknown method")
+expect_error_code(e, "UnsupportedRequest", "unknown method")
 expect_remote_error(lambda: client.prepare(version="4.0").call({}, "get_capabilities", discover=False), "UnsupportedVersion", "unsupported version")
 expect_remote_error(lambda: client.prepare(version="3.99").call({}, "get_capabilities", discover=False), "UnsupportedVersion", "newer minor version than served")
 caps = client.call({}, "get_capabilities", discover=False)
@@ -67,17 +79,21 @@ cc.check(caps["storage_protocol"] == "nfs", "the worker goes on answering calls"
 client.cast({}, "frobnicate", x=1)
 n = collector.wait("volume.rpc.error", "method", "frobnicate")
 cc.check(n["priority"] == "ERROR", "unknown cast method: volume.rpc.error at ERROR priority")
+cc.check(n["payload"].get("error_code") == "UnsupportedRequest", f"volume.rpc.error carries error_code {n['payload'].get('error_code')}")
 ghost = cc.new_volume(ctxt, host, size=1)
 s = cc.new_snapshot(ctxt, ghost, display_name="ghost")
 api.create_snapshot(ctxt, ghost, s)
 n = collector.wait("snapshot.create.error", "snapshot_id", s.id)
 cc.check(n["priority"] == "ERROR" and n["payload"]["status"] == "error", "snapshot of a volume no share holds: snapshot.create.error")
+cc.check(n["payload"].get("error_code") == "InvalidRequest", f"refused by the adapter: error_code {n['payload'].get('error_code')}")
 enc = objects.Volume(context=ctxt, id=vol.id, size=1, host=host, status="available", attach_status="detached",
                      encryption_key_id=str(uuid.uuid4()), cluster_name=None, project_id="project-1", user_id="user-1")
 s2 = cc.new_snapshot(ctxt, enc, with_volume=True, display_name="encrypted")
 api.create_snapshot(ctxt, enc, s2)
 n = collector.wait("snapshot.create.error", "snapshot_id", s2.id)
 cc.check(n["priority"] == "ERROR", "snapshot of an encrypted volume refused by the pipeline: snapshot.create.error")
+# The code of the worker's CommandFailed travels in the .error notification of the command it ended.
+cc.check(n["payload"].get("error_code") == "VolumeEncrypted", f"refused by the engine: error_code {n['payload'].get('error_code')}")
 client.cast({}, "create_volume", volume={"not": "an object"}, request_spec={}, filter_properties={}, allow_reschedule=True)
 n = collector.wait("volume.create.error", "method", "create_volume")
 cc.check(n["priority"] == "ERROR" and "error" in n["payload"], "create_volume with a volume that is not a versioned object: volume.create.error")
