@@ -61,7 +61,8 @@ public sealed record MergePlan(
 
     /// <summary>
     /// Picks the direction. Pulling up is possible only when the lower image is qcow2 (a raw base cannot take a
-    /// qcow2 image under its name: Cinder and the engine would read it as raw) and not larger than the overlay.
+    /// qcow2 image under its name: Cinder and the engine would read it as raw), not larger than the overlay, and the
+    /// share has hard links.
     /// By cost, the direction that writes fewer bytes wins if it fits in <paramref name="availableBytes"/>, else the
     /// other one if that fits; null when the allowed directions all need more than is free.
     /// </summary>
@@ -71,11 +72,14 @@ public sealed record MergePlan(
     /// <param name="lowerAllocated">Bytes the lower image holds on disk.</param>
     /// <param name="availableBytes">Free bytes on the share.</param>
     /// <param name="planning">The configured planning.</param>
-    public static MergePlan? Choose(ChainImage upper, ChainImage lower, long upperAllocated, long lowerAllocated, long availableBytes, MergePlanning planning)
+    /// <param name="hardLinks">The share's file system gives a file a second name (<see cref="ShareCapabilities.HardLinks"/>).</param>
+    public static MergePlan? Choose(ChainImage upper, ChainImage lower, long upperAllocated, long lowerAllocated, long availableBytes, MergePlanning planning, bool hardLinks = true)
     {
         ArgumentNullException.ThrowIfNull(upper);
         ArgumentNullException.ThrowIfNull(lower);
-        var pullUpBlocked = lower.Format != ImageFormat.Qcow2
+        var pullUpBlocked = !hardLinks
+            ? "the share has no hard links, which the pull-up needs to give the merged image the lower image's name"
+            : lower.Format != ImageFormat.Qcow2
             ? $"{lower.FileName} is {lower.Format.ToQemuName()}, so only a commit keeps it readable under its name"
             : lower.VirtualSize > upper.VirtualSize
                 ? $"{lower.FileName} is larger than {upper.FileName}"

@@ -278,15 +278,16 @@ public sealed partial class VolumeEngine
         var upperBytes = FileOwnership.AllocatedBytes(chain.PathOf(upper.FileName));
         var lowerBytes = FileOwnership.AllocatedBytes(chain.PathOf(lower.FileName));
         var available = ShareSpace.Available(share);
-        var plan = MergePlan.Choose(upper, lower, upperBytes, lowerBytes, available, _options.MergePlanning);
+        var hardLinks = ShareCapabilities.Of(share).HardLinks;
+        var plan = MergePlan.Choose(upper, lower, upperBytes, lowerBytes, available, _options.MergePlanning, hardLinks);
         if (plan is null)
         {
             // Neither fits: the message names the cheaper one's need, the least space that would do.
-            var least = _options.MergePlanning == MergePlanning.AlwaysCommitDown || lower.Format != ImageFormat.Qcow2 ? upperBytes : Math.Min(upperBytes, lowerBytes);
+            var least = _options.MergePlanning == MergePlanning.AlwaysCommitDown || lower.Format != ImageFormat.Qcow2 || !hardLinks ? upperBytes : Math.Min(upperBytes, lowerBytes);
             ShareSpace.Require(share, ShareSpace.Needed(least),
                 $"Deleting snapshot {snapshotId} (merging {upper.FileName}, {upperBytes} bytes allocated, with {lower.FileName}, {lowerBytes} bytes)", chain.VolumeId);
             // Space was freed between the two looks: plan again with what is free now.
-            return MergePlan.Choose(upper, lower, upperBytes, lowerBytes, ShareSpace.Available(share), _options.MergePlanning)
+            return MergePlan.Choose(upper, lower, upperBytes, lowerBytes, ShareSpace.Available(share), _options.MergePlanning, hardLinks)
                 ?? throw new StorageException(StorageErrorCode.NoSpace, $"Deleting snapshot {snapshotId} does not fit on share {share.Export}; nothing was changed.") { VolumeId = chain.VolumeId };
         }
         EngineLog.MergePlanned(_logger, chain.VolumeId, snapshotId, plan.Direction, plan.Bytes, upper.FileName, upperBytes, lower.FileName, lowerBytes, plan.Reason);

@@ -117,6 +117,24 @@ public sealed class MergeDirectionSpecs : IDisposable
         Assert.Contains("larger", plan.Reason, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void A_share_without_hard_links_only_commits_down()
+    {
+        var plan = MergePlan.Choose(Image("volume-x.u", GiB), Image("volume-x.l", GiB), 500 * MiB, MiB, long.MaxValue, MergePlanning.ByCost, hardLinks: false);
+
+        Assert.Equal(MergeDirection.CommitDown, plan!.Direction);
+        Assert.Contains("hard links", plan.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void The_test_share_has_hard_links()
+    {
+        using var bed = new EngineTestBed();
+
+        Assert.True(ShareCapabilities.Of(bed.Share).HardLinks);
+        Assert.DoesNotContain("hard links", ShareCapabilities.Of(bed.Share).Describe(), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
