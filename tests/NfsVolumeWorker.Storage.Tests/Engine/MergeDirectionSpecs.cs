@@ -248,5 +248,32 @@ public sealed class MergeDirectionSpecs : IDisposable
         }
     }
 
+    /// <summary><c>nfsvol check --repair</c>'s path: the check sees the interrupted pull-up (its mid states list the lower
+    /// overlay outside the active chain, and for a base a chain that ends at the overlay), repairs nothing by hand, and
+    /// has the engine finish the journaled delete first; the volume ends as after an uninterrupted run.</summary>
+    [Theory]
+    [InlineData(DeleteSnapshotPulledUp)]
+    [InlineData(DeleteSnapshotLowerReplaced)]
+    [InlineData(DeleteSnapshotRebased)]
+    public async Task Check_with_repair_finishes_an_interrupted_pull_up(string step)
+    {
+        var uninterrupted = Bed();
+        var refs = await SetUpAsync(uninterrupted, ImageFormat.Qcow2, afterOld: 24);
+        await uninterrupted.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, Old));
+        var bed = Bed();
+        await SetUpAsync(bed, ImageFormat.Qcow2, afterOld: 24);
+        await Assert.ThrowsAsync<InjectedCrash>(() => bed.NewEngine(new CrashAtStep(step, 1)).DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, Old)));
+        var check = new Storage.Recovery.ShareCheck(new ShareMap([bed.Share]), bed.Qemu, bed.Engine, Options.Create(bed.Options_),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<Storage.Recovery.ShareCheck>.Instance);
+
+        var report = await check.CheckAsync(Export, Volume, repair: true);
+
+        Assert.Contains(report.Findings, f => f.Kind == Storage.Recovery.FindingKind.PendingOperation);
+        Assert.Contains(report.Repairs, r => r.Succeeded && r.Action.Contains("finished the interrupted delete", StringComparison.Ordinal));
+        Assert.True(report.Healthy, string.Join("; ", report.Remaining.Select(f => f.Message)));
+        AssertSameFinalState(uninterrupted, bed, step + " then check --repair");
+        Assert.True(bed.SnapshotShows(Volume, Mid, refs["mid"]));
+    }
+
     private const long GiB = 1024 * MiB;
 }
