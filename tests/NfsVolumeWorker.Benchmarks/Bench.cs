@@ -51,7 +51,7 @@ internal sealed class Bench(Settings settings, Fixtures fx, Results results, Tex
 
     /// <summary>Flushes dirty pages; drops the cache when asked and allowed, then reloads the binaries
     /// every variant starts (so a dropped cache costs no variant a cold qemu-img or Python start).</summary>
-    private async Task SettleAsync(bool cold)
+    public async Task SettleAsync(bool cold)
     {
         Machine.Sync();
         if (cold && _dropCaches)

@@ -35,7 +35,7 @@ try
     var bench = new Bench(settings, new Fixtures(dir), results, output);
     bench.ProbeCacheDrop();
     output.WriteLine($"settings    runs={settings.Runs}{(settings.Quick ? " (quick)" : "")}, scenarios={string.Join(',', settings.Only)}, " +
-        $"clone data={settings.CloneDataMiB} MiB, delete data={settings.DeleteDataMiB} MiB, sparse data={settings.SparseDataMiB} MiB at {string.Join('/', settings.SparseSizesGiB)} GiB");
+        $"clone data={settings.CloneDataMiB} MiB, delete data={settings.DeleteDataMiB} MiB, merge data={settings.MergeDataMiB} MiB, sparse data={settings.SparseDataMiB} MiB at {string.Join('/', settings.SparseSizesGiB)} GiB");
     output.WriteLine();
 
     await bench.WarmUpAsync();
@@ -62,6 +62,10 @@ try
     if (settings.Includes("overlay"))
     {
         await new OverlayBench(settings, results, output, new Fixtures(dir)).RunAsync();
+    }
+    if (settings.Includes("merge"))
+    {
+        await new MergeBench(settings, results, output, new Fixtures(dir), () => bench.SettleAsync(cold: true)).RunAsync();
     }
 
     output.WriteLine();
@@ -105,6 +109,7 @@ internal static class Targets
     {
         ReflinkBench.PrintTargets(results, output, Line);
         OverlayBench.PrintTargets(results, output);
+        MergeBench.PrintTargets(results, settings, output, Line);
         foreach (var scenario in new[] { "create-snapshot, 1st (raw base)", "create-snapshot, 2nd (qcow2 active)" })
         {
             if (results.Find(scenario, "engine") is not null)

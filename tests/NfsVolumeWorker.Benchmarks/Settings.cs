@@ -12,12 +12,14 @@ internal sealed record Settings
                                The harness works in a fresh subdirectory and removes it at the end.
           --runs N             timed runs per variant (default 7; --quick: 2)
           --quick              smoke check: 2 runs, smaller data, under a minute
-          --only LIST          comma-separated subset of: create,delete,clone,sparse,reflink,overlay (reflink: clones on
-                               an XFS with reflink=1 the harness loop-mounts; needs root and xfsprogs; overlay: the
-                               overlay file written natively vs by qemu-img create, then engine snapshots with both)
+          --only LIST          comma-separated subset of: create,delete,clone,sparse,reflink,overlay,merge (reflink: clones
+                               on an XFS with reflink=1 the harness loop-mounts; needs root and xfsprogs; overlay: the
+                               overlay file written natively vs by qemu-img create, then engine snapshots with both;
+                               merge: snapshot deletes planned by cost against always committing down)
           --overlays N         overlays per variant in 'overlay' (default 200; --quick: 40)
           --clone-data-mib N   data written into the volume cloned in 'clone' (default 1024; --quick: 256)
           --delete-data-mib N  data written into the overlay merged in 'delete' (default 256; --quick: 64)
+          --merge-data-mib N   the large image of 'merge' (default 512; --quick: 128); the small one is 1/16 of it
           --sparse-data-mib N  data in each volume of 'sparse' (default 64)
           --sparse-sizes LIST  virtual sizes in GiB for 'sparse' (default 1,10,100)
           --diag               clone: also time the engine's bare qemu-img command (engine overhead)
@@ -29,9 +31,10 @@ internal sealed record Settings
     public string ParentDir { get; init; } = "/var/tmp";
     public int Runs { get; init; } = 7;
     public bool Quick { get; init; }
-    public IReadOnlySet<string> Only { get; init; } = new HashSet<string>(["create", "delete", "clone", "sparse", "reflink", "overlay"]);
+    public IReadOnlySet<string> Only { get; init; } = new HashSet<string>(["create", "delete", "clone", "sparse", "reflink", "overlay", "merge"]);
     public int CloneDataMiB { get; init; } = 1024;
     public int DeleteDataMiB { get; init; } = 256;
+    public int MergeDataMiB { get; init; } = 512;
     public int SparseDataMiB { get; init; } = 64;
     public IReadOnlyList<int> SparseSizesGiB { get; init; } = [1, 10, 100];
     public int Overlays { get; init; } = 200;
@@ -45,7 +48,7 @@ internal sealed record Settings
     public static Settings Parse(string[] args)
     {
         var quick = args.Contains("--quick");
-        var s = quick ? new Settings { Quick = true, Runs = 2, CloneDataMiB = 256, DeleteDataMiB = 64, Overlays = 40 } : new Settings();
+        var s = quick ? new Settings { Quick = true, Runs = 2, CloneDataMiB = 256, DeleteDataMiB = 64, Overlays = 40, MergeDataMiB = 128 } : new Settings();
         for (var i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -59,6 +62,7 @@ internal sealed record Settings
                 "--only" => s with { Only = ParseOnly(Next()) },
                 "--clone-data-mib" => s with { CloneDataMiB = NextInt() },
                 "--delete-data-mib" => s with { DeleteDataMiB = NextInt() },
+                "--merge-data-mib" => s with { MergeDataMiB = NextInt() },
                 "--sparse-data-mib" => s with { SparseDataMiB = NextInt() },
                 "--overlays" => s with { Overlays = NextInt() },
                 "--sparse-sizes" => s with { SparseSizesGiB = Next().Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray() },
@@ -74,7 +78,7 @@ internal sealed record Settings
 
     private static HashSet<string> ParseOnly(string list)
     {
-        var known = new[] { "create", "delete", "clone", "sparse", "reflink", "overlay" };
+        var known = new[] { "create", "delete", "clone", "sparse", "reflink", "overlay", "merge" };
         var set = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
         var unknown = set.Except(known).ToList();
         return unknown.Count == 0 ? set : throw new ArgumentException($"--only: unknown scenario(s) {string.Join(',', unknown)}; known: {string.Join(',', known)}");

@@ -14,7 +14,7 @@ namespace NfsVolumeWorker.CrashHarness;
 /// operation passes that step and sleeps forever, holding the volume lock; <c>--pause-on-progress</c> prints
 /// <c>PROGRESS &lt;fraction&gt;</c> at the first progress report of a long qemu-img call, then stops itself and its
 /// qemu-img child with SIGSTOP (the test kills them);
-/// <c>--lock-timeout-ms &lt;ms&gt;</c>.</para>
+/// <c>--lock-timeout-ms &lt;ms&gt;</c>; <c>--merge-planning &lt;ByCost|AlwaysCommitDown|PullUpWherePossible&gt;</c>.</para>
 /// <para>Last line of stdout: <c>OK &lt;outcome&gt; &lt;message&gt;</c> (exit 0) or <c>ERROR &lt;code&gt; &lt;message&gt;</c> (exit 2). Exit 64 for bad usage.</para>
 /// </summary>
 public static class Harness
@@ -30,6 +30,7 @@ public static class Harness
         string? pauseAt = null;
         var pauseOnProgress = false;
         var lockTimeout = TimeSpan.FromSeconds(30);
+        var mergePlanning = MergePlanning.ByCost;
         while (pending.Count > 0)
         {
             var arg = pending[0];
@@ -38,6 +39,7 @@ public static class Harness
             {
                 case "--pause-at": pauseAt = Take(pending); break;
                 case "--pause-on-progress": pauseOnProgress = true; break;
+                case "--merge-planning": mergePlanning = Enum.Parse<MergePlanning>(Take(pending)); break;
                 case "--lock-timeout-ms": lockTimeout = TimeSpan.FromMilliseconds(int.Parse(Take(pending), System.Globalization.CultureInfo.InvariantCulture)); break;
                 case var option when option.StartsWith("--", StringComparison.Ordinal): return Usage($"unknown option {option}");
                 default: rest.Add(arg); break;
@@ -49,7 +51,7 @@ public static class Harness
         }
         var share = ShareMap.FromDefinition(rest[0], rest[1], null, null);
         var qemu = new QemuImgRunner(Options.Create(new QemuImgOptions()), NullLogger<QemuImgRunner>.Instance);
-        var engine = new VolumeEngine(new ShareMap([share]), qemu, Options.Create(new VolumeEngineOptions { LockTimeout = lockTimeout }),
+        var engine = new VolumeEngine(new ShareMap([share]), qemu, Options.Create(new VolumeEngineOptions { LockTimeout = lockTimeout, MergePlanning = mergePlanning }),
             NullLogger<VolumeEngine>.Instance, pauseAt is null ? null : new PauseAtStep(pauseAt));
         IProgress<OperationProgress>? progress = pauseOnProgress ? new FirstProgressPrinter() : null;
         try
@@ -82,7 +84,7 @@ public static class Harness
 
     private static int Usage(string why)
     {
-        Console.Error.WriteLine($"usage: [--pause-at step[#n]] [--pause-on-progress] [--lock-timeout-ms ms] <mount-base> <export> <operation> <args...>: {why}");
+        Console.Error.WriteLine($"usage: [--pause-at step[#n]] [--pause-on-progress] [--lock-timeout-ms ms] [--merge-planning how] <mount-base> <export> <operation> <args...>: {why}");
         return ExitUsage;
     }
 

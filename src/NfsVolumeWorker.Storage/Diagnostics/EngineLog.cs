@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using NfsVolumeWorker.Storage.Engine;
 
 namespace NfsVolumeWorker.Storage.Diagnostics;
 
@@ -34,4 +35,10 @@ internal static partial class EngineLog
 
     [LoggerMessage(1010, LogLevel.Information, "Volume {VolumeId}: overlay {File} is made by qemu-img create, not natively: {Reason}")]
     public static partial void OverlayByQemuImg(ILogger logger, Guid volumeId, string file, string reason);
+
+    [LoggerMessage(1020, LogLevel.Information, "Volume {VolumeId}: deleting snapshot {SnapshotId} merges by {Direction} ({Bytes} bytes): committing {Upper} down writes {DownBytes} bytes, pulling {Lower} up writes {UpBytes} bytes; {Reason}")]
+    public static partial void MergePlanned(ILogger logger, Guid volumeId, Guid snapshotId, MergeDirection direction, long bytes, string upper, long downBytes, string lower, long upBytes, string reason);
+
+    [LoggerMessage(1021, LogLevel.Information, "Volume {VolumeId}: the delete of snapshot {SnapshotId} goes on by {Direction}, as journaled when it started")]
+    public static partial void MergeResumed(ILogger logger, Guid volumeId, Guid snapshotId, MergeDirection direction);
 }

@@ -73,6 +73,31 @@ public static class DurableFile
         FsyncDirectory(directory);
     }
 
+    /// <summary>
+    /// Gives <paramref name="target"/> the file <paramref name="source"/> is (a hard link, made under a temp name and
+    /// renamed over the target, then the directory fsynced): a crash leaves the target either as it was or as the
+    /// source, never missing, and <paramref name="source"/> keeps its name. Both must be in the same directory.
+    /// </summary>
+    public static void ReplaceWithLink(string source, string target)
+    {
+        var directory = Path.GetDirectoryName(Path.GetFullPath(target))!;
+        var temp = Path.Combine(directory, TempName(Path.GetFileName(target)));
+        if (NativeMethods.Link(source, temp) != 0)
+        {
+            throw IoError($"hard link of {source} as {temp}", Marshal.GetLastPInvokeError());
+        }
+        try
+        {
+            File.Move(temp, target, overwrite: true);
+        }
+        catch
+        {
+            TryDelete(temp);
+            throw;
+        }
+        FsyncDirectory(directory);
+    }
+
     /// <summary>The hidden temp name used next to <paramref name="fileName"/> while it is replaced.</summary>
     public static string TempName(string fileName) => $".{fileName}.tmp-{Guid.NewGuid():N}";
 

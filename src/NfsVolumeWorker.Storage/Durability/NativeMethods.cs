@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace NfsVolumeWorker.Storage.Durability;
 
-/// <summary>The few libc calls .NET does not expose: fsync of a directory, OFD locks, and FICLONE.</summary>
+/// <summary>The few libc calls .NET does not expose: fsync of a directory, OFD locks, FICLONE, and hard links.</summary>
 internal static partial class NativeMethods
 {
     internal const int O_RDONLY = 0;
@@ -49,6 +49,9 @@ internal static partial class NativeMethods
 
     [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
     internal static partial int Fsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "link", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int Link(string existingPath, string newPath);
 
     [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
     internal static partial int FcntlLock(int fd, int cmd, ref Flock flock);

@@ -22,7 +22,8 @@ public enum PendingOperationKind
 /// before the operation's first change and removed after its last, so a crash in between is visible
 /// to <c>nfsvol check</c> and the next operation on the volume finishes it first. <c>BaseFormat</c> is the base
 /// image's format as the request stated it (null: read from the header), so a resumed run never reads a raw
-/// volume's guest-written qcow2 header as its own.</summary>
+/// volume's guest-written qcow2 header as its own. <c>Merge</c> is a snapshot delete's decision (not an argument of the
+/// request): it is made once, before the first change, and a resumed delete follows it.</summary>
 public sealed record PendingOperation(
     PendingOperationKind Kind,
     Guid VolumeId,
@@ -32,7 +33,8 @@ public sealed record PendingOperation(
     long? NewSizeBytes,
     string? TargetShare,
     DateTimeOffset StartedAt,
-    string? BaseFormat = null)
+    string? BaseFormat = null,
+    MergePlan? Merge = null)
 {
     public string Describe() => Kind switch
     {
@@ -43,8 +45,8 @@ public sealed record PendingOperation(
         _ => Kind.ToString(),
     };
 
-    /// <summary>Same operation with the same arguments (the start time does not matter).</summary>
-    public bool SameAs(PendingOperation other) => this with { StartedAt = default } == other with { StartedAt = default };
+    /// <summary>Same operation with the same arguments (the start time and the merge decision do not matter).</summary>
+    public bool SameAs(PendingOperation other) => this with { StartedAt = default, Merge = null } == other with { StartedAt = default, Merge = null };
 }
 
 /// <summary>Journal files under <c>.nfsvolumeworker/journal/</c> on the share, one per volume.</summary>

@@ -21,6 +21,8 @@ public static class OperationSteps
     public const string DeleteSnapshotJournaled = "delete-snapshot:journaled";
     public const string DeleteSnapshotBaseGrown = "delete-snapshot:base-grown";
     public const string DeleteSnapshotCommitted = "delete-snapshot:committed";
+    public const string DeleteSnapshotPulledUp = "delete-snapshot:pulled-up";
+    public const string DeleteSnapshotLowerReplaced = "delete-snapshot:lower-replaced";
     public const string DeleteSnapshotRebased = "delete-snapshot:rebased";
     public const string DeleteSnapshotInfoWritten = "delete-snapshot:info-written";
     public const string DeleteSnapshotOverlayDeleted = "delete-snapshot:overlay-deleted";

@@ -38,6 +38,11 @@ public sealed class VolumeEngineOptions
     /// qemu-img. False always runs qemu-img create (for comparison). Default true.</summary>
     public bool NativeOverlayHeaders { get; set; } = true;
 
+    /// <summary>Which way a snapshot delete merges: <c>ByCost</c> moves the fewer bytes (commit the overlay down, or pull
+    /// the image below up into it and give it that image's name), <c>AlwaysCommitDown</c> does what Cinder does,
+    /// <c>PullUpWherePossible</c> forces the pull-up (benchmarks, tests). Default ByCost.</summary>
+    public MergePlanning MergePlanning { get; set; } = MergePlanning.ByCost;
+
     /// <summary>Mode of new files: 0660, or 0666 without secure permissions.</summary>
     public UnixFileMode NewFileMode => SecureFilePermissions
         ? UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite

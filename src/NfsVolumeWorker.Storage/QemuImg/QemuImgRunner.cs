@@ -147,6 +147,27 @@ public sealed class QemuImgRunner
         await RunAsync(command, progress: null, r => EnsureSuccess(command, r), cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary><c>qemu-img rebase -f qcow2 -b backing -F backingFormat path</c> in safe mode: copies into the image
+    /// every cluster it does not hold whose contents differ between its old and its new backing chain, then rewrites
+    /// the reference. A null <paramref name="backingFile"/> (<c>-b ""</c>) makes the image standalone. With the new
+    /// backing file below the old one, qemu-img reads only what the images in between hold. Progress as 0..1.</summary>
+    public async Task RebaseAsync(string path, string? backingFile, ImageFormat? backingFormat, IProgress<double>? progress = null, CancellationToken cancellationToken = default)
+    {
+        if (backingFile is { Length: 0 } || backingFile is null != backingFormat is null)
+        {
+            throw new ArgumentException("Give a backing file with its format, or neither (standalone).", nameof(backingFile));
+        }
+        List<string> args = ["rebase", progress is null ? "-q" : "-p", "-f", "qcow2", "-b", backingFile ?? ""];
+        if (backingFormat is { } format)
+        {
+            args.AddRange(["-F", format.ToQemuName()]);
+        }
+        args.Add(QemuImgCommand.ImagePath(path));
+        var command = new QemuImgCommand("rebase", QemuImgCallKind.Long, args,
+            [new("qemu_img.path", path), new("qemu_img.backing_file", backingFile ?? "")]);
+        await RunAsync(command, progress, r => EnsureSuccess(command, r), cancellationToken).ConfigureAwait(false);
+    }
+
     /// <summary>Convert with <c>-p</c>; progress is reported as a fraction 0..1.</summary>
     public async Task ConvertAsync(ConvertRequest request, IProgress<double>? progress = null, CancellationToken cancellationToken = default)
     {

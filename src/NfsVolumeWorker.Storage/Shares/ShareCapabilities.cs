@@ -8,7 +8,9 @@ namespace NfsVolumeWorker.Storage.Shares;
 /// <param name="ExtentSharing">Files can share extents (<c>FICLONE</c>: XFS with reflink, btrfs, NFS 4.2
 /// <c>CLONE</c>): clones then cost what the overlays hold, not the whole volume.</param>
 /// <param name="MaxFileSize">The largest file the file system holds (see <see cref="VolumeSizeLimit"/>), when known.</param>
-public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize)
+/// <param name="HardLinks">Files can have a second name (<c>link</c>): a merge may then pull the lower image up into the
+/// overlay and give it the lower image's name. Without, merges only commit down.</param>
+public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize, bool HardLinks = false)
 {
     private static readonly ConcurrentDictionary<string, ShareCapabilities> Probed = new(StringComparer.Ordinal);
 
@@ -23,7 +25,7 @@ public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize)
         }
         try
         {
-            var found = new ShareCapabilities(ProbeExtentSharing(share), VolumeSizeLimit.MaxFileSize(share));
+            var found = new ShareCapabilities(ProbeExtentSharing(share), VolumeSizeLimit.MaxFileSize(share), ProbeHardLinks(share));
             return Probed.GetOrAdd(share.LocalPath, found);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or Errors.StorageException)
@@ -35,7 +37,30 @@ public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize)
     /// <summary>One line for logs, health and <c>nfsvol check</c>.</summary>
     public string Describe() =>
         (ExtentSharing ? "extent sharing (reflink): clones share the base's extents" : "no extent sharing: clones copy")
-        + (MaxFileSize is { } max ? $"; largest file {max} bytes" : "");
+        + (MaxFileSize is { } max ? $"; largest file {max} bytes" : "")
+        + (HardLinks ? "" : "; no hard links: merges only commit down");
+
+    private static bool ProbeHardLinks(Share share)
+    {
+        var dir = WorkerDirectories.Ensure(share, "tmp");
+        var source = Path.Combine(dir, DurableFile.TempName("link-probe"));
+        var target = Path.Combine(dir, DurableFile.TempName("link-probe"));
+        try
+        {
+            File.WriteAllBytes(source, []);
+            DurableFile.ReplaceWithLink(source, target);
+            return true;
+        }
+        catch (Errors.StorageException)
+        {
+            return false;
+        }
+        finally
+        {
+            DurableFile.TryDelete(source);
+            DurableFile.TryDelete(target);
+        }
+    }
 
     private static bool ProbeExtentSharing(Share share)
     {

@@ -202,4 +202,53 @@ public sealed class CinderCompatSpecs : IDisposable
             File.GetUnixFileMode(_bed.PathOf(VolumeFileNames.Info(byEngine))));
         Assert.Empty(_bed.ShareProblems());
     }
+
+    /// <summary>The engine deletes snapshots by pulling up (a middle one over a small overlay, then the newest over a
+    /// small one): Cinder's driver reads the same .info, active file and chain it would after its own commits, and
+    /// deletes and commits on from there; every byte stays.</summary>
+    [Fact]
+    public async Task After_the_engine_merged_by_pulling_up_cinders_driver_reads_the_chain_and_deletes_the_next_snapshot()
+    {
+        var v = await EngineVolumeAsync();
+        var (a, b, c, d) = (Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid());
+        _bed.GuestWrite(v, 0, 2 * MiB, 0x61);
+        var refA = _bed.SaveReference(v, "a");
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, v, a));
+        _bed.GuestWrite(v, 4 * MiB, 2 * MiB, 0x62);
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, v, b));
+        _bed.GuestWrite(v, 8 * MiB, 24 * MiB, 0x63);
+        var refC = _bed.SaveReference(v, "c");
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, v, c));
+        _bed.GuestWrite(v, 40 * MiB, 2 * MiB, 0x64);
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, v, d));
+        _bed.GuestWrite(v, 100 * MiB, 24 * MiB, 0x65);
+        var refNow = _bed.SaveReference(v, "now");
+
+        // b's overlay holds 24 MiB, a's 2: pulled up, a's overlay name now holds the merged image.
+        var middle = await _bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, v, b));
+        // d's overlay (active) holds 24 MiB, c's 2: pulled up, the active file is c's overlay again, as after a commit.
+        var newest = await _bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, v, d));
+
+        Assert.Contains("pull-up", middle.Message, StringComparison.Ordinal);
+        Assert.Contains("pull-up", newest.Message, StringComparison.Ordinal);
+        var info = _bed.Info(v)!;
+        Assert.Equal(VolumeFileNames.Overlay(v, c), info.Active);
+        Assert.Equal(info.Active, Cinder("active_file", v)["active"]!.GetValue<string>());
+        var cinderInfo = Cinder("read_info", v)["info"]!.AsObject();
+        Assert.Equal(info.Snapshots.Select(kv => (kv.Key.ToString(), kv.Value)).Append(("active", info.Active)).Order(),
+            cinderInfo.Select(kv => (kv.Key, kv.Value!.GetValue<string>())).Order());
+        var chain = _bed.Engine.ReadChain(Export, v);
+        Assert.Equal(chain.Images.Select(i => i.FileName), Cinder("backing_chain", v)["chain"]!.AsArray().Select(i => i!["filename"]!.GetValue<string>()));
+        Assert.Equal(VolumeFileNames.Overlay(v, a), Cinder("snapshot_backing_file", v, c)["backing_file"]!.GetValue<string>());
+        Assert.True(_bed.SnapshotShows(v, c, refC));
+
+        Cinder("delete_snapshot", v, c); // newest now: Cinder commits c's overlay into a's (the pulled-up image)
+
+        Assert.Equal(VolumeFileNames.Overlay(v, a), _bed.Info(v)!.Active);
+        Assert.Empty(_bed.Engine.ReadChain(Export, v).Problems);
+        Assert.True(_bed.SnapshotShows(v, a, refA));
+        var active = _bed.Engine.ReadChain(Export, v).Active;
+        Assert.True(_bed.SameContents(_bed.PathOf(active.FileName), active.Format, refNow));
+        Assert.Empty(_bed.ShareProblems());
+    }
 }

@@ -23,7 +23,7 @@ public static class CrashAssertions
         {
             if (!scenario.Going.Contains(snapshot))
             {
-                Assert.True(bed.SnapshotShows(CrashState.V, snapshot, reference), $"after a crash at {where}: snapshot {snapshot} no longer shows its data");
+                Assert.True(bed.SnapshotFileShows(CrashState.V, snapshot, reference), $"after a crash at {where}: snapshot {snapshot} no longer shows its data");
             }
         }
         if (scenario.KeepsVData)

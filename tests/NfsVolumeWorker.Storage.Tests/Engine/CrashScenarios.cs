@@ -85,6 +85,13 @@ public sealed record CrashScenario(
 
     private static readonly string[] DeleteNewestSteps = [DeleteSnapshotJournaled, DeleteSnapshotCommitted, DeleteSnapshotInfoWritten, DeleteSnapshotOverlayDeleted];
 
+    private static readonly string[] PullUpMiddleSteps = [DeleteSnapshotJournaled, DeleteSnapshotPulledUp, DeleteSnapshotLowerReplaced, DeleteSnapshotRebased, DeleteSnapshotInfoWritten, DeleteSnapshotOverlayDeleted];
+
+    private static readonly string[] PullUpNewestSteps = [DeleteSnapshotJournaled, DeleteSnapshotPulledUp, DeleteSnapshotLowerReplaced, DeleteSnapshotInfoWritten, DeleteSnapshotOverlayDeleted];
+
+    /// <summary>24 MiB more in C's overlay (the active image) than in B's: deleting C then pulls B's overlay up into C's.</summary>
+    private static void GrowC(EngineTestBed bed) => bed.GuestWrite(CrashState.V, 16 * MiB, 24 * MiB, 0x77);
+
     private static string[] SnapshotE(Guid volume) => ["create-snapshot", Id(volume), Id(CrashState.E)];
 
     public static readonly CrashScenario[] All =
@@ -109,6 +116,22 @@ public sealed record CrashScenario(
             [DeleteSnapshotJournaled, DeleteSnapshotBaseGrown, DeleteSnapshotCommitted, DeleteSnapshotInfoWritten, DeleteSnapshotOverlayDeleted],
             CrashState.V, [CrashState.C], true,
             PreparedBy: bed => bed.Engine.ExtendVolumeAsync(new ExtendVolumeRequest(Export, CrashState.V, 96 * MiB)),
+            DifferentNext: SnapshotE(CrashState.V)),
+        new("delete-snapshot-newest-pull-up", ["delete-snapshot", Id(CrashState.V), Id(CrashState.C)],
+            PullUpNewestSteps, CrashState.V, [CrashState.C], true,
+            PreparedBy: bed =>
+            {
+                GrowC(bed);
+                return Task.CompletedTask;
+            },
+            DifferentNext: SnapshotE(CrashState.V)),
+        new("delete-snapshot-middle-pull-up", ["delete-snapshot", Id(CrashState.V), Id(CrashState.C)],
+            PullUpMiddleSteps, CrashState.V, [CrashState.C], true,
+            PreparedBy: bed =>
+            {
+                GrowC(bed);
+                return bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, CrashState.V, CrashState.D));
+            },
             DifferentNext: SnapshotE(CrashState.V)),
         new("create-volume-from-snapshot", ["create-volume-from-snapshot", Id(CrashState.V), Id(CrashState.B), Id(CrashState.W), "raw", Bytes(96 * MiB)],
             [CloneJournaled, CloneCopied, CloneResized, CloneRenamed], CrashState.V, [], true,

@@ -143,6 +143,66 @@ public sealed class FullShareSpecs : IDisposable
         Assert.Empty(_bed.ShareProblems());
     }
 
+    /// <summary>A qcow2 volume of 48 MiB: 4 MiB in the base, a snapshot, then 30 MiB in the overlay. Deleting the
+    /// snapshot pulls the base up (4 MiB) rather than committing the overlay down (30 MiB).</summary>
+    private async Task<(Guid Volume, Guid Snapshot, string Now)> PullUpCandidateAsync()
+    {
+        var volume = await _bed.CreateVolumeAsync(48 * MiB, ImageFormat.Qcow2);
+        _bed.GuestWrite(volume, 0, 4 * MiB, 0x31);
+        var snapshot = Guid.NewGuid();
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, volume, snapshot));
+        _bed.GuestWrite(volume, 8 * MiB, 30 * MiB, 0x32);
+        return (volume, snapshot, _bed.SaveReference(volume, "pull-up-now"));
+    }
+
+    [Fact]
+    public async Task A_pull_up_that_cannot_fit_is_refused_with_NoSpace_before_it_starts_and_runs_once_space_is_freed()
+    {
+        var (volume, snapshot, now) = await PullUpCandidateAsync();
+        var before = _bed.Listing();
+        var info = File.ReadAllBytes(_bed.PathOf(VolumeFileNames.Info(volume)));
+        var filler = _disk.Fill(leaveBytes: 2 * MiB);
+
+        var e = await Assert.ThrowsAnyAsync<StorageException>(() => _bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, volume, snapshot)));
+        Assert.Equal(StorageErrorCode.NoSpace, e.Code);
+        Assert.Contains("nothing was changed", e.Message, StringComparison.Ordinal);
+        Unchanged(before);
+        Assert.Equal(info, File.ReadAllBytes(_bed.PathOf(VolumeFileNames.Info(volume))));
+        Assert.Null(OperationJournal.Read(_bed.Share, volume));
+        Assert.Empty(_bed.ShareProblems());
+
+        File.Delete(filler);
+        var done = await _bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, volume, snapshot));
+        Assert.Contains("pull-up", done.Message, StringComparison.Ordinal);
+        Assert.Equal(VolumeFileNames.Base(volume), _bed.Info(volume)!.Active);
+        Assert.True(_bed.SameContents(_bed.PathOf(VolumeFileNames.Base(volume)), ImageFormat.Qcow2, now));
+        Assert.Empty(_bed.ShareProblems());
+    }
+
+    [Fact]
+    public async Task A_pull_up_that_runs_out_of_space_midway_fails_with_NoSpace_keeps_the_chain_readable_and_finishes_later()
+    {
+        var (volume, snapshot, now) = await PullUpCandidateAsync();
+        string? filler = null;
+        _hook.On = (step, _) => filler ??= step == OperationSteps.DeleteSnapshotJournaled ? _disk.Fill() : null;
+
+        var e = await Assert.ThrowsAnyAsync<StorageException>(() => _bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, volume, snapshot)));
+        Assert.Equal(StorageErrorCode.NoSpace, e.Code);
+        Assert.NotNull(filler);
+        Assert.Equal(MergeDirection.PullUp, OperationJournal.Read(_bed.Share, volume)?.Merge?.Direction);
+        Assert.True(_bed.SameContents(_bed.PathOf(_bed.Info(volume)!.Active), ImageFormat.Qcow2, now));
+        Assert.Empty(_bed.ShareProblems());
+
+        _hook.On = null;
+        File.Delete(filler!);
+        var done = await _bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, volume, snapshot));
+        Assert.Contains("pull-up", done.Message, StringComparison.Ordinal);
+        Assert.Null(OperationJournal.Read(_bed.Share, volume));
+        Assert.Empty(_bed.Info(volume)!.Snapshots);
+        Assert.True(_bed.SameContents(_bed.PathOf(VolumeFileNames.Base(volume)), ImageFormat.Qcow2, now));
+        Assert.Empty(_bed.ShareProblems());
+    }
+
     private sealed class StepHook : IStepObserver
     {
         public Func<string, Guid, string?>? On { get; set; }

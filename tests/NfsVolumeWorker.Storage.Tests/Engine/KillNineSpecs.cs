@@ -28,8 +28,10 @@ public sealed class KillNineSpecs : IDisposable
     }
 
     public static IEnumerable<object[]> Cases => CrashScenario.Matrix(
-        "create-snapshot", "delete-snapshot-middle", "create-volume-from-snapshot", "clone-volume-with-snapshots", "delete-volume")
-        .Append(["delete-snapshot-newest", OperationSteps.DeleteSnapshotCommitted]);
+        "create-snapshot", "delete-snapshot-middle", "delete-snapshot-middle-pull-up", "create-volume-from-snapshot", "clone-volume-with-snapshots", "delete-volume")
+        .Append(["delete-snapshot-newest", OperationSteps.DeleteSnapshotCommitted])
+        .Append(["delete-snapshot-newest-pull-up", OperationSteps.DeleteSnapshotPulledUp])
+        .Append(["delete-snapshot-newest-pull-up", OperationSteps.DeleteSnapshotLowerReplaced]);
 
     [Theory]
     [MemberData(nameof(Cases))]
@@ -85,7 +87,9 @@ public sealed class KillNineSpecs : IDisposable
         _bed.GuestWrite(CrashState.V, 32 * MiB, 200 * MiB, 0x7e);
         state.VNow = _bed.SaveReference(CrashState.V, "v-now-big");
 
-        using (var harness = Harness.Start(_bed, ["--pause-on-progress", .. scenario.Operation]))
+        // The 200 MiB are in C's overlay: by cost the delete would pull B's 3 MiB up instead. This is about a long commit;
+        // the re-run below plans nothing and commits on, as journaled (the long pull-up has its own test).
+        using (var harness = Harness.Start(_bed, ["--pause-on-progress", "--merge-planning", nameof(MergePlanning.AlwaysCommitDown), .. scenario.Operation]))
         {
             var line = await harness.WaitForLineAsync("PROGRESS ", "OK ");
             Assert.StartsWith("PROGRESS", line, StringComparison.Ordinal);
@@ -121,6 +125,55 @@ public sealed class KillNineSpecs : IDisposable
         }
     }
 
+    /// <summary>The pull-up's long step, killed half way: C's overlay holds ~100 MiB and D's (the newest) ~150 MiB, so
+    /// deleting D pulls C up into D (a safe rebase of D onto B's overlay), and the kill lands while qemu-img copies.</summary>
+    [Fact]
+    public async Task Killing_qemu_img_and_the_process_in_the_middle_of_a_long_pull_up_leaves_a_healthy_share_and_a_rerun_finishes()
+    {
+        var scenario = CrashScenario.Named("delete-snapshot-newest");
+        var state = await scenario.SetUpAsync(_bed);
+        await _bed.Engine.ExtendVolumeAsync(new ExtendVolumeRequest(Export, CrashState.V, 256 * MiB));
+        _bed.GuestWrite(CrashState.V, 32 * MiB, 100 * MiB, 0x5a);
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, CrashState.V, CrashState.D));
+        _bed.GuestWrite(CrashState.V, 100 * MiB, 150 * MiB, 0x6b);
+        state.VNow = _bed.SaveReference(CrashState.V, "v-now-big");
+        string[] deleteD = ["delete-snapshot", CrashState.V.ToString(), CrashState.D.ToString()];
+
+        using (var harness = Harness.Start(_bed, ["--pause-on-progress", .. deleteD]))
+        {
+            var line = await harness.WaitForLineAsync("PROGRESS ", "OK ");
+            Assert.StartsWith("PROGRESS", line, StringComparison.Ordinal);
+            harness.KillNine();
+        }
+
+        var journal = OperationJournal.Read(_bed.Share, CrashState.V);
+        Assert.Equal(MergeDirection.PullUp, journal?.Merge?.Direction);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (QemuImgProcessesOn(_bed.Share.LocalPath).Count > 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+        Assert.Empty(QemuImgProcessesOn(_bed.Share.LocalPath));
+        AssertSafeAfterCrash(_bed, scenario, state, "in the middle of a pull-up (kill -9)");
+        Assert.True(_bed.SnapshotFileShows(CrashState.V, CrashState.C, state.SnapshotReferences[CrashState.C]));
+
+        var again = await Operations.RunAsync(_bed.NewEngine(), Export, deleteD[0], deleteD[1..]);
+
+        Assert.Equal(OperationOutcome.Completed, again.Outcome);
+        Assert.Contains("pull-up", again.Message, StringComparison.Ordinal);
+        Assert.Empty(JournalEntries(_bed.Share));
+        Assert.Empty(_bed.ShareProblems());
+        Assert.DoesNotContain(_bed.Listing(), n => n.Contains(".tmp-", StringComparison.Ordinal));
+        Assert.False(File.Exists(_bed.PathOf($"volume-{CrashState.V}.{CrashState.D}")));
+        var chain = _bed.Engine.ReadChain(Export, CrashState.V);
+        Assert.Equal($"volume-{CrashState.V}.{CrashState.C}", chain.Active.FileName);
+        Assert.True(_bed.SameContents(_bed.PathOf(chain.Active.FileName), chain.Active.Format, state.VNow));
+        foreach (var s in new[] { CrashState.A, CrashState.B, CrashState.C })
+        {
+            Assert.True(_bed.SnapshotShows(CrashState.V, s, state.SnapshotReferences[s]));
+        }
+    }
+
     /// <summary>A real crash kills the worker, not its children: without care, qemu-img would go on merging as an
     /// orphan while the volume lock is already free. The runner starts qemu-img under setpriv --pdeathsig KILL,
     /// so it dies with the worker, and a re-run straight away finishes the job.</summary>
@@ -133,7 +186,7 @@ public sealed class KillNineSpecs : IDisposable
         _bed.GuestWrite(CrashState.V, 32 * MiB, 200 * MiB, 0x6d);
         state.VNow = _bed.SaveReference(CrashState.V, "v-now-big");
 
-        using (var harness = Harness.Start(_bed, ["--pause-on-progress", .. scenario.Operation]))
+        using (var harness = Harness.Start(_bed, ["--pause-on-progress", "--merge-planning", nameof(MergePlanning.AlwaysCommitDown), .. scenario.Operation]))
         {
             await harness.WaitForLineAsync("PROGRESS ");
             Assert.NotEmpty(QemuImgProcessesOn(_bed.Share.LocalPath));

@@ -107,6 +107,17 @@ public sealed class EngineTestBed : IDisposable
         return SameContents(PathOf(data.FileName), data.Format, referenceRaw);
     }
 
+    /// <summary>Cinder's definition, read from the files alone: the backing file of info[S] (with the format its header
+    /// records) equals the reference. Holds in every intermediate state of a delete, also where the engine's chain
+    /// model does not (a pull-up leaves the lower overlay out of the active chain until its name is re-pointed).</summary>
+    public bool SnapshotFileShows(Guid volumeId, Guid snapshotId, string referenceRaw)
+    {
+        var overlay = Info(volumeId)!.Snapshots[snapshotId];
+        var header = Storage.Qcow2.ImageHeaderReader.Read(PathOf(overlay)).Qcow2!;
+        Assert.True(ImageFormatNames.TryParse(header.BackingFormat, out var format), $"{overlay} records no backing format");
+        return SameContents(PathOf(header.BackingFile!), format, referenceRaw);
+    }
+
     public VolumeInfo? Info(Guid volumeId) => InfoFile.Read(PathOf(VolumeFileNames.Info(volumeId)));
 
     /// <summary>Every image of every volume on the share opens, passes qemu-img check, and its chain resolves;
