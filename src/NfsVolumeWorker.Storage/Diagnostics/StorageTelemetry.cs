@@ -44,4 +44,12 @@ public static class StorageTelemetry
     internal static readonly Counter<long> Overlaps = Meter.CreateCounter<long>(
         "nfsvolumeworker.operation.overlaps",
         description: "Operations that started while another one held the same volume (a lock failure).");
+
+    /// <summary>fsync calls of the engine, by what was flushed (kind=file, directory): on NFS each one is a round trip to
+    /// the server, so this is the durable-write cost of a command (ops/bench/run-pipeline reads it per command).
+    /// Counted in <see cref="Durability.DurableFile"/>, the one place that calls fsync.</summary>
+    internal static readonly Counter<long> Syncs = Meter.CreateCounter<long>(
+        "nfsvolumeworker.storage.syncs",
+        unit: "{call}",
+        description: "fsync calls made to keep changes across a crash, by kind (file, directory).");
 }
