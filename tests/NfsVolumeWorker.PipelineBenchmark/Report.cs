@@ -14,11 +14,17 @@ internal sealed class Report
     private readonly List<string> _shares = [];
     private readonly List<string> _notes = [];
 
+    /// <summary>Defines a row, or renames it (a figure names its measured size once it knows it).</summary>
     public void Row(string key, string label, string target = "")
     {
-        if (!_rows.Any(r => r.Key == key))
+        var at = _rows.FindIndex(r => r.Key == key);
+        if (at < 0)
         {
             _rows.Add((key, label, target));
+        }
+        else
+        {
+            _rows[at] = (key, label, target);
         }
     }
 
@@ -30,7 +36,7 @@ internal sealed class Report
         }
         _cells[(row, share)] = cell;
         Console.Error.WriteLine($"[{share}] {_rows.FirstOrDefault(r => r.Key == row).Label ?? row}: {cell.Value}" +
-            (cell.Floor.Length > 0 ? $" (floor {cell.Floor}, {cell.Ratio})" : "") + (cell.Met is { } m ? (m ? " met" : " NOT met") : ""));
+            (cell.Floor.Length > 0 ? $" ({cell.Floor}{(cell.Ratio.Length > 0 ? ", " + cell.Ratio : "")})" : "") + (cell.Met is { } m ? (m ? " met" : " NOT met") : ""));
     }
 
     /// <summary>Marks every row of a figure that has no value on this share as failed with <paramref name="reason"/>.</summary>

@@ -29,14 +29,14 @@ internal sealed class WorkerSession : IAsyncDisposable
 
     /// <summary>Starts a worker on <paramref name="sharePath"/>; <paramref name="name"/> also names its vhost and log.</summary>
     public static async Task<WorkerSession> StartAsync(RabbitMqBroker broker, string name, string sharePath, string backingPath,
-        string logDir, PipelineSettings settings, CancellationToken cancellationToken)
+        string logDir, PipelineSettings settings, CancellationToken cancellationToken, int? publishers = null)
     {
         var vhost = await broker.CreateVirtualHostAsync("bench-" + name, cancellationToken);
         WorkerUnderTest? worker = null;
         try
         {
             worker = await WorkerUnderTest.StartAsync(name, vhost.AmqpUri, broker.ManagementUri, sharePath, logDir, settings.WorkerArgs, cancellationToken);
-            var driver = await CommandDriver.OpenAsync(vhost.AmqpUri, settings.Publishers, cancellationToken);
+            var driver = await CommandDriver.OpenAsync(vhost.AmqpUri, publishers ?? settings.Publishers, cancellationToken);
             return new WorkerSession(vhost, worker, driver, sharePath, backingPath);
         }
         catch
