@@ -64,7 +64,7 @@ internal sealed class Report
 
     public void Print(TextWriter output)
     {
-        const int label = 44, target = 16, value = 11, floor = 11, ratio = 8, met = 4;
+        const int label = 50, target = 16, value = 11, floor = 11, ratio = 8, met = 4;
         var group = value + floor + ratio + met + 3;
         output.WriteLine();
         output.WriteLine("== figures (met?: the target on that share; the targets are set for the local directory) ==");
