@@ -78,7 +78,8 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         {
             await run();
         }
-        catch (Exception e) when (e is HarnessException or IOException or HttpRequestException or TimeoutException or RabbitMQ.Client.Exceptions.RabbitMQClientException or InvalidOperationException)
+        catch (Exception e) when (e is HarnessException or IOException or HttpRequestException or TimeoutException or UnauthorizedAccessException
+            or JsonException or System.ComponentModel.Win32Exception or RabbitMQ.Client.Exceptions.RabbitMQClientException or InvalidOperationException)
         {
             report.Fail(figure, Column, e.Message);
         }

@@ -91,7 +91,7 @@ internal sealed record PipelineSettings
                 "--keep" => s with { Keep = true },
                 "-h" or "--help" => s with { Help = true },
                 "--only" => s with { Only = ParseList(Next(), AllFigures, arg) },
-                "--shares" => s with { Shares = [.. ParseList(Next(), new HashSet<string>(["local", "fuse"]), arg).Order()] },
+                "--shares" => s with { Shares = ParseShares(Next(), arg) },
                 "--fuse-delay-ms" => s with { FuseDelayMs = NextDouble() },
                 "--dir" => s with { ParentDir = Path.GetFullPath(Next()) },
                 "--samples" => s with { Samples = NextInt() },
@@ -115,6 +115,14 @@ internal sealed record PipelineSettings
     {
         workerArgs.Add(value);
         return s with { WorkerArgs = [.. workerArgs] };
+    }
+
+    /// <summary>The local column first, whatever the order given.</summary>
+    private static string[] ParseShares(string value, string option)
+    {
+        string[] known = ["local", "fuse"];
+        var chosen = ParseList(value, known.ToHashSet(), option);
+        return [.. known.Where(chosen.Contains)];
     }
 
     private static HashSet<string> ParseList(string value, IReadOnlySet<string> allowed, string option)

@@ -53,9 +53,21 @@ try
     foreach (var kind in settings.Shares)
     {
         cancel.Token.ThrowIfCancellationRequested();
-        await using var share = kind == "local"
-            ? BenchShare.Local(Path.Combine(work, "local"))
-            : await BenchShare.MountDelayedAsync(Path.Combine(work, "fuse"), settings.FuseDelayMs, cancel.Token);
+        BenchShare share;
+        try
+        {
+            share = kind == "local"
+                ? BenchShare.Local(Path.Combine(work, "local"))
+                : await BenchShare.MountDelayedAsync(Path.Combine(work, "fuse"), settings.FuseDelayMs, cancel.Token);
+        }
+        catch (HarnessException e)
+        {
+            // One column that cannot be set up (no FUSE here) leaves the other one's figures.
+            report.Note($"share {kind} not measured: {e.Message}");
+            status = 1;
+            continue;
+        }
+        await using var mounted = share;
         Console.Error.WriteLine($"== share {share.Name}: {share.Path}");
         await new PipelineFigures(settings, broker, share, logDir, report).RunAsync(cancel.Token);
     }
