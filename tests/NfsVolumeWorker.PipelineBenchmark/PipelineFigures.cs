@@ -316,10 +316,12 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         var loaded = new List<(TimeSpan Latency, long End)>();
         while (!cloneDone.IsCompleted)
         {
-            var start = Stopwatch.GetTimestamp();
+            // The pair runs one after the other: each command ends where the time so far ends.
+            var end = Stopwatch.GetTimestamp();
             foreach (var t in await SnapshotPairAsync(s, b, ct))
             {
-                loaded.Add((t, start + (long)(t.TotalSeconds * Stopwatch.Frequency)));
+                end += (long)(t.TotalSeconds * Stopwatch.Frequency);
+                loaded.Add((t, end));
             }
         }
         var cloneEnd = (await s.Driver.WaitAsync(cloneDone, clone, settings.CommandTimeout, ct)).At;

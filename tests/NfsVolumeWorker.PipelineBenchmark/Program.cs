@@ -87,6 +87,7 @@ finally
     report.Print(Console.Out);
     if (!settings.Keep)
     {
+        Console.Error.WriteLine($"removing {work} (with figure e's inbox directories this takes a while) ...");
         Directory.Delete(work, recursive: true);
         if (!report.HasFailures)
         {
