@@ -48,5 +48,14 @@ public static class StorageTelemetry
     /// <summary>Empty overlays made for snapshots and reverts, tagged with what wrote them (native or qemu-img).</summary>
     internal static readonly Counter<long> OverlaysCreated = Meter.CreateCounter<long>(
         "nfsvolumeworker.overlay.created",
+        unit: "{overlay}",
         description: "Empty qcow2 overlays made for snapshots and reverts, by writer (native: the engine wrote the file; qemu-img: qemu-img create).");
+
+    /// <summary>fsync calls of the engine, by what was flushed (kind=file, directory): on NFS each one is a round trip to
+    /// the server, so this is the durable-write cost of a command (ops/bench/run-pipeline reads it per command).
+    /// Counted in <see cref="Durability.DurableFile"/>, the one place that calls fsync.</summary>
+    internal static readonly Counter<long> Syncs = Meter.CreateCounter<long>(
+        "nfsvolumeworker.storage.syncs",
+        unit: "{call}",
+        description: "fsync calls made to keep changes across a crash, by kind (file, directory).");
 }

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Errors;
 
 namespace NfsVolumeWorker.Storage.Durability;
@@ -6,13 +7,18 @@ namespace NfsVolumeWorker.Storage.Durability;
 /// <summary>
 /// Making changes survive a crash: fsync of files and directories, atomic replace of small files
 /// (design crash rule 1), and refusing symbolic links where the engine expects plain files.
+/// Every fsync of the project goes through here, so <see cref="StorageTelemetry.Syncs"/> counts them all.
 /// </summary>
 public static class DurableFile
 {
+    private static readonly KeyValuePair<string, object?> FileKind = new("kind", "file");
+    private static readonly KeyValuePair<string, object?> DirectoryKind = new("kind", "directory");
+
     /// <summary>Flushes a file's data and metadata to stable storage.</summary>
     public static void FsyncFile(string path)
     {
         using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        StorageTelemetry.Syncs.Add(1, FileKind);
         if (NativeMethods.Fsync((int)handle.DangerousGetHandle()) != 0)
         {
             throw IoError($"fsync of {path}", Marshal.GetLastPInvokeError());
@@ -29,6 +35,7 @@ public static class DurableFile
         }
         try
         {
+            StorageTelemetry.Syncs.Add(1, DirectoryKind);
             if (NativeMethods.Fsync(fd) != 0)
             {
                 throw IoError($"fsync of directory {directory}", Marshal.GetLastPInvokeError());
@@ -38,6 +45,14 @@ public static class DurableFile
         {
             _ = NativeMethods.Close(fd);
         }
+    }
+
+    /// <summary>Writes a stream's buffer and flushes the file's data and metadata to stable storage (fsync).</summary>
+    public static void Flush(FileStream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        StorageTelemetry.Syncs.Add(1, FileKind);
+        stream.Flush(flushToDisk: true);
     }
 
     /// <summary>
@@ -60,7 +75,7 @@ public static class DurableFile
             }))
             {
                 stream.Write(content);
-                stream.Flush(flushToDisk: true);
+                Flush(stream);
             }
             File.SetUnixFileMode(temp, mode); // umask may have narrowed the create mode
             File.Move(temp, path, overwrite: true);

@@ -40,7 +40,7 @@ public sealed partial class VolumeEngine
                 {
                     using var stream = new FileStream(temp, new FileStreamOptions { Mode = System.IO.FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = FileMode });
                     stream.SetLength(request.SizeBytes);
-                    stream.Flush(flushToDisk: true);
+                    DurableFile.Flush(stream);
                 }
                 else
                 {
