@@ -31,4 +31,10 @@ internal static partial class EngineLog
 
     [LoggerMessage(1008, LogLevel.Warning, "The file system refused O_DIRECT for {Target} ({Reason}); copying through the page cache and fsyncing instead")]
     public static partial void DirectIoRefused(ILogger logger, string target, string reason);
+
+    [LoggerMessage(1030, LogLevel.Information, "Share {Share}: {Measurement}")]
+    public static partial void CopyModeMeasured(ILogger logger, string share, string measurement);
+
+    [LoggerMessage(1031, LogLevel.Warning, "Share {Share}: the copy modes could not be measured ({Reason}); copying with O_DIRECT, measuring again at the next copy")]
+    public static partial void CopyModeNotMeasured(ILogger logger, string share, string reason);
 }

@@ -8,33 +8,42 @@ namespace NfsVolumeWorker.Storage.Shares;
 /// <param name="ExtentSharing">Files can share extents (<c>FICLONE</c>: XFS with reflink, btrfs, NFS 4.2
 /// <c>CLONE</c>): clones then cost what the overlays hold, not the whole volume.</param>
 /// <param name="MaxFileSize">The largest file the file system holds (see <see cref="VolumeSizeLimit"/>), when known.</param>
-public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize)
+/// <param name="ServerSideCopy">The file system copies between two of its files itself (<c>copy_file_range</c>: NFS
+/// 4.2 turns it into a server-side <c>COPY</c>, no data over the wire; a local file system copies in the kernel).</param>
+public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize, bool ServerSideCopy = false)
 {
     private static readonly ConcurrentDictionary<string, ShareCapabilities> Probed = new(StringComparer.Ordinal);
 
-    /// <summary>The share's capabilities, probed on first use (two scratch files in the worker's directory, a
-    /// one-block <c>FICLONE</c> between them); a share that cannot be probed now is probed again next time.</summary>
+    /// <summary>The fastest way to copy through qemu-img on this share, when it has been measured (see
+    /// <see cref="CopyModeProbe"/>): the measurement is made at the first copy that needs it, not at probe time.</summary>
+    public CopyModeMeasurement? CopyMode { get; init; }
+
+    /// <summary>The share's capabilities, probed on first use (scratch files in the worker's directory: a one-block
+    /// <c>FICLONE</c> and a one-block <c>copy_file_range</c> between them), with the latest copy-mode measurement;
+    /// a share that cannot be probed now is probed again next time.</summary>
     public static ShareCapabilities Of(Share share)
     {
         ArgumentNullException.ThrowIfNull(share);
-        if (Probed.TryGetValue(share.LocalPath, out var known))
+        if (!Probed.TryGetValue(share.LocalPath, out var known))
         {
-            return known;
+            try
+            {
+                var found = new ShareCapabilities(ProbeExtentSharing(share), VolumeSizeLimit.MaxFileSize(share), ProbeServerSideCopy(share));
+                known = Probed.GetOrAdd(share.LocalPath, found);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or Errors.StorageException)
+            {
+                return new ShareCapabilities(false, null);
+            }
         }
-        try
-        {
-            var found = new ShareCapabilities(ProbeExtentSharing(share), VolumeSizeLimit.MaxFileSize(share));
-            return Probed.GetOrAdd(share.LocalPath, found);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or Errors.StorageException)
-        {
-            return new ShareCapabilities(false, null);
-        }
+        return known with { CopyMode = CopyModeProbe.Latest(share) };
     }
 
     /// <summary>One line for logs, health and <c>nfsvol check</c>.</summary>
     public string Describe() =>
         (ExtentSharing ? "extent sharing (reflink): clones share the base's extents" : "no extent sharing: clones copy")
+        + (ServerSideCopy ? "; server-side copy (copy_file_range)" : "; no server-side copy")
+        + (CopyMode is { } mode ? "; " + mode.Describe() : "; copy mode not measured yet")
         + (MaxFileSize is { } max ? $"; largest file {max} bytes" : "");
 
     private static bool ProbeExtentSharing(Share share)
@@ -46,6 +55,27 @@ public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize)
         {
             File.WriteAllBytes(source, new byte[4096]);
             return Durability.ExtentSharing.TryClone(source, target, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+        finally
+        {
+            DurableFile.TryDelete(source);
+            DurableFile.TryDelete(target);
+        }
+    }
+
+    private static bool ProbeServerSideCopy(Share share)
+    {
+        var dir = WorkerDirectories.Ensure(share, "tmp");
+        var source = Path.Combine(dir, DurableFile.TempName("copy-range-probe"));
+        var target = Path.Combine(dir, DurableFile.TempName("copy-range-probe"));
+        try
+        {
+            var block = new byte[4096];
+            Array.Fill(block, (byte)0x5a);
+            File.WriteAllBytes(source, block);
+            File.WriteAllBytes(target, []);
+            // A copy that "works" but leaves other bytes behind would be worse than none: check what arrived.
+            return Durability.ServerSideCopy.TryCopyRange(source, target, block.Length) && File.ReadAllBytes(target).AsSpan().SequenceEqual(block);
         }
         finally
         {

@@ -27,6 +27,7 @@ internal sealed class ProgressPublisher(EventPublisher events, Status.StatusBoar
         var e = new OperationProgressed
         {
             CommandId = commandId, VolumeId = value.VolumeId, Timestamp = DateTimeOffset.UtcNow, Phase = value.Phase, Fraction = value.Fraction,
+            BytesDone = value.BytesDone, BytesTotal = value.BytesTotal, SecondsLeft = value.TimeLeft is { } left ? Math.Round(left.TotalSeconds, 1) : null,
         };
         _ = PublishAsync(e);
     }
