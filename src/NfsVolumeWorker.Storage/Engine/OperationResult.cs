@@ -57,6 +57,6 @@ public sealed record OperationProgress(Guid VolumeId, string Phase, double Fract
         {
             return TimeSpan.Zero;
         }
-        return TimeSpan.FromSeconds(elapsed.TotalSeconds * (1 - fraction) / fraction);
+        return TimeSpan.FromMilliseconds(Math.Round(elapsed.TotalMilliseconds * (1 - fraction) / fraction));
     }
 }
