@@ -39,15 +39,16 @@ public sealed class ShareCapabilityTests
         Assert.True(plain.GetProperty("serverSideCopy").GetBoolean(), "copy_file_range works within the test machine's ext4");
         Assert.Equal(JsonValueKind.Null, plain.GetProperty("copyMode").ValueKind);
 
-        var measured = ShareOf(await Nfsvol.RunAsync(share.Args("--json", "check", "--measure-copy")));
+        var measured = ShareOf(await Nfsvol.RunAsync(share.Args("--json", "check", "--measure-copy", "--probe-size", "16M")));
         var mode = measured.GetProperty("copyMode");
         var direct = mode.GetProperty("directIoBytesPerSecond").GetDouble();
         var paged = mode.GetProperty("pageCacheBytesPerSecond").GetDouble();
         Assert.True(paged > 0, mode.ToString());
         Assert.Equal(direct >= paged ? "DirectIo" : "PageCache", mode.GetProperty("fastest").GetString());
+        Assert.Equal(16L * 1024 * 1024, mode.GetProperty("probeBytes").GetInt64());
         Assert.DoesNotContain(Directory.EnumerateFiles(share.Path, "*", SearchOption.AllDirectories), f => f.Contains("probe", StringComparison.Ordinal));
 
-        var text = await Nfsvol.RunAsync(share.Args("check", "--measure-copy"));
+        var text = await Nfsvol.RunAsync(share.Args("check", "--measure-copy", "--probe-size", "16M"));
         Assert.Contains("server-side copy (copy_file_range)", text.Stdout, StringComparison.Ordinal);
         Assert.Contains("MB/s with O_DIRECT", text.Stdout, StringComparison.Ordinal);
     }

@@ -20,8 +20,8 @@ public enum CopyMode
 
 /// <summary>A measurement of both copy modes on one share and the faster of them.</summary>
 /// <param name="Fastest">The mode copies use on this share.</param>
-/// <param name="DirectIoBytesPerSecond">Best rate with O_DIRECT; 0 when the file system refuses O_DIRECT.</param>
-/// <param name="PageCacheBytesPerSecond">Best rate through the page cache, fsync included.</param>
+/// <param name="DirectIoBytesPerSecond">Rate with O_DIRECT over all rounds; 0 when the file system refuses O_DIRECT.</param>
+/// <param name="PageCacheBytesPerSecond">Rate through the page cache, fsync included, over all rounds.</param>
 /// <param name="ProbeBytes">Size of the scratch image copied.</param>
 /// <param name="MeasuredAt">When.</param>
 public sealed record CopyModeMeasurement(CopyMode Fastest, double DirectIoBytesPerSecond, double PageCacheBytesPerSecond, long ProbeBytes, DateTimeOffset MeasuredAt)
@@ -39,14 +39,15 @@ public sealed record CopyModeMeasurement(CopyMode Fastest, double DirectIoBytesP
 }
 
 /// <summary>
-/// Measures which copy mode is faster on a share: a scratch raw image of non-zero data (zeros would be skipped) is
-/// copied with qemu-img twice in each mode, alternating, and the best rate of each counts. It runs in the worker's
+/// Measures which copy mode is faster on a share: a scratch raw image of random data (zeros would be skipped) is
+/// copied with qemu-img three times in each mode, alternating, and each mode's rate is its bytes over its total time:
+/// the page cache's occasional long fsync (writeback catching up) is part of its cost, not noise. It runs in the worker's
 /// <c>tmp</c> directory, removes every file it made whatever happens, and is kept per share and process until it
 /// is older than the caller allows (which mode wins changes with the server's load and cache, day to day).
 /// </summary>
 public static class CopyModeProbe
 {
-    private const int Rounds = 2;
+    private const int Rounds = 3;
     private static readonly ConcurrentDictionary<string, CopyModeMeasurement> Measured = new(StringComparer.Ordinal);
     private static readonly ConcurrentDictionary<string, SemaphoreSlim> Gates = new(StringComparer.Ordinal);
 
@@ -97,23 +98,34 @@ public static class CopyModeProbe
         try
         {
             WriteScratchImage(source, probeBytes);
-            double direct = 0, paged = 0;
+            double directSeconds = 0, pagedSeconds = 0;
+            var directRefused = false;
             for (var round = 0; round < Rounds; round++)
             {
                 // Alternate the order, so that neither mode always runs on a cache the other warmed.
                 foreach (var mode in round % 2 == 0 ? new[] { CopyMode.DirectIo, CopyMode.PageCache } : [CopyMode.PageCache, CopyMode.DirectIo])
                 {
-                    var rate = await CopyOnceAsync(qemuImg, source, target, mode, probeBytes, coroutines, time, ct).ConfigureAwait(false);
-                    if (mode == CopyMode.DirectIo)
+                    if (mode == CopyMode.DirectIo && directRefused)
                     {
-                        direct = Math.Max(direct, rate);
+                        continue;
+                    }
+                    var seconds = await CopyOnceAsync(qemuImg, source, target, mode, coroutines, time, ct).ConfigureAwait(false);
+                    if (mode == CopyMode.PageCache)
+                    {
+                        pagedSeconds += seconds!.Value;
+                    }
+                    else if (seconds is { } s)
+                    {
+                        directSeconds += s;
                     }
                     else
                     {
-                        paged = Math.Max(paged, rate);
+                        directRefused = true;
                     }
                 }
             }
+            var direct = directRefused ? 0 : Rounds * probeBytes / Math.Max(directSeconds, 1e-6);
+            var paged = Rounds * probeBytes / Math.Max(pagedSeconds, 1e-6);
             return new CopyModeMeasurement(CopyModeMeasurement.Choose(direct, paged), direct, paged, probeBytes, time.GetUtcNow());
         }
         finally
@@ -123,8 +135,8 @@ public static class CopyModeProbe
         }
     }
 
-    /// <summary>Bytes per second of one durable copy in <paramref name="mode"/>; 0 when the file system refuses O_DIRECT.</summary>
-    private static async Task<double> CopyOnceAsync(QemuImgRunner qemuImg, string source, string target, CopyMode mode, long bytes, int coroutines,
+    /// <summary>Seconds of one durable copy in <paramref name="mode"/>; null when the file system refuses O_DIRECT.</summary>
+    private static async Task<double?> CopyOnceAsync(QemuImgRunner qemuImg, string source, string target, CopyMode mode, int coroutines,
         TimeProvider time, CancellationToken ct)
     {
         DurableFile.TryDelete(target);
@@ -136,12 +148,12 @@ public static class CopyModeProbe
         }
         catch (QemuImgException) when (mode == CopyMode.DirectIo)
         {
-            return 0; // O_DIRECT refused (tmpfs, some FUSE): the page cache wins
+            return null; // O_DIRECT refused (tmpfs, some FUSE): the page cache wins
         }
         DurableFile.FsyncFile(target); // both modes end durable, as a clone's copy does
         var elapsed = time.GetElapsedTime(started);
         DurableFile.TryDelete(target);
-        return bytes / Math.Max(elapsed.TotalSeconds, 1e-6);
+        return elapsed.TotalSeconds;
     }
 
     private static void WriteScratchImage(string path, long bytes)
