@@ -144,7 +144,7 @@ public sealed partial class VolumeEngine
                 var copy = ForwardingProgress.For(progress, newVolumeId, "copy", chain.AllocatedBytesFrom(source));
                 var request = await FullCopyRequestAsync(share, target, new ConvertRequest(sourcePath, source.Format, temp, format,
                     OutOfOrderWrites: true, Coroutines: _options.CopyCoroutines), ct).ConfigureAwait(false);
-                await CopyAsync(request, copy, ct).ConfigureAwait(false);
+                request = await CopyAsync(request, copy, ct).ConfigureAwait(false);
                 howCopied = request.CopyOffload ? "copied server-side (copy_file_range)" : request.DirectIo ? "copied with O_DIRECT" : "copied through the page cache";
                 StorageTelemetry.DataWritten.Add(FileOwnership.AllocatedBytes(temp), new KeyValuePair<string, object?>("kind", "copy"));
             }
@@ -289,19 +289,22 @@ public sealed partial class VolumeEngine
     }
 
     /// <summary>Copies with O_DIRECT when asked; a file system that refuses O_DIRECT (tmpfs, some FUSE)
-    /// gets the page-cache copy instead, which the caller fsyncs: durable either way.</summary>
-    private async Task CopyAsync(ConvertRequest request, IProgress<double>? progress, CancellationToken ct)
+    /// gets the page-cache copy instead, which the caller fsyncs: durable either way. Returns the request that ran.</summary>
+    private async Task<ConvertRequest> CopyAsync(ConvertRequest request, IProgress<double>? progress, CancellationToken ct)
     {
         try
         {
             await _qemuImg.ConvertAsync(request, progress, ct).ConfigureAwait(false);
+            return request;
         }
         catch (QemuImgException e) when (request.DirectIo && e.Code == StorageErrorCode.QemuImgFailed
             && (e.StandardError.Contains("Invalid argument", StringComparison.Ordinal) || e.StandardError.Contains("O_DIRECT", StringComparison.Ordinal)))
         {
             EngineLog.DirectIoRefused(_logger, request.Target, e.StandardError);
             DurableFile.TryDelete(request.Target);
-            await _qemuImg.ConvertAsync(request with { DirectIo = false }, progress, ct).ConfigureAwait(false);
+            var paged = request with { DirectIo = false };
+            await _qemuImg.ConvertAsync(paged, progress, ct).ConfigureAwait(false);
+            return paged;
         }
     }
 

@@ -48,6 +48,11 @@ public sealed record CopyModeMeasurement(CopyMode Fastest, double DirectIoBytesP
 public static class CopyModeProbe
 {
     private const int Rounds = 3;
+    private const string ScratchName = "copy-mode-probe";
+
+    /// <summary>A scratch file this old was left by a process killed while measuring (a measurement takes seconds;
+    /// younger ones may belong to another instance measuring the same share now).</summary>
+    private static readonly TimeSpan Abandoned = TimeSpan.FromHours(1);
     private static readonly ConcurrentDictionary<string, CopyModeMeasurement> Measured = new(StringComparer.Ordinal);
     private static readonly ConcurrentDictionary<string, SemaphoreSlim> Gates = new(StringComparer.Ordinal);
 
@@ -93,8 +98,9 @@ public static class CopyModeProbe
     private static async Task<CopyModeMeasurement> RunAsync(Share share, QemuImgRunner qemuImg, long probeBytes, int coroutines, TimeProvider time, CancellationToken ct)
     {
         var dir = WorkerDirectories.Ensure(share, "tmp");
-        var source = Path.Combine(dir, DurableFile.TempName("copy-mode-probe"));
-        var target = Path.Combine(dir, DurableFile.TempName("copy-mode-probe"));
+        RemoveAbandoned(dir, time);
+        var source = Path.Combine(dir, DurableFile.TempName(ScratchName));
+        var target = Path.Combine(dir, DurableFile.TempName(ScratchName));
         try
         {
             WriteScratchImage(source, probeBytes);
@@ -154,6 +160,17 @@ public static class CopyModeProbe
         var elapsed = time.GetElapsedTime(started);
         DurableFile.TryDelete(target);
         return elapsed.TotalSeconds;
+    }
+
+    private static void RemoveAbandoned(string dir, TimeProvider time)
+    {
+        foreach (var file in Directory.EnumerateFiles(dir, $".{ScratchName}.tmp-*"))
+        {
+            if (time.GetUtcNow().UtcDateTime - File.GetLastWriteTimeUtc(file) > Abandoned)
+            {
+                DurableFile.TryDelete(file);
+            }
+        }
     }
 
     private static void WriteScratchImage(string path, long bytes)

@@ -61,6 +61,22 @@ public sealed class CopyModeSpecs : IDisposable
     }
 
     [Fact]
+    public async Task Scratch_files_of_a_measurement_killed_long_ago_are_removed_and_a_running_ones_are_not()
+    {
+        var tmp = Directory.CreateDirectory(Path.Combine(_bed.Share.WorkerDirectory, "tmp")).FullName;
+        var abandoned = Path.Combine(tmp, ".copy-mode-probe.tmp-0123456789abcdef0123456789abcdef");
+        var running = Path.Combine(tmp, ".copy-mode-probe.tmp-fedcba9876543210fedcba9876543210");
+        File.WriteAllBytes(abandoned, new byte[4096]);
+        File.WriteAllBytes(running, new byte[4096]);
+        File.SetLastWriteTimeUtc(abandoned, DateTime.UtcNow.AddHours(-2));
+
+        await CopyModeProbe.MeasureAsync(_bed.Share, _bed.Qemu, 2 * MiB, 8, TimeSpan.Zero, TimeProvider.System, CancellationToken.None);
+
+        Assert.False(File.Exists(abandoned), "a scratch file two hours old was left");
+        Assert.True(File.Exists(running), "another instance's running measurement lost its file");
+    }
+
+    [Fact]
     public async Task An_unpinned_full_copy_measures_the_share_first_and_uses_the_faster_mode()
     {
         Assert.Null(CopyModeProbe.Latest(_bed.Share));

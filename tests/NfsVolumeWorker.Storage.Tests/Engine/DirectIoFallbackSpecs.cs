@@ -43,6 +43,7 @@ public sealed class DirectIoFallbackSpecs : IDisposable
         var result = await engine.CloneVolumeAsync(new CloneVolumeRequest(null, source, clone));
 
         Assert.Equal(OperationOutcome.Completed, result.Outcome);
+        Assert.Contains("copied through the page cache", result.Message, StringComparison.Ordinal);
         Assert.True(File.Exists(_dir.File("refused")), "the fake never saw '-t none': the test proves nothing");
         Assert.Equal(0, RequiredTool.Run(realQemuImg, "compare", "-f", "raw", "-F", "raw", share.PathOf($"volume-{source}"), share.PathOf($"volume-{clone}")).ExitCode);
         Assert.DoesNotContain(Directory.EnumerateFiles(share.LocalPath), f => f.Contains(".tmp-", StringComparison.Ordinal));
