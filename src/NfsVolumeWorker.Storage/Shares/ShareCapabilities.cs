@@ -75,7 +75,9 @@ public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize, bo
             File.WriteAllBytes(source, block);
             File.WriteAllBytes(target, []);
             // A copy that "works" but leaves other bytes behind would be worse than none: check what arrived.
-            return Durability.ServerSideCopy.TryCopyRange(source, target, block.Length) && File.ReadAllBytes(target).AsSpan().SequenceEqual(block);
+            var copies = Durability.ServerSideCopy.TryCopyRange(source, target, block.Length) && File.ReadAllBytes(target).AsSpan().SequenceEqual(block);
+            // NFS before 4.2 accepts copy_file_range too, but the kernel moves the data over the wire: not server-side.
+            return copies && MountTable.Find(share.LocalPath) is not { IsNfsWithoutServerSideCopy: true };
         }
         finally
         {
