@@ -174,6 +174,15 @@ public sealed record OperationProgressed : IVolumeEvent
 
     /// <summary>0..1.</summary>
     public required double Fraction { get; init; }
+
+    /// <summary>Bytes of <see cref="BytesTotal"/> done (<see cref="Fraction"/> of it); null when the total is unknown.</summary>
+    public long? BytesDone { get; init; }
+
+    /// <summary>What the step goes through: the data a copy copies, the virtual size a merge scans; null when unknown.</summary>
+    public long? BytesTotal { get; init; }
+
+    /// <summary>Estimated seconds left at the rate so far; null until it can be estimated (the first second, the first percent).</summary>
+    public double? SecondsLeft { get; init; }
 }
 
 /// <summary>Message ids of events, derived from command ids so a repeat is recognisable.</summary>

@@ -217,10 +217,14 @@ internal static class BrokerCommands
     {
         var volume = new Option<string?>("--volume") { Description = "Only events of this volume.", HelpName = "id" };
         var broker = BrokerOption();
-        var command = new Command("watch", "Print the worker's events as they happen: one line per terminal event (time, event, volume, command, outcome or error code, message); "
-            + "progress bars for running copies and merges on a terminal. --json: one JSON object per line, no progress. Runs until interrupted.")
+        var showProgress = new Option<bool>("--progress")
         {
-            volume, broker,
+            Description = "Also one line per progress event of copies and merges (percent, bytes done / total, time left), for logs and scripts; with --json, as JSON objects. On a terminal progress shows as bars anyway.",
+        };
+        var command = new Command("watch", "Print the worker's events as they happen: one line per terminal event (time, event, volume, command, outcome or error code, message); "
+            + "progress bars for running copies and merges on a terminal (percent, bytes done / total, time left). --json: one JSON object per line, no progress unless --progress. Runs until interrupted.")
+        {
+            volume, broker, showProgress,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -230,7 +234,8 @@ internal static class BrokerCommands
                 Guid? filter = parse.GetValue(volume) is { } v ? Guid.TryParse(v, out var g) ? g : throw new CliUsageException($"--volume must be a UUID; got '{v}'.") : null;
                 var brokerAddress = Wire.ResolveBroker(parse.GetValue(broker), environment);
                 var progress = !json && environment.IsTerminal;
-                await using var subscription = await EventSubscription.OpenAsync(brokerAddress, progress, ct).ConfigureAwait(false);
+                var progressLines = parse.GetValue(showProgress) && !progress;
+                await using var subscription = await EventSubscription.OpenAsync(brokerAddress, progress || progressLines, ct).ConfigureAwait(false);
                 if (!json)
                 {
                     await environment.Error.WriteLineAsync($"nfsvol: watching {brokerAddress.Redacted}{(filter is null ? "" : $" for volume {filter}")}; Ctrl-C to stop").ConfigureAwait(false);
@@ -245,7 +250,7 @@ internal static class BrokerCommands
                     {
                         await foreach (var e in subscription.Events.ReadAllAsync(ct).ConfigureAwait(false))
                         {
-                            if (!e.IsTerminal || (filter is { } f && e.VolumeId != f))
+                            if ((!e.IsTerminal && !(progressLines && e.Type == nameof(OperationProgressed))) || (filter is { } f && e.VolumeId != f))
                             {
                                 continue;
                             }
@@ -298,11 +303,15 @@ internal static class BrokerCommands
                     }
                     if (e.Type == nameof(OperationProgressed))
                     {
+                        var description = $"{e.Message["phase"]?.GetValue<string>() ?? "op"} {e.VolumeId.ToString()[..8]} ({e.CommandId.ToString()[..8]})"
+                            + ProgressText.Figures((long?)ProgressText.Number(e.Message["bytesDone"]), (long?)ProgressText.Number(e.Message["bytesTotal"]),
+                                ProgressText.Number(e.Message["secondsLeft"]), " ");
                         if (!tasks.TryGetValue(e.CommandId, out var task))
                         {
-                            task = ctx.AddTask($"{e.Message["phase"]?.GetValue<string>() ?? "op"} {e.VolumeId.ToString()[..8]} ({e.CommandId.ToString()[..8]})", maxValue: 100);
+                            task = ctx.AddTask(Markup.Escape(description), maxValue: 100);
                             tasks[e.CommandId] = task;
                         }
+                        task.Description = Markup.Escape(description);
                         task.Value = Math.Clamp(e.Message["fraction"]?.GetValue<double>() ?? 0, 0, 1) * 100;
                         continue;
                     }
@@ -327,6 +336,10 @@ public sealed record EventLine(DateTimeOffset Time, string Event, Guid VolumeId,
         var time = DateTimeOffset.TryParse(e.Message["timestamp"]?.GetValue<string>(), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var t) ? t : DateTimeOffset.UtcNow;
         var failed = e.IsFailure;
         var alreadyDone = e.Message["alreadyDone"]?.GetValue<bool>() == true;
+        if (e.Type == nameof(OperationProgressed))
+        {
+            return new EventLine(time.ToUniversalTime(), e.Type, e.VolumeId, e.CommandId, "running", null, ProgressText.Of(e.Message), e.Message);
+        }
         return new EventLine(time.ToUniversalTime(), e.Type, e.VolumeId, e.CommandId,
             failed ? "failed" : alreadyDone ? "already-done" : "ok",
             failed ? e.Message["errorCode"]?.GetValue<string>() : null,

@@ -131,6 +131,10 @@ internal sealed class CliSession : IDisposable
 
     public ShareMap Shares => _services.GetRequiredService<ShareMap>();
 
+    public QemuImgRunner QemuImg => _services.GetRequiredService<QemuImgRunner>();
+
+    public VolumeEngineOptions EngineOptions => _services.GetRequiredService<IOptions<VolumeEngineOptions>>().Value;
+
     public static CliSession Create(ParseResult parse, GlobalOptions options, CliEnvironment environment)
     {
         var shares = (parse.GetValue(options.Share) ?? []).Where(s => !string.IsNullOrWhiteSpace(s)).Select(NormalizeShare).ToList();

@@ -52,7 +52,10 @@ public sealed record CheckView(bool Healthy, IReadOnlyList<CheckFinding> Finding
 }
 
 /// <summary>A checked share and what its file system offers (<c>check --json</c>).</summary>
-public sealed record ShareView(string Export, string LocalPath, bool ExtentSharing, long? MaxFileSize, long? FreeBytes)
+/// <param name="ServerSideCopy">The file system copies itself (<c>copy_file_range</c>; NFS 4.2 server-side COPY).</param>
+/// <param name="CopyMode">With <c>--measure-copy</c>: the faster copy mode (<c>DirectIo</c> or <c>PageCache</c>) and both rates.</param>
+public sealed record ShareView(string Export, string LocalPath, bool ExtentSharing, long? MaxFileSize, long? FreeBytes, bool ServerSideCopy = false,
+    NfsVolumeWorker.Storage.Shares.CopyModeMeasurement? CopyMode = null)
 {
     public static ShareView Of(NfsVolumeWorker.Storage.Shares.Share share)
     {
@@ -65,7 +68,7 @@ public sealed record ShareView(string Export, string LocalPath, bool ExtentShari
         catch (IOException)
         {
         }
-        return new ShareView(share.Export, share.LocalPath, capabilities.ExtentSharing, capabilities.MaxFileSize, free);
+        return new ShareView(share.Export, share.LocalPath, capabilities.ExtentSharing, capabilities.MaxFileSize, free, capabilities.ServerSideCopy, capabilities.CopyMode);
     }
 }
 
@@ -142,7 +145,7 @@ internal static class Output
                 var task = ctx.AddTask(label, maxValue: 100);
                 var progress = new DirectProgress(p =>
                 {
-                    task.Description = p.Phase;
+                    task.Description = Markup.Escape(p.Phase + ProgressText.Figures(p.BytesDone, p.BytesTotal, p.TimeLeft?.TotalSeconds, " "));
                     task.Value = Math.Clamp(p.Fraction, 0, 1) * 100;
                 });
                 result = await operation(progress).ConfigureAwait(false);
@@ -206,6 +209,8 @@ internal static class Output
         foreach (var share in shares)
         {
             console.MarkupLine(Markup.Escape($"share {share.Export}: {(share.ExtentSharing ? "extent sharing (reflink): clones share the base's extents" : "no extent sharing: clones copy")}"
+                + (share.ServerSideCopy ? ", server-side copy (copy_file_range)" : ", no server-side copy")
+                + (share.CopyMode is { } mode ? ", " + mode.Describe() : "")
                 + (share.FreeBytes is { } free ? $", {SizeParser.Format(free)} free" : "")));
         }
         if (report.Findings.Count == 0)

@@ -133,11 +133,11 @@ internal static class Targets
         if (results.Find(clone, Cp) is not null)
         {
             var defaults = new VolumeEngineOptions();
-            var defaultName = Bench.EngineVariant(defaults.CopyWithDirectIo, defaults.CopyCoroutines, true);
+            var defaultName = Bench.EngineVariant(Bench.DefaultDirectIo(defaults), defaults.CopyCoroutines, true);
             var toCp = results.Ratio(clone, defaultName, Cp);
             Line(output, $"clone-from-snapshot: engine (default options) vs cp+sync", $"{X(toCp)} (of min: {X(results.RatioOfMin(clone, defaultName, Cp))})", "target <= 1.10x", toCp <= 1.10);
             var engines = new[] { (false, 8), (false, 1), (true, 8), (true, 1) }
-                .Select(c => Bench.EngineVariant(c.Item1, c.Item2, c.Item1 == defaults.CopyWithDirectIo && c.Item2 == defaults.CopyCoroutines))
+                .Select(c => Bench.EngineVariant(c.Item1, c.Item2, c.Item1 == Bench.DefaultDirectIo(defaults) && c.Item2 == defaults.CopyCoroutines))
                 .Select(name => results.Find(clone, name)!)
                 .OrderBy(s => s.Median)
                 .ToList();

@@ -54,7 +54,8 @@ internal sealed class ReflinkBench(Settings settings, Results results, TextWrite
     private static VolumeEngine Engine(string dir, bool share) => new(
         new ShareMap([new Share(Export, dir, null)]),
         new QemuImgRunner(Options.Create(new QemuImgOptions()), NullLogger<QemuImgRunner>.Instance),
-        Options.Create(new VolumeEngineOptions { ShareExtents = share }), NullLogger<VolumeEngine>.Instance);
+        // The full copy reads and writes, as before: copy_file_range on XFS would share extents too.
+        Options.Create(new VolumeEngineOptions { ShareExtents = share, ServerSideCopy = share, CopyWithDirectIo = true }), NullLogger<VolumeEngine>.Instance);
 
     private async Task MeasureAsync(Fixtures fx, int dataMiB, int overlayMiB)
     {

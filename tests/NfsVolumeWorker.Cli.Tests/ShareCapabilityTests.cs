@@ -30,4 +30,26 @@ public sealed class ShareCapabilityTests
         var text = await Nfsvol.RunAsync(xfs.Args("check"));
         Assert.Contains("extent sharing (reflink)", text.Stdout, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task Check_reports_server_side_copy_and_with_measure_copy_the_faster_copy_mode_leaving_no_file()
+    {
+        using var share = new TestShare();
+        var plain = ShareOf(await Nfsvol.RunAsync(share.Args("--json", "check")));
+        Assert.True(plain.GetProperty("serverSideCopy").GetBoolean(), "copy_file_range works within the test machine's ext4");
+        Assert.Equal(JsonValueKind.Null, plain.GetProperty("copyMode").ValueKind);
+
+        var measured = ShareOf(await Nfsvol.RunAsync(share.Args("--json", "check", "--measure-copy", "--probe-size", "16M")));
+        var mode = measured.GetProperty("copyMode");
+        var direct = mode.GetProperty("directIoBytesPerSecond").GetDouble();
+        var paged = mode.GetProperty("pageCacheBytesPerSecond").GetDouble();
+        Assert.True(paged > 0, mode.ToString());
+        Assert.Equal(direct >= paged ? "DirectIo" : "PageCache", mode.GetProperty("fastest").GetString());
+        Assert.Equal(16L * 1024 * 1024, mode.GetProperty("probeBytes").GetInt64());
+        Assert.DoesNotContain(Directory.EnumerateFiles(share.Path, "*", SearchOption.AllDirectories), f => f.Contains("probe", StringComparison.Ordinal));
+
+        var text = await Nfsvol.RunAsync(share.Args("check", "--measure-copy", "--probe-size", "16M"));
+        Assert.Contains("server-side copy (copy_file_range)", text.Stdout, StringComparison.Ordinal);
+        Assert.Contains("MB/s with O_DIRECT", text.Stdout, StringComparison.Ordinal);
+    }
 }

@@ -92,4 +92,41 @@ public sealed class SendWatchTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.All(lines, l => Assert.Equal(volume, l.GetProperty("volumeId").GetGuid()));
         Assert.Equal("ShrinkNotAllowed", lines[2].GetProperty("errorCode").GetString());
     }
+
+    [Fact]
+    public async Task Watch_with_progress_shows_a_running_copy_with_bytes_done_and_total_and_the_time_left()
+    {
+        var broker = await RabbitMqBroker.SharedAsync();
+        await using var vhost = await broker.CreateVirtualHostAsync("watchprogress");
+        // qemu-img limited to 16 MiB/s (read and write in a pinned mode: a server-side copy would ignore the limit).
+        var slow = Path.Combine(Directory.CreateTempSubdirectory("nfsvol-slow-").FullName, "qemu-img-slow");
+        File.WriteAllText(slow, "#!/bin/sh\nif [ \"$1\" = convert ]; then shift; exec qemu-img convert -r 16M \"$@\"; fi\nexec qemu-img \"$@\"\n");
+        File.SetUnixFileMode(slow, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        _worker = WorkerProcess.Start("wp", vhost.AmqpUri, null, _share,
+            $"--QemuImg:Executable={slow}", "--Engine:ServerSideCopy=false", "--Engine:CopyWithDirectIo=true");
+        await WaitForConsumerAsync(vhost, "nfsvol.ingress");
+        var volume = Guid.NewGuid();
+        var created = await NfsvolAsync(vhost.AmqpUri, CancellationToken.None, "send", "create-volume", "--volume", volume.ToString(), "--size", "256M", "--wait", "--timeout", "60");
+        Assert.True(created.Exit == 0, created.Out + created.Err + _worker.Output);
+        RequiredTool.RunChecked(RequiredTool.Find("qemu-io", "qemu-utils"), "-f", "raw", "-c", "write -P 0x42 0 96M", Path.Combine(_share, $"volume-{volume}"));
+
+        using var stopWatch = new CancellationTokenSource();
+        var watch = NfsvolAsync(vhost.AmqpUri, stopWatch.Token, "watch", "--progress", "--volume", volume.ToString());
+        await WaitForConsumerAsync(vhost, q => q.StartsWith("amq.gen-", StringComparison.Ordinal), "the watch's queue");
+        var clone = await NfsvolAsync(vhost.AmqpUri, CancellationToken.None, "send", "clone-volume", "--volume", volume.ToString(), "--new-volume", Guid.NewGuid().ToString(),
+            "--wait", "--timeout", "120");
+        Assert.True(clone.Exit == 0, clone.Out + clone.Err + _worker.Output);
+        await Task.Delay(1000); // progress is published without waiting: let the last one arrive
+        await stopWatch.CancelAsync();
+        var watched = await watch;
+        output.WriteLine(watched.Out);
+
+        Assert.Equal(0, watched.Exit);
+        var progress = watched.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => l.Contains("OperationProgressed", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(progress);
+        Assert.All(progress, l => Assert.Matches(@"running  copy \d+% [\d.]+ (B|KiB|MiB) / 96 MiB", l));
+        Assert.Contains(progress, l => l.Contains("copy 100% 96 MiB / 96 MiB", StringComparison.Ordinal));
+        Assert.Contains(progress, l => System.Text.RegularExpressions.Regex.IsMatch(l, @"copy \d+% .*, \d+ s left$"));
+        Assert.Contains(watched.Out.Split('\n'), l => l.Contains("VolumeCloned", StringComparison.Ordinal));
+    }
 }

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Diagnostics;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Messaging;
@@ -54,6 +55,38 @@ public sealed class LongOperationTests(ITestOutputHelper output)
         Assert.True(cloneTime.Elapsed > bElapsed + TimeSpan.FromSeconds(2));
         Assert.Equal(nameof(VolumeCloned), bed.Events.TerminalOf(clone.CommandId)[0].Type);
         Assert.Equal(0, await Tools.CompareAsync(bed.PathOf($"volume-{clone.NewVolumeId}"), "raw", bed.PathOf($"volume-{a}"), "raw"));
+    }
+
+    [Fact]
+    public async Task Progress_events_of_a_long_copy_carry_bytes_done_bytes_total_and_the_time_left()
+    {
+        await using var tools = new TempDirectoryHandle();
+        await using var bed = await WorkerTestBed.StartAsync(output, "progress-bytes", SlowQemuImg.Settings(tools.Path, "16M")); // 96 MiB: about 6 s
+        var volume = Guid.NewGuid();
+        await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = volume, SizeBytes = 256 * MiB }, nameof(VolumeCreated));
+        await Tools.WriteAsync(bed.PathOf($"volume-{volume}"), "raw", 0x42, 0, 96 * MiB);
+        var data = NfsVolumeWorker.Storage.Durability.FileOwnership.AllocatedBytes(bed.PathOf($"volume-{volume}"));
+
+        var clone = new CloneVolume { CommandId = Guid.NewGuid(), VolumeId = volume, NewVolumeId = Guid.NewGuid() };
+        await bed.Producer.PublishAsync(clone);
+        await bed.Events.WaitForAsync(clone.CommandId, TimeSpan.FromSeconds(120));
+
+        Assert.Equal(nameof(VolumeCloned), bed.Events.TerminalOf(clone.CommandId)[0].Type);
+        // Progress is published without waiting: the last ones may still be on their way after the terminal event.
+        var progress = await Eventually.WaitAsync(() => bed.Events.Progress.Where(p => p.CommandId == clone.CommandId).OrderBy(p => p.Order).ToList(),
+            p => p.Any(e => e.Message.GetProperty("fraction").GetDouble() >= 1), TimeSpan.FromSeconds(20));
+        foreach (var p in progress)
+        {
+            output.WriteLine(p.MessageJson);
+        }
+        Assert.All(progress, p => Assert.Equal(data, p.Message.GetProperty("bytesTotal").GetInt64()));
+        var done = progress.Select(p => p.Message.GetProperty("bytesDone").GetInt64()).ToList();
+        Assert.Equal(done.Order(), done);
+        Assert.Equal(data, done[^1]);
+        var left = progress.Where(p => p.Message.GetProperty("fraction").GetDouble() < 1 && p.Message.TryGetProperty("secondsLeft", out var s) && s.ValueKind == JsonValueKind.Number)
+            .Select(p => p.Message.GetProperty("secondsLeft").GetDouble()).ToList();
+        Assert.True(left.Count >= 1, "no event of the running copy estimated the time left");
+        Assert.All(left, s => Assert.InRange(s, 0, 120));
     }
 
     [Fact]

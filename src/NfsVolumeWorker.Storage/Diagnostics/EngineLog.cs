@@ -41,4 +41,10 @@ internal static partial class EngineLog
 
     [LoggerMessage(1021, LogLevel.Information, "Volume {VolumeId}: the delete of snapshot {SnapshotId} goes on by {Direction}, as journaled when it started")]
     public static partial void MergeResumed(ILogger logger, Guid volumeId, Guid snapshotId, MergeDirection direction);
+
+    [LoggerMessage(1030, LogLevel.Information, "Share {Share}: {Measurement}")]
+    public static partial void CopyModeMeasured(ILogger logger, string share, string measurement);
+
+    [LoggerMessage(1031, LogLevel.Warning, "Share {Share}: the copy modes could not be measured ({Reason}); copying with O_DIRECT, measuring again at the next copy")]
+    public static partial void CopyModeNotMeasured(ILogger logger, string share, string reason);
 }

@@ -53,6 +53,10 @@ internal static partial class NativeMethods
     [LibraryImport("libc", EntryPoint = "link", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int Link(string existingPath, string newPath);
 
+    /// <summary><c>copy_file_range(2)</c> with both offsets null (the files' own positions are used and advanced).</summary>
+    [LibraryImport("libc", EntryPoint = "copy_file_range", SetLastError = true)]
+    internal static partial nint CopyFileRange(int fdIn, nint offIn, int fdOut, nint offOut, nuint length, uint flags);
+
     [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
     internal static partial int FcntlLock(int fd, int cmd, ref Flock flock);
 }

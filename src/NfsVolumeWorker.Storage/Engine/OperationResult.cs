@@ -35,4 +35,28 @@ public sealed record ConnectionInfo(string DriverVolumeType, string Export, stri
 /// <param name="VolumeId">The volume being worked on.</param>
 /// <param name="Phase">e.g. <c>copy</c>, <c>merge</c>.</param>
 /// <param name="Fraction">0..1.</param>
-public sealed record OperationProgress(Guid VolumeId, string Phase, double Fraction);
+/// <param name="BytesDone">Bytes of <paramref name="BytesTotal"/> done (the fraction of it), when the total is known.</param>
+/// <param name="BytesTotal">What the operation goes through: the data a copy copies, the virtual size a merge scans.</param>
+/// <param name="TimeLeft">Estimated from the rate so far; null until it can be (see <see cref="EstimateTimeLeft"/>).</param>
+public sealed record OperationProgress(Guid VolumeId, string Phase, double Fraction, long? BytesDone = null, long? BytesTotal = null, TimeSpan? TimeLeft = null)
+{
+    /// <summary>Below this much elapsed time or done fraction the rate says little (qemu-img's first reports
+    /// come before the copy has settled), so no estimate is given.</summary>
+    public static readonly TimeSpan MinimumElapsedForEstimate = TimeSpan.FromSeconds(1);
+
+    public const double MinimumFractionForEstimate = 0.01;
+
+    /// <summary>Time left at the average rate so far: elapsed × (1 − f) / f; null while too little is done to tell.</summary>
+    public static TimeSpan? EstimateTimeLeft(TimeSpan elapsed, double fraction)
+    {
+        if (double.IsNaN(fraction) || fraction < MinimumFractionForEstimate || elapsed < MinimumElapsedForEstimate)
+        {
+            return null;
+        }
+        if (fraction >= 1)
+        {
+            return TimeSpan.Zero;
+        }
+        return TimeSpan.FromMilliseconds(Math.Round(elapsed.TotalMilliseconds * (1 - fraction) / fraction));
+    }
+}

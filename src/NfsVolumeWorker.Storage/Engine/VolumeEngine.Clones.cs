@@ -132,16 +132,20 @@ public sealed partial class VolumeEngine
             }
 
             var sourcePath = chain.PathOf(source.FileName);
-            var copy = ForwardingProgress.For(progress, newVolumeId, "copy");
-            if (sharing && await ShareBaseAndApplyOverlaysAsync(share, chain, source, temp, targetName, copy, ct).ConfigureAwait(false) is { } applied)
+            // Progress in bytes: a commit of the sharing clone scans the virtual range, a convert the data it copies.
+            if (sharing && await ShareBaseAndApplyOverlaysAsync(share, chain, source, temp, targetName,
+                    ForwardingProgress.For(progress, newVolumeId, "copy", source.VirtualSize), ct).ConfigureAwait(false) is { } applied)
             {
                 howCopied = $"shared the base's extents, applied {applied} bytes of overlay data";
                 StorageTelemetry.DataWritten.Add(applied, new KeyValuePair<string, object?>("kind", "copy"));
             }
             else
             {
-                await CopyAsync(new ConvertRequest(sourcePath, source.Format, temp, format,
-                    DirectIo: _options.CopyWithDirectIo, OutOfOrderWrites: true, Coroutines: _options.CopyCoroutines), copy, ct).ConfigureAwait(false);
+                var copy = ForwardingProgress.For(progress, newVolumeId, "copy", chain.AllocatedBytesFrom(source));
+                var request = await FullCopyRequestAsync(share, target, new ConvertRequest(sourcePath, source.Format, temp, format,
+                    OutOfOrderWrites: true, Coroutines: _options.CopyCoroutines), ct).ConfigureAwait(false);
+                request = await CopyAsync(request, copy, ct).ConfigureAwait(false);
+                howCopied = request.CopyOffload ? "copied server-side (copy_file_range)" : request.DirectIo ? "copied with O_DIRECT" : "copied through the page cache";
                 StorageTelemetry.DataWritten.Add(FileOwnership.AllocatedBytes(temp), new KeyValuePair<string, object?>("kind", "copy"));
             }
             DurableFile.FsyncFile(temp);
@@ -250,20 +254,57 @@ public sealed partial class VolumeEngine
         }
     }
 
-    /// <summary>Copies with O_DIRECT when configured; a file system that refuses O_DIRECT (tmpfs, some FUSE)
-    /// gets the page-cache copy instead, which the caller fsyncs: durable either way.</summary>
-    private async Task CopyAsync(ConvertRequest request, IProgress<double>? progress, CancellationToken ct)
+    /// <summary>
+    /// How a full copy runs: within one share that copies itself, server-side (<c>convert -C</c>, through the page
+    /// cache: the data need not come back to this host, and the caller's fsync makes it durable); otherwise in the
+    /// pinned mode, or the one measured faster on the target share (measured now when due). A measurement that fails
+    /// leaves O_DIRECT, the former default, and is tried again at the next copy.
+    /// </summary>
+    private async Task<ConvertRequest> FullCopyRequestAsync(Share source, Share target, ConvertRequest request, CancellationToken ct)
+    {
+        if (_options.ServerSideCopy && source.LocalPath == target.LocalPath && ShareCapabilities.Of(target).ServerSideCopy)
+        {
+            return request with { CopyOffload = true, DirectIo = false };
+        }
+        if (_options.CopyWithDirectIo is { } pinned)
+        {
+            return request with { DirectIo = pinned };
+        }
+        var before = CopyModeProbe.Latest(target);
+        try
+        {
+            var measured = await CopyModeProbe.MeasureAsync(target, _qemuImg, _options.CopyModeProbeBytes, _options.CopyCoroutines,
+                _options.CopyModeRemeasureAfter, TimeProvider.System, ct).ConfigureAwait(false);
+            if (!ReferenceEquals(before, measured))
+            {
+                EngineLog.CopyModeMeasured(_logger, target.Export, measured.Describe());
+            }
+            return request with { DirectIo = measured.Fastest == CopyMode.DirectIo };
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or StorageException)
+        {
+            EngineLog.CopyModeNotMeasured(_logger, target.Export, e.Message);
+            return request with { DirectIo = true };
+        }
+    }
+
+    /// <summary>Copies with O_DIRECT when asked; a file system that refuses O_DIRECT (tmpfs, some FUSE)
+    /// gets the page-cache copy instead, which the caller fsyncs: durable either way. Returns the request that ran.</summary>
+    private async Task<ConvertRequest> CopyAsync(ConvertRequest request, IProgress<double>? progress, CancellationToken ct)
     {
         try
         {
             await _qemuImg.ConvertAsync(request, progress, ct).ConfigureAwait(false);
+            return request;
         }
         catch (QemuImgException e) when (request.DirectIo && e.Code == StorageErrorCode.QemuImgFailed
             && (e.StandardError.Contains("Invalid argument", StringComparison.Ordinal) || e.StandardError.Contains("O_DIRECT", StringComparison.Ordinal)))
         {
             EngineLog.DirectIoRefused(_logger, request.Target, e.StandardError);
             DurableFile.TryDelete(request.Target);
-            await _qemuImg.ConvertAsync(request with { DirectIo = false }, progress, ct).ConfigureAwait(false);
+            var paged = request with { DirectIo = false };
+            await _qemuImg.ConvertAsync(paged, progress, ct).ConfigureAwait(false);
+            return paged;
         }
     }
 

@@ -244,7 +244,7 @@ public sealed partial class VolumeEngine
                 DurableFile.FsyncFile(basePath);
                 Step(OperationSteps.DeleteSnapshotBaseGrown, volumeId);
             }
-            var merge = ForwardingProgress.For(progress, volumeId, "merge");
+            var merge = ForwardingProgress.For(progress, volumeId, "merge", overlay.VirtualSize); // commit scans the whole virtual range
             var merged = FileOwnership.AllocatedBytes(overlayPath);
             await _qemuImg.CommitAsync(new CommitRequest(overlayPath), merge, ct).ConfigureAwait(false);
             DurableFile.FsyncFile(basePath);

@@ -25,6 +25,8 @@ public sealed record CreateImageRequest(
 /// <param name="DirectIo">Write with <c>-t none</c> (O_DIRECT) instead of the page cache.</param>
 /// <param name="OutOfOrderWrites"><c>-W</c>: let qemu-img write out of order (faster, fine for a new file).</param>
 /// <param name="Coroutines"><c>-m</c>: parallel coroutines (1..16), or null for qemu-img's default.</param>
+/// <param name="CopyOffload"><c>-C</c>: copy with <c>copy_file_range</c> (NFS 4.2: a server-side COPY), for raw and
+/// qcow2 either way; qemu-img falls back to reading and writing a range the file system does not copy itself.</param>
 public sealed record ConvertRequest(
     string Source,
     ImageFormat SourceFormat,
@@ -32,7 +34,8 @@ public sealed record ConvertRequest(
     ImageFormat TargetFormat,
     bool DirectIo = false,
     bool OutOfOrderWrites = true,
-    int? Coroutines = null);
+    int? Coroutines = null,
+    bool CopyOffload = false);
 
 /// <summary><c>qemu-img commit -d</c>: merge an overlay's data into its backing file, keeping the overlay intact.</summary>
 public sealed record CommitRequest(string Overlay);

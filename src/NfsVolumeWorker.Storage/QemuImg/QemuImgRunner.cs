@@ -186,6 +186,10 @@ public sealed class QemuImgRunner
         {
             args.Add("-W");
         }
+        if (request.CopyOffload)
+        {
+            args.Add("-C"); // qemu-img refuses it with -c or -S; the engine passes neither
+        }
         if (request.Coroutines is { } coroutines)
         {
             args.AddRange(["-m", coroutines.ToString(CultureInfo.InvariantCulture)]);

@@ -10,33 +10,43 @@ namespace NfsVolumeWorker.Storage.Shares;
 /// <param name="MaxFileSize">The largest file the file system holds (see <see cref="VolumeSizeLimit"/>), when known.</param>
 /// <param name="HardLinks">Files can have a second name (<c>link</c>): a merge may then pull the lower image up into the
 /// overlay and give it the lower image's name. Without, merges only commit down.</param>
-public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize, bool HardLinks = false)
+/// <param name="ServerSideCopy">The file system copies between two of its files itself (<c>copy_file_range</c>: NFS
+/// 4.2 turns it into a server-side <c>COPY</c>, no data over the wire; a local file system copies in the kernel).</param>
+public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize, bool HardLinks = false, bool ServerSideCopy = false)
 {
     private static readonly ConcurrentDictionary<string, ShareCapabilities> Probed = new(StringComparer.Ordinal);
 
-    /// <summary>The share's capabilities, probed on first use (two scratch files in the worker's directory, a
-    /// one-block <c>FICLONE</c> between them); a share that cannot be probed now is probed again next time.</summary>
+    /// <summary>The fastest way to copy through qemu-img on this share, when it has been measured (see
+    /// <see cref="CopyModeProbe"/>): the measurement is made at the first copy that needs it, not at probe time.</summary>
+    public CopyModeMeasurement? CopyMode { get; init; }
+
+    /// <summary>The share's capabilities, probed on first use (scratch files in the worker's directory: a one-block
+    /// <c>FICLONE</c> and a one-block <c>copy_file_range</c> between them), with the latest copy-mode measurement;
+    /// a share that cannot be probed now is probed again next time.</summary>
     public static ShareCapabilities Of(Share share)
     {
         ArgumentNullException.ThrowIfNull(share);
-        if (Probed.TryGetValue(share.LocalPath, out var known))
+        if (!Probed.TryGetValue(share.LocalPath, out var known))
         {
-            return known;
+            try
+            {
+                var found = new ShareCapabilities(ProbeExtentSharing(share), VolumeSizeLimit.MaxFileSize(share),
+                    HardLinks: ProbeHardLinks(share), ServerSideCopy: ProbeServerSideCopy(share));
+                known = Probed.GetOrAdd(share.LocalPath, found);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or Errors.StorageException)
+            {
+                return new ShareCapabilities(false, null);
+            }
         }
-        try
-        {
-            var found = new ShareCapabilities(ProbeExtentSharing(share), VolumeSizeLimit.MaxFileSize(share), ProbeHardLinks(share));
-            return Probed.GetOrAdd(share.LocalPath, found);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or Errors.StorageException)
-        {
-            return new ShareCapabilities(false, null);
-        }
+        return known with { CopyMode = CopyModeProbe.Latest(share) };
     }
 
     /// <summary>One line for logs, health and <c>nfsvol check</c>.</summary>
     public string Describe() =>
         (ExtentSharing ? "extent sharing (reflink): clones share the base's extents" : "no extent sharing: clones copy")
+        + (ServerSideCopy ? "; server-side copy (copy_file_range)" : "; no server-side copy")
+        + (CopyMode is { } mode ? "; " + mode.Describe() : "; copy mode not measured yet")
         + (MaxFileSize is { } max ? $"; largest file {max} bytes" : "")
         + (HardLinks ? "" : "; no hard links: merges only commit down");
 
@@ -71,6 +81,29 @@ public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize, bo
         {
             File.WriteAllBytes(source, new byte[4096]);
             return Durability.ExtentSharing.TryClone(source, target, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+        finally
+        {
+            DurableFile.TryDelete(source);
+            DurableFile.TryDelete(target);
+        }
+    }
+
+    private static bool ProbeServerSideCopy(Share share)
+    {
+        var dir = WorkerDirectories.Ensure(share, "tmp");
+        var source = Path.Combine(dir, DurableFile.TempName("copy-range-probe"));
+        var target = Path.Combine(dir, DurableFile.TempName("copy-range-probe"));
+        try
+        {
+            var block = new byte[4096];
+            Array.Fill(block, (byte)0x5a);
+            File.WriteAllBytes(source, block);
+            File.WriteAllBytes(target, []);
+            // A copy that "works" but leaves other bytes behind would be worse than none: check what arrived.
+            var copies = Durability.ServerSideCopy.TryCopyRange(source, target, block.Length) && File.ReadAllBytes(target).AsSpan().SequenceEqual(block);
+            // NFS before 4.2 accepts copy_file_range too, but the kernel moves the data over the wire: not server-side.
+            return copies && MountTable.Find(share.LocalPath) is not { IsNfsWithoutServerSideCopy: true };
         }
         finally
         {

@@ -141,7 +141,7 @@ public sealed class CommandRunner(
     private async Task<ITerminalEvent> ExecuteAsync(Share share, VolumeCommand command, CancellationToken ct)
     {
         var export = share.Export;
-        var progress = new ProgressPublisher(events, board, command.CommandId, logger);
+        var progress = new ProgressPublisher(events, board, command.CommandId, command.VolumeId, logger);
         switch (command)
         {
             case CreateVolume c:

@@ -35,7 +35,7 @@ public sealed class DirectIoFallbackSpecs : IDisposable
         File.SetUnixFileMode(fake, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         var share = new Share("/share", Directory.CreateDirectory(_dir.File("share")).FullName, null);
         var qemu = new QemuImgRunner(Options.Create(new QemuImgOptions { Executable = fake }), NullLogger<QemuImgRunner>.Instance);
-        var engine = new VolumeEngine(new ShareMap([share]), qemu, Options.Create(new VolumeEngineOptions { CopyWithDirectIo = true }), NullLogger<VolumeEngine>.Instance);
+        var engine = new VolumeEngine(new ShareMap([share]), qemu, Options.Create(new VolumeEngineOptions { CopyWithDirectIo = true, ServerSideCopy = false }), NullLogger<VolumeEngine>.Instance);
         var (source, clone) = (Guid.NewGuid(), Guid.NewGuid());
         await engine.CreateVolumeAsync(new CreateVolumeRequest(null, source, 8 << 20));
         RequiredTool.RunChecked(RequiredTool.Find("qemu-io", "qemu-utils"), "-f", "raw", "-c", "write -P 0x3c 0 1M", share.PathOf($"volume-{source}"));
@@ -43,6 +43,7 @@ public sealed class DirectIoFallbackSpecs : IDisposable
         var result = await engine.CloneVolumeAsync(new CloneVolumeRequest(null, source, clone));
 
         Assert.Equal(OperationOutcome.Completed, result.Outcome);
+        Assert.Contains("copied through the page cache", result.Message, StringComparison.Ordinal);
         Assert.True(File.Exists(_dir.File("refused")), "the fake never saw '-t none': the test proves nothing");
         Assert.Equal(0, RequiredTool.Run(realQemuImg, "compare", "-f", "raw", "-F", "raw", share.PathOf($"volume-{source}"), share.PathOf($"volume-{clone}")).ExitCode);
         Assert.DoesNotContain(Directory.EnumerateFiles(share.LocalPath), f => f.Contains(".tmp-", StringComparison.Ordinal));

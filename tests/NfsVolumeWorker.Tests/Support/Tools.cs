@@ -146,5 +146,9 @@ internal static class SlowQemuImg
     public static Dictionary<string, string?> Settings(string directory, string rate) => new()
     {
         ["QemuImg:Executable"] = Create(directory, rate),
+        // -r limits only what qemu-img reads and writes itself: a server-side copy (convert -C) ignores it, and the
+        // copy-mode measurement would run through the slow qemu-img. So: read and write, in a pinned mode.
+        ["Engine:ServerSideCopy"] = "false",
+        ["Engine:CopyWithDirectIo"] = "true",
     };
 }
