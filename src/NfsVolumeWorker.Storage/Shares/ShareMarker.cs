@@ -16,6 +16,8 @@ public static class ShareMarker
 {
     public const string FileName = "share-id";
 
+    private const UnixFileMode MarkerMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.OtherRead;
+
     private static readonly ConcurrentDictionary<string, ulong> Pinned = new(StringComparer.Ordinal);
 
     /// <summary>Throws <see cref="StorageErrorCode.ShareUnavailable"/> unless the share is the one this process
@@ -24,6 +26,8 @@ public static class ShareMarker
     {
         ArgumentNullException.ThrowIfNull(share);
         var marker = Path.Combine(share.WorkerDirectory, FileName);
+        // A share a newer worker has upgraded is refused before anything on it is touched.
+        Inbox.CommandStoreFormat.EnsureReadable(share);
         if (Pinned.TryGetValue(share.LocalPath, out var pinned))
         {
             var inode = FileOwnership.InodeOf(marker);
@@ -62,6 +66,14 @@ public static class ShareMarker
         }
         var found = FileOwnership.InodeOf(marker)
             ?? throw new StorageException(StorageErrorCode.ShareUnavailable, $"Share {share.Export} is not available: its marker {marker} vanished as it was written.");
+        try
+        {
+            Inbox.CommandStoreFormat.RecordCurrent(share, MarkerMode);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new StorageException(StorageErrorCode.ShareUnavailable, $"Share {share.Export} is not available: cannot record its command store format: {e.Message}", e);
+        }
         Pinned.TryAdd(share.LocalPath, found);
     }
 

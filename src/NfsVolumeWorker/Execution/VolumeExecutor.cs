@@ -85,7 +85,7 @@ public sealed class VolumeExecutor : IAsyncDisposable
         {
             return; // another loop for this volume won the race
         }
-        var ranSome = false;
+        var drained = false;
         TimeSpan? retryIn = null;
         try
         {
@@ -98,6 +98,7 @@ public sealed class VolumeExecutor : IAsyncDisposable
                 {
                     return; // another instance drains this volume; it loops until the inbox is empty
                 }
+                drained = true;
                 WorkerTelemetry.ActiveVolumes.Add(1);
                 try
                 {
@@ -108,9 +109,13 @@ public sealed class VolumeExecutor : IAsyncDisposable
                         var entries = VolumeInbox.List(share, volumeId);
                         if (entries.Count == 0)
                         {
-                            break;
+                            // An emptied inbox leaves no directory behind, so the sweep costs nothing per idle volume.
+                            if (await VolumeInbox.RemoveIfEmptyAsync(share, volumeId, drain, _stopping.Token).ConfigureAwait(false))
+                            {
+                                break;
+                            }
+                            continue; // an append landed at the last moment
                         }
-                        ranSome = true;
                         await _runner.RunAsync(share, volumeId, entries[0], _stopping.Token).ConfigureAwait(false);
                         VolumeInbox.Remove(entries[0]);
                     }
@@ -149,7 +154,7 @@ public sealed class VolumeExecutor : IAsyncDisposable
                 _ = RetryAfterAsync(share, volumeId, delay);
             }
             // An append may have landed after the last look at the inbox; look again now that this loop is gone.
-            else if (ranSome && _accepting && HasEntries(share, volumeId))
+            else if (drained && _accepting && HasEntries(share, volumeId))
             {
                 Schedule(share, volumeId);
             }
