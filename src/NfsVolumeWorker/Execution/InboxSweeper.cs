@@ -14,10 +14,6 @@ namespace NfsVolumeWorker.Execution;
 /// </summary>
 public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, InboxBacklog backlog, IOptions<WorkerOptions> options, ILogger<InboxSweeper> logger) : BackgroundService
 {
-    /// <summary>Empty inbox directories removed per share and sweep: 2,000 clear the 100,000 of a busy format-1
-    /// share in 50 sweeps, each batch a fraction of a second.</summary>
-    internal const int LegacyBatch = 2000;
-
     private readonly HashSet<string> _unavailable = new(StringComparer.Ordinal);
     private DateTimeOffset _lastPrune = DateTimeOffset.MinValue;
 
@@ -50,7 +46,7 @@ public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, Inbox
             }
             try
             {
-                var survey = VolumeInbox.Survey(share, LegacyBatch);
+                var survey = VolumeInbox.Survey(share, VolumeInbox.RemovalBatch);
                 int volumes = 0, commands = 0;
                 var deepest = new PriorityQueue<Guid, int>(); // the shallowest of the deepest on top
                 foreach (var (volumeId, waiting) in survey.Waiting)
