@@ -86,7 +86,7 @@ public static class IdleSweepBench
     private static InboxSurvey Format2Sweep(Share share)
     {
         ShareMarker.EnsureAvailable(share);
-        var survey = VolumeInbox.Survey(share, VolumeInbox.RemovalBatch);
+        var survey = VolumeInbox.Survey(share, VolumeInbox.RemovalBatch, VolumeInbox.IdleGrace);
         if (survey.Empty.Count > 0 || survey.Leftovers.Count > 0)
         {
             VolumeInbox.RemoveEmpty(share, survey);

@@ -40,7 +40,7 @@ public sealed class CommandStoreFormatTests(ITestOutputHelper output)
         Assert.Equal(nameof(VolumeCreated), (await bed.Events.WaitForAsync(create.CommandId, TimeSpan.FromSeconds(30))).Type);
         Assert.True(File.Exists(bed.PathOf($"volume-{volume}")));
         Assert.Equal("2\n", await File.ReadAllTextAsync(Path.Combine(bed.Share, ".nfsvolumeworker", CommandStoreFormat.FileName)));
-        await Eventually.WaitAsync(() => Directory.EnumerateFileSystemEntries(Path.Combine(bed.Share, ".nfsvolumeworker", "inbox")).Count(), n => n == 0, TimeSpan.FromSeconds(20));
+        await Eventually.WaitAsync(() => Directory.EnumerateFileSystemEntries(Path.Combine(bed.Share, ".nfsvolumeworker", "inbox")).Count(), n => n == 0, TimeSpan.FromSeconds(40));
         Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(bed.Share, ".nfsvolumeworker", "inbox")));
 
         // The newer share: health says why, its commands fail (transient), and the log says it once.

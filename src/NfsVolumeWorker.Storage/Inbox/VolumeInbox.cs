@@ -28,13 +28,18 @@ public sealed record InboxSurvey(IReadOnlyList<(Guid VolumeId, int Waiting)> Wai
 /// <c>.nfsvolumeworker/inbox/volume-&lt;id&gt;/</c>. A command appended here (atomically, fsynced) is safe:
 /// whichever process drains the inbox next runs it, so the message that carried it can be acknowledged
 /// at once, however long the operation will take. The payload is opaque to the storage layer.
-/// <para>The drainer removes a volume's directory when it empties (format 2, <see cref="CommandStoreFormat"/>), so
-/// the inbox folder holds only volumes with waiting work and a sweep costs nothing per idle volume. Removal is a
-/// rename away under both of the directory's locks; an appender or drainer that took a lock on a file that was
-/// renamed away meanwhile sees that its lock file is no longer at its name, and starts over in a new directory.</para>
+/// <para>A volume's directory goes once it has been empty for <see cref="IdleGrace"/> (format 2,
+/// <see cref="CommandStoreFormat"/>), so the inbox folder holds only volumes with waiting or recent work and a sweep
+/// costs nothing per idle volume. Removal is a rename away under both of the directory's locks; an appender or
+/// drainer that took a lock on a file that was renamed away meanwhile sees that its lock file is no longer at its
+/// name, and starts over in a new directory.</para>
 /// </summary>
 public static class VolumeInbox
 {
+    /// <summary>How long an emptied inbox directory stays before a sweep removes it: a volume that gets commands
+    /// more often than this keeps its directory and its commands pay no sync for a new one.</summary>
+    public static readonly TimeSpan IdleGrace = TimeSpan.FromSeconds(10);
+
     /// <summary>Empty inbox directories a sweep removes per share: 2,000 clear the 100,000 of a busy format-1 share
     /// in 50 sweeps, each batch a fraction of a second, so the sweep goes on scheduling waiting work meanwhile.</summary>
     public const int RemovalBatch = 2000;
@@ -57,8 +62,8 @@ public static class VolumeInbox
         while (true)
         {
             var dir = EnsureDirectory(share, volumeId);
-            // Appenders of one volume take turns so sequence numbers stay in arrival order; the drainer takes this
-            // lock only to remove an empty directory, so a long operation never delays an append.
+            // Appenders of one volume take turns so sequence numbers stay in arrival order; the drainer does not take
+            // this lock (only the removal of an empty directory does), so a long operation never delays an append.
             using var appendLock = await InboxLock.AcquireAsync(Path.Combine(dir, AppendLockName), cancellationToken).ConfigureAwait(false);
             if (appendLock is null || !appendLock.IsStillInPlace)
             {
@@ -135,24 +140,11 @@ public static class VolumeInbox
         }
     }
 
-    /// <summary>
-    /// Called by the holder of the drain lock when it found the inbox empty: removes the volume's directory unless
-    /// an entry arrived meanwhile (then false: drain on). Takes the append lock for the last look, renames the
-    /// directory away (atomic: an appender now waiting on the old lock sees it moved and starts a new directory),
-    /// releases both locks and deletes what is left. No sync: a removal lost in a crash leaves an empty directory,
-    /// which the next sweep removes. Releases <paramref name="drain"/> when it returns true.
-    /// </summary>
-    public static async Task<bool> RemoveIfEmptyAsync(Share share, Guid volumeId, InboxLock drain, CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(drain);
-        var appendLock = await InboxLock.AcquireAsync(Path.Combine(DirectoryOf(share, volumeId), AppendLockName), cancellationToken).ConfigureAwait(false);
-        return RemoveLocked(share, volumeId, drain, appendLock) != false;
-    }
-
     /// <summary>Looks over the share's inbox folder: one directory read, plus one per volume directory that is
-    /// there (under format 2 only volumes with waiting work have one, and directories left empty by older workers
-    /// until they are removed). Finds at most <paramref name="emptyLimit"/> empty directories to remove.</summary>
-    public static InboxSurvey Survey(Share share, int emptyLimit)
+    /// there (under format 2 the volumes with waiting work or work in the last <see cref="IdleGrace"/>, and the
+    /// directories older workers left until they are removed). Finds at most <paramref name="emptyLimit"/> empty
+    /// directories untouched for <paramref name="idleFor"/> to remove.</summary>
+    public static InboxSurvey Survey(Share share, int emptyLimit, TimeSpan idleFor)
     {
         ArgumentNullException.ThrowIfNull(share);
         CommandStoreFormat.EnsureReadable(share);
@@ -160,6 +152,7 @@ public static class VolumeInbox
         var empty = new List<Guid>();
         var leftovers = new List<string>();
         var emptyLeft = 0;
+        var idleBefore = DateTime.UtcNow - idleFor;
         var root = Path.Combine(share.WorkerDirectory, InboxFolder);
         if (!Directory.Exists(root))
         {
@@ -178,6 +171,11 @@ public static class VolumeInbox
                 if (count > 0)
                 {
                     waiting.Add((id, count));
+                }
+                else if (Directory.GetLastWriteTimeUtc(dir) > idleBefore)
+                {
+                    // Emptied moments ago: its volume may get its next command soon, and a directory kept saves
+                    // that command the sync of a new one.
                 }
                 else if (empty.Count < emptyLimit)
                 {
@@ -230,8 +228,11 @@ public static class VolumeInbox
         return removed;
     }
 
-    /// <summary>True: removed; false: entries wait; null: the directory was already gone.
-    /// Releases the append lock always, the drain lock unless entries wait.</summary>
+    /// <summary>Removes a volume's directory unless an entry arrived meanwhile, holding both of its locks: renames it
+    /// away (atomic: an appender or drainer now waiting on the old locks sees them moved and starts a new directory),
+    /// releases both locks and deletes what is left. No sync: a removal lost in a crash leaves an empty directory,
+    /// which a later sweep removes. True: removed; false: entries wait; null: the directory was already gone.
+    /// Releases both locks.</summary>
     private static bool? RemoveLocked(Share share, Guid volumeId, InboxLock drain, InboxLock? appendLock)
     {
         string removed;
@@ -244,6 +245,7 @@ public static class VolumeInbox
             }
             if (List(share, volumeId).Count > 0)
             {
+                drain.Dispose();
                 return false;
             }
             var dir = DirectoryOf(share, volumeId);

@@ -46,7 +46,7 @@ public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, Inbox
             }
             try
             {
-                var survey = VolumeInbox.Survey(share, VolumeInbox.RemovalBatch);
+                var survey = VolumeInbox.Survey(share, VolumeInbox.RemovalBatch, VolumeInbox.IdleGrace);
                 int volumes = 0, commands = 0;
                 var deepest = new PriorityQueue<Guid, int>(); // the shallowest of the deepest on top
                 foreach (var (volumeId, waiting) in survey.Waiting)
@@ -62,8 +62,8 @@ public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, Inbox
                 }
                 var listed = deepest.UnorderedItems.OrderByDescending(d => d.Priority).ThenBy(d => d.Element).Select(d => (d.Element, d.Priority)).ToList();
                 backlog.Update(share, volumes, commands, listed);
-                // After the waiting volumes are scheduled: empty directories (a format-1 share has one per volume
-                // that ever got a command) go in bounded batches, so the sweep's cost falls to the waiting work.
+                // After the waiting volumes are scheduled: directories empty for a while (a format-1 share has one
+                // per volume that ever got a command) go in bounded batches, so the sweep's cost falls to the waiting work.
                 if (survey.Empty.Count > 0 || survey.Leftovers.Count > 0)
                 {
                     var removed = VolumeInbox.RemoveEmpty(share, survey);

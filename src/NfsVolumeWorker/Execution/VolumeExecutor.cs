@@ -85,7 +85,7 @@ public sealed class VolumeExecutor : IAsyncDisposable
         {
             return; // another loop for this volume won the race
         }
-        var drained = false;
+        var ranSome = false;
         TimeSpan? retryIn = null;
         try
         {
@@ -98,7 +98,6 @@ public sealed class VolumeExecutor : IAsyncDisposable
                 {
                     return; // another instance drains this volume; it loops until the inbox is empty
                 }
-                drained = true;
                 WorkerTelemetry.ActiveVolumes.Add(1);
                 try
                 {
@@ -109,13 +108,9 @@ public sealed class VolumeExecutor : IAsyncDisposable
                         var entries = VolumeInbox.List(share, volumeId);
                         if (entries.Count == 0)
                         {
-                            // An emptied inbox leaves no directory behind, so the sweep costs nothing per idle volume.
-                            if (await VolumeInbox.RemoveIfEmptyAsync(share, volumeId, drain, _stopping.Token).ConfigureAwait(false))
-                            {
-                                break;
-                            }
-                            continue; // an append landed at the last moment
+                            break;
                         }
+                        ranSome = true;
                         await _runner.RunAsync(share, volumeId, entries[0], _stopping.Token).ConfigureAwait(false);
                         VolumeInbox.Remove(entries[0]);
                     }
@@ -154,7 +149,7 @@ public sealed class VolumeExecutor : IAsyncDisposable
                 _ = RetryAfterAsync(share, volumeId, delay);
             }
             // An append may have landed after the last look at the inbox; look again now that this loop is gone.
-            else if (drained && _accepting && HasEntries(share, volumeId))
+            else if (ranSome && _accepting && HasEntries(share, volumeId))
             {
                 Schedule(share, volumeId);
             }

@@ -7,7 +7,7 @@ using NfsVolumeWorker.Storage.Shares;
 namespace NfsVolumeWorker.Storage.Tests.Inbox;
 
 /// <summary>
-/// The inbox of format 2: a volume's directory goes when it empties, so a survey of the share costs one directory
+/// The inbox of format 2: a volume's directory goes once it has been empty for a while, so a survey of the share costs one directory
 /// read plus one per volume with waiting work; appenders racing a removal lose nothing; empty directories left by
 /// format-1 workers, and by drainers killed mid-way, are found and removed in bounded batches.
 /// </summary>
@@ -34,31 +34,26 @@ public sealed class VolumeInboxSpecs : IDisposable
     private Task<bool> AppendAsync(Guid volumeId, Guid commandId) =>
         VolumeInbox.AppendAsync(_share, volumeId, commandId, Encoding.UTF8.GetBytes(commandId.ToString()), Mode, CancellationToken.None);
 
-    /// <summary>What the executor's drain loop does: run (here: record) each entry, remove it, and remove the
-    /// directory once it is empty. False when another drainer holds the volume.</summary>
-    private async Task<bool> DrainAsync(Guid volumeId, ConcurrentQueue<Guid> ran)
+    /// <summary>What the executor's drain loop does: run (here: record) each entry and remove it, until the inbox
+    /// is empty. False when another drainer holds the volume.</summary>
+    private bool Drain(Guid volumeId, ConcurrentQueue<Guid> ran)
     {
         using var drain = VolumeInbox.TryTakeDrain(_share, volumeId);
         if (drain is null)
         {
             return false;
         }
-        while (true)
+        while (VolumeInbox.List(_share, volumeId) is [var first, ..])
         {
-            var entries = VolumeInbox.List(_share, volumeId);
-            if (entries.Count == 0)
-            {
-                if (await VolumeInbox.RemoveIfEmptyAsync(_share, volumeId, drain, CancellationToken.None))
-                {
-                    return true;
-                }
-                continue;
-            }
-            Assert.Equal(entries[0].CommandId.ToString(), Encoding.UTF8.GetString(entries[0].ReadPayload()));
-            ran.Enqueue(entries[0].CommandId);
-            VolumeInbox.Remove(entries[0]);
+            Assert.Equal(first.CommandId.ToString(), Encoding.UTF8.GetString(first.ReadPayload()));
+            ran.Enqueue(first.CommandId);
+            VolumeInbox.Remove(first);
         }
+        return true;
     }
+
+    /// <summary>What the sweep does with empty directories, without the grace period.</summary>
+    private int RemoveEmpty() => VolumeInbox.RemoveEmpty(_share, VolumeInbox.Survey(_share, 1000, TimeSpan.Zero));
 
     /// <summary>A directory as a format-1 worker leaves it once its volume's commands ran: the two lock files.</summary>
     private string LegacyEmptyDirectory(Guid volumeId)
@@ -86,23 +81,30 @@ public sealed class VolumeInboxSpecs : IDisposable
         Assert.False(await AppendAsync(a, commands[a][1])); // a duplicate of a waiting command
 
         var ran = new ConcurrentQueue<Guid>();
-        Assert.True(await DrainAsync(a, ran));
-        Assert.True(await DrainAsync(b, ran));
-
+        Assert.True(Drain(a, ran));
+        Assert.True(Drain(b, ran));
         Assert.Equal(commands[a].Concat(commands[b]), ran);
+
+        // Emptied moments ago, they stay for the grace period (a next command would pay no sync for a new one)...
+        var recent = VolumeInbox.Survey(_share, 100, VolumeInbox.IdleGrace);
+        Assert.Empty(recent.Empty);
+        Assert.Equal(0, VolumeInbox.RemoveEmpty(_share, recent));
+        Assert.Equal(3, InboxDirectories().Count);
+        // ...and go once it has passed.
+        Assert.Equal(2, RemoveEmpty());
         Assert.Equal(new[] { $"volume-{waiting}" }, InboxDirectories());
-        var survey = VolumeInbox.Survey(_share, 100);
+        var survey = VolumeInbox.Survey(_share, 100, TimeSpan.Zero);
         Assert.Equal(new[] { (waiting, 3) }, survey.Waiting);
         Assert.Empty(survey.Empty);
         Assert.Empty(survey.Leftovers);
     }
 
     [Fact]
-    public async Task Appenders_racing_the_drainer_that_removes_the_directory_lose_no_command_and_keep_their_order()
+    public async Task Appenders_racing_the_drainer_and_the_removal_of_the_directory_lose_no_command_and_keep_their_order()
     {
-        // Four appenders (each its own share object, as separate engines would be) and one drainer hammer one
-        // volume; the drainer removes the directory every time it finds it empty. OFD locks conflict between open
-        // file descriptions, so threads of one process contend exactly as processes and NFS clients do.
+        // Four appenders (each its own share object, as separate engines would be), a drainer, and a sweep removing
+        // the directory whenever it finds it empty, all on one volume at once. OFD locks conflict between open file
+        // descriptions, so threads of one process contend exactly as processes and NFS clients do.
         const int Appenders = 4;
         const int PerAppender = 150;
         var volume = Guid.NewGuid();
@@ -116,40 +118,37 @@ public sealed class VolumeInboxSpecs : IDisposable
             var share = new Share(_share.Export, _share.LocalPath, null);
             foreach (var id in ids)
             {
-                await Task.Delay(Random.Shared.Next(0, 3)); // now and then the drainer catches up and removes the directory
+                await Task.Delay(Random.Shared.Next(0, 3)); // now and then the drainer catches up and the directory goes
                 Assert.True(await VolumeInbox.AppendAsync(share, volume, id, Encoding.UTF8.GetBytes(id.ToString()), Mode, CancellationToken.None));
             }
         })).ToList();
         var drainer = Task.Run(async () =>
         {
-            while (true)
+            while (!done.IsCancellationRequested)
             {
-                var appendersDone = done.IsCancellationRequested;
-                if (VolumeInbox.List(_share, volume).Count == 0)
-                {
-                    if (appendersDone)
-                    {
-                        break;
-                    }
-                    await Task.Delay(1);
-                    continue;
-                }
-                var before = ran.Count;
-                if (await DrainAsync(volume, ran) && ran.Count > before)
-                {
-                    removals++;
-                }
+                Drain(volume, ran);
+                await Task.Yield();
+            }
+        });
+        var remover = Task.Run(async () =>
+        {
+            while (!done.IsCancellationRequested)
+            {
+                removals += RemoveEmpty();
+                await Task.Yield();
             }
         });
         await Task.WhenAll(appenders);
         await done.CancelAsync();
-        await drainer;
+        await Task.WhenAll(drainer, remover);
+        Drain(volume, ran);
 
         Assert.Equal(Appenders * PerAppender, ran.Count);
         Assert.Equal(sent.SelectMany(s => s).Order(), ran.Order());
         var position = ran.Select((id, i) => (id, i)).ToDictionary(p => p.id, p => p.i);
         Assert.All(sent, ids => Assert.Equal(ids, ids.OrderBy(id => position[id])));
         Assert.True(removals > 5, $"the directory was removed only {removals} time(s): the race was not exercised");
+        RemoveEmpty();
         Assert.Empty(InboxDirectories());
     }
 
@@ -221,7 +220,7 @@ public sealed class VolumeInboxSpecs : IDisposable
             InboxSurvey survey;
             while (true)
             {
-                survey = VolumeInbox.Survey(_share, Batch);
+                survey = VolumeInbox.Survey(_share, Batch, TimeSpan.Zero);
                 Assert.Equal(withWork.Order(), survey.Waiting.Select(w => w.VolumeId).Order());
                 Assert.True(survey.Empty.Count <= Batch);
                 if (survey.Empty.SequenceEqual([busy]))
@@ -236,7 +235,7 @@ public sealed class VolumeInboxSpecs : IDisposable
             Assert.Equal(0, VolumeInbox.RemoveEmpty(_share, survey));
             Assert.True(Directory.Exists(VolumeInbox.DirectoryOf(_share, busy)));
         }
-        Assert.Equal(1, VolumeInbox.RemoveEmpty(_share, VolumeInbox.Survey(_share, Batch)));
+        Assert.Equal(1, VolumeInbox.RemoveEmpty(_share, VolumeInbox.Survey(_share, Batch, TimeSpan.Zero)));
         Assert.Equal(withWork.Select(v => $"volume-{v}").Order(StringComparer.Ordinal), InboxDirectories());
         Assert.All(withWork, v => Assert.Single(VolumeInbox.List(_share, v)));
     }
@@ -259,14 +258,15 @@ public sealed class VolumeInboxSpecs : IDisposable
         { RedirectStandardOutput = true })!;
         Assert.Equal("LOCKED", await holder.StandardOutput.ReadLineAsync());
         Assert.Null(VolumeInbox.TryTakeDrain(_share, volume));
-        var survey = VolumeInbox.Survey(_share, 10);
+        var survey = VolumeInbox.Survey(_share, 10, TimeSpan.Zero);
         Assert.Equal(new[] { (volume, 2) }, survey.Waiting);
         holder.Kill(); // SIGKILL: no cleanup runs; the kernel drops the lock
         await holder.WaitForExitAsync();
 
         var ran = new ConcurrentQueue<Guid>();
-        Assert.True(await DrainAsync(volume, ran));
+        Assert.True(Drain(volume, ran));
         Assert.Equal(commands.Skip(1), ran);
+        Assert.Equal(1, RemoveEmpty());
         Assert.Empty(InboxDirectories());
     }
 
@@ -278,7 +278,7 @@ public sealed class VolumeInboxSpecs : IDisposable
         File.WriteAllBytes(Path.Combine(gone, ".append.lock"), []);
         File.WriteAllBytes(Path.Combine(gone, ".drain.lock"), []);
 
-        var survey = VolumeInbox.Survey(_share, 10);
+        var survey = VolumeInbox.Survey(_share, 10, TimeSpan.Zero);
         Assert.Empty(survey.Waiting);
         Assert.Equal(new[] { gone }, survey.Leftovers);
         VolumeInbox.RemoveEmpty(_share, survey);
