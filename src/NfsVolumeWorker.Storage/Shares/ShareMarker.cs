@@ -10,7 +10,8 @@ namespace NfsVolumeWorker.Storage.Shares;
 /// the share comes back. So each share carries a marker file, <c>.nfsvolumeworker/share-id</c>; the first time
 /// this process finds the share it pins the marker's inode number, and from then on the share counts as
 /// available only while that same file is there (one <c>lstat</c>; the inode survives remounts). Gone or
-/// different: <see cref="StorageErrorCode.ShareUnavailable"/> (transient), and nothing is written.
+/// different: <see cref="StorageErrorCode.ShareUnavailable"/> (transient), and nothing is written. A share whose
+/// command store a newer worker has upgraded (<see cref="Inbox.CommandStoreFormat"/>) is unavailable the same way.
 /// </summary>
 public static class ShareMarker
 {
