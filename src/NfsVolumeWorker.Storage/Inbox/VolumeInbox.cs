@@ -191,8 +191,8 @@ public static class VolumeInbox
     }
 
     /// <summary>Removes the empty inbox directories a <see cref="Survey"/> found, each only if no drainer or
-    /// appender holds it and it is still empty (a busy one is skipped: its drainer removes it). Returns how many
-    /// directories went.</summary>
+    /// appender holds it and it is still empty (a busy one is skipped: a later sweep finds it idle). Returns how
+    /// many directories went.</summary>
     public static int RemoveEmpty(Share share, InboxSurvey survey)
     {
         ArgumentNullException.ThrowIfNull(survey);
@@ -251,6 +251,11 @@ public static class VolumeInbox
             var dir = DirectoryOf(share, volumeId);
             removed = Path.Combine(Path.GetDirectoryName(dir)!, $"{RemovedPrefix}{volumeId:N}-{Guid.NewGuid():N}");
             Directory.Move(dir, removed);
+        }
+        catch
+        {
+            drain.Dispose();
+            throw;
         }
         finally
         {
