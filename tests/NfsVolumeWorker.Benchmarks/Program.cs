@@ -38,7 +38,10 @@ try
         $"clone data={settings.CloneDataMiB} MiB, delete data={settings.DeleteDataMiB} MiB, merge data={settings.MergeDataMiB} MiB, sparse data={settings.SparseDataMiB} MiB at {string.Join('/', settings.SparseSizesGiB)} GiB");
     output.WriteLine();
 
-    await bench.WarmUpAsync();
+    if (settings.TimesTheEngine)
+    {
+        await bench.WarmUpAsync();
+    }
     if (settings.Includes("create"))
     {
         await bench.CreateSnapshotAsync();
@@ -67,6 +70,11 @@ try
     {
         await new MergeBench(settings, results, output, new Fixtures(dir), () => bench.SettleAsync(cold: true)).RunAsync();
     }
+    IdleSweepFigures? idle = null;
+    if (settings.Includes(IdleSweepBench.Scenario))
+    {
+        idle = await IdleSweepBench.MeasureAsync(dir, settings.IdleVolumes, TimeSpan.FromSeconds(settings.IdleSeconds), TimeSpan.FromSeconds(2), output);
+    }
 
     output.WriteLine();
     output.WriteLine("== figures (median, min and max of the timed runs; ratio = this median / the median of the 'vs' row) ==");
@@ -74,6 +82,10 @@ try
     output.WriteLine();
     output.WriteLine("== targets ==");
     Targets.Print(results, settings, output);
+    if (idle is not null)
+    {
+        Targets.PrintIdleSweep(idle, output);
+    }
     output.WriteLine();
     output.WriteLine($"load at the end: {Machine.LoadLine()}");
     output.WriteLine($"total {Stopwatch.GetElapsedTime(started).TotalSeconds:0} s; working directory {dir}{(settings.Keep ? " kept" : " removed")}");
@@ -162,6 +174,14 @@ internal static class Targets
                 "target <= 2x: scales with data, not virtual size (threshold chosen by the harness)", engineScale <= 2);
             output.WriteLine($"sparse clone: cinder convert {large} GiB / {small} GiB virtual: {X(cinderScale)} (for comparison)");
         }
+    }
+
+    /// <summary>Issue #9's target: an idle worker's sweep over 100,000 volumes that each had a command costs at most 1% of a core.</summary>
+    public static void PrintIdleSweep(IdleSweepFigures idle, TextWriter output)
+    {
+        output.WriteLine($"idle sweep over {idle.Volumes} volumes, format 1 (before): {idle.Format1.CoreShare * 100:0.00}% of a core (reference, no target)");
+        output.WriteLine($"idle sweep: cleanup of the format-1 directories took {idle.Cleanup.Wall.TotalSeconds:0} s ({idle.Cleanup.Sweeps} sweeps, {idle.Cleanup.CoreShare * 100:0}% of a core meanwhile)");
+        Line(output, $"idle sweep over {idle.Volumes} volumes, format 2 (after the cleanup)", $"{idle.Idle.CoreShare * 100:0.00}% of a core", "target <= 1%", idle.Idle.CoreShare <= 0.01);
     }
 
     private static void Line(TextWriter output, string what, string value, string target, bool pass) =>

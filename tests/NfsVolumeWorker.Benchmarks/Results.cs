@@ -76,6 +76,11 @@ internal sealed class Results
 
     public void PrintTable(TextWriter output)
     {
+        if (_series.Count == 0)
+        {
+            output.WriteLine("(no timed scenario ran)");
+            return;
+        }
         var scenarioWidth = Math.Max(8, _series.Max(s => s.Scenario.Length));
         var variantWidth = Math.Max(7, _series.Max(s => s.Variant.Length));
         output.WriteLine($"{"scenario".PadRight(scenarioWidth)}  {"variant".PadRight(variantWidth)}  {"n",3}  {"median",10}  {"min",10}  {"max",10}  {"ratio",7}  vs");

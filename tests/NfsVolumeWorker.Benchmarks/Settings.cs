@@ -15,8 +15,12 @@ internal sealed record Settings
           --only LIST          comma-separated subset of: create,delete,clone,sparse,reflink,overlay,merge (reflink: clones
                                on an XFS with reflink=1 the harness loop-mounts; needs root and xfsprogs; overlay: the
                                overlay file written natively vs by qemu-img create, then engine snapshots with both;
-                               merge: snapshot deletes planned by cost against always committing down)
+                               merge: snapshot deletes planned by cost against always committing down), and
+                               idle-sweep (not in the default set: an idle worker's inbox sweep over a share whose
+                               volumes each had a command once, format 1 before and format 2 after, ~3 minutes)
           --overlays N         overlays per variant in 'overlay' (default 200; --quick: 40)
+          --idle-volumes N     volumes of the 'idle-sweep' share (default 100000)
+          --idle-seconds N     how long 'idle-sweep' measures each idle phase (default 30)
           --clone-data-mib N   data written into the volume cloned in 'clone' (default 1024; --quick: 256)
           --delete-data-mib N  data written into the overlay merged in 'delete' (default 256; --quick: 64)
           --merge-data-mib N   the large image of 'merge' (default 512; --quick: 128); the small one is 1/16 of it
@@ -38,12 +42,17 @@ internal sealed record Settings
     public int SparseDataMiB { get; init; } = 64;
     public IReadOnlyList<int> SparseSizesGiB { get; init; } = [1, 10, 100];
     public int Overlays { get; init; } = 200;
+    public int IdleVolumes { get; init; } = 100_000;
+    public int IdleSeconds { get; init; } = 30;
     public bool Warm { get; init; }
     public bool Diagnostics { get; init; }
     public bool Keep { get; init; }
     public bool Help { get; init; }
 
     public bool Includes(string scenario) => Only.Contains(scenario);
+
+    /// <summary>True when a scenario that times the engine runs (they share a warm-up).</summary>
+    public bool TimesTheEngine => Only.Any(s => s is "create" or "delete" or "clone" or "sparse");
 
     public static Settings Parse(string[] args)
     {
@@ -66,6 +75,8 @@ internal sealed record Settings
                 "--sparse-data-mib" => s with { SparseDataMiB = NextInt() },
                 "--overlays" => s with { Overlays = NextInt() },
                 "--sparse-sizes" => s with { SparseSizesGiB = Next().Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray() },
+                "--idle-volumes" => s with { IdleVolumes = NextInt() },
+                "--idle-seconds" => s with { IdleSeconds = NextInt() },
                 "--warm" => s with { Warm = true },
                 "--diag" => s with { Diagnostics = true },
                 "--keep" => s with { Keep = true },
@@ -78,7 +89,7 @@ internal sealed record Settings
 
     private static HashSet<string> ParseOnly(string list)
     {
-        var known = new[] { "create", "delete", "clone", "sparse", "reflink", "overlay", "merge" };
+        var known = new[] { "create", "delete", "clone", "sparse", "reflink", "overlay", "merge", IdleSweepBench.Scenario };
         var set = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
         var unknown = set.Except(known).ToList();
         return unknown.Count == 0 ? set : throw new ArgumentException($"--only: unknown scenario(s) {string.Join(',', unknown)}; known: {string.Join(',', known)}");

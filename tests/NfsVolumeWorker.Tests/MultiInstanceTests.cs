@@ -154,6 +154,11 @@ public sealed class MultiInstanceTests(ITestOutputHelper output)
             // and, by crash rule 5, left for 'nfsvol check' to report; image temp files are removed by the re-run.
             output.WriteLine("interrupted .info replacements: " + string.Join(", ", Directory.EnumerateFiles(share, ".volume-*.info.tmp-*").Select(Path.GetFileName)));
             Assert.True(leftovers.Count == 0, "left over: " + string.Join(", ", leftovers.Select(f => Path.GetRelativePath(share, f))));
+            // Every inbox directory goes once its volume has been idle for the grace period, the one the kill left
+            // behind included (the survivors' sweep found it, resumed it, then removed it): an idle sweep reads an empty folder.
+            var inbox = Path.Combine(share, ".nfsvolumeworker", "inbox");
+            var directories = await Eventually.WaitAsync(() => Directory.EnumerateFileSystemEntries(inbox).ToList(), d => d.Count == 0, TimeSpan.FromSeconds(40));
+            Assert.True(directories.Count == 0, "inbox directories left: " + string.Join(", ", directories.Select(Path.GetFileName)));
             foreach (var w in workers)
             {
                 var overlaps = w.Output.Split('\n').Where(l => l.Contains("overlapped", StringComparison.Ordinal)).ToList();

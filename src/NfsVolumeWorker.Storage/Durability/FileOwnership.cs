@@ -31,6 +31,21 @@ public static partial class FileOwnership
         return LStat(path, buffer) == 0 ? BitConverter.ToUInt64(buffer, InodeOffset) : null;
     }
 
+    /// <summary>Device and inode of <paramref name="path"/> (not following a symlink), or null when it is not there.</summary>
+    internal static (ulong Device, ulong Inode)? IdentityOf(string path)
+    {
+        var buffer = new byte[StatBufferSize];
+        return LStat(path, buffer) == 0 ? (BitConverter.ToUInt64(buffer, DeviceOffset), BitConverter.ToUInt64(buffer, InodeOffset)) : null;
+    }
+
+    /// <summary>Device and inode of an open descriptor, or null when it cannot be read (NFS: ESTALE once another
+    /// client removed the file).</summary>
+    internal static (ulong Device, ulong Inode)? IdentityOf(int fd)
+    {
+        var buffer = new byte[StatBufferSize];
+        return FStat(fd, buffer) == 0 ? (BitConverter.ToUInt64(buffer, DeviceOffset), BitConverter.ToUInt64(buffer, InodeOffset)) : null;
+    }
+
     /// <summary>True when <paramref name="directory"/> is the root of a mounted file system: on another device
     /// than its parent (what <c>mountpoint(1)</c> checks, bind mounts of the same file system aside).</summary>
     public static bool IsMountPoint(string directory)
@@ -83,6 +98,9 @@ public static partial class FileOwnership
 
     [LibraryImport("libc", EntryPoint = "lstat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int LStat(string path, [Out] byte[] buffer);
+
+    [LibraryImport("libc", EntryPoint = "fstat", SetLastError = true)]
+    private static partial int FStat(int fd, [Out] byte[] buffer);
 
     [LibraryImport("libc", EntryPoint = "lchown", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int LChown(string path, uint owner, uint group);

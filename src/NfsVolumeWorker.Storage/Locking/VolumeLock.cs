@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.InteropServices;
-using NfsVolumeWorker.Storage.Durability;
 using NfsVolumeWorker.Storage.Errors;
 using NfsVolumeWorker.Storage.Layout;
 using NfsVolumeWorker.Storage.Shares;
@@ -8,11 +6,9 @@ using NfsVolumeWorker.Storage.Shares;
 namespace NfsVolumeWorker.Storage.Locking;
 
 /// <summary>
-/// An exclusive lock on one volume, held for the length of one operation. It is an OFD (open file
-/// description) write lock on <c>.nfsvolumeworker/locks/volume-&lt;id&gt;.lock</c> on the share itself:
-/// OFD locks conflict between threads of one process as well as between processes, and NFSv4 enforces
-/// them across client hosts. The kernel drops the lock when the holder dies, so a crash never leaves a
-/// volume locked.
+/// An exclusive lock on one volume, held for the length of one operation: an <see cref="OfdLockFile"/> lock on
+/// <c>.nfsvolumeworker/locks/volume-&lt;id&gt;.lock</c> on the share itself. The kernel drops the lock when the
+/// holder dies, so a crash never leaves a volume locked.
 /// </summary>
 public sealed class VolumeLock : IDisposable
 {
@@ -63,30 +59,17 @@ public sealed class VolumeLock : IDisposable
     private static async Task<VolumeLock> AcquireFileAsync(Share share, string path, Guid volumeId, TimeSpan timeout, Func<StorageException> busy, CancellationToken cancellationToken)
     {
         WorkerDirectories.Ensure(share, "locks");
-        var fd = NativeMethods.Open(path, NativeMethods.O_RDWR | NativeMethods.O_CREAT | NativeMethods.O_NOFOLLOW | NativeMethods.O_CLOEXEC, Convert.ToInt32("660", 8));
+        var fd = OfdLockFile.Open(path);
         if (fd < 0)
         {
-            var errno = Marshal.GetLastPInvokeError();
-            throw errno == 40 /* ELOOP: a symlink at the lock's name */
-                ? new StorageException(StorageErrorCode.UnsafePath, $"{path} is a symbolic link; refusing to use it as a lock.")
-                : DurableFile.IoError($"open of lock file {path}", errno);
+            throw new StorageException(StorageErrorCode.ShareUnavailable, $"Cannot open lock file {path}: its directory is gone.");
         }
         var started = Stopwatch.GetTimestamp();
         var delay = TimeSpan.FromMilliseconds(5);
         try
         {
-            while (true)
+            while (!OfdLockFile.TryLock(fd, path))
             {
-                var flock = new NativeMethods.Flock { l_type = NativeMethods.F_WRLCK, l_whence = 0, l_start = 0, l_len = 0 };
-                if (NativeMethods.FcntlLock(fd, NativeMethods.F_OFD_SETLK, ref flock) == 0)
-                {
-                    return new VolumeLock(fd, path, volumeId);
-                }
-                var errno = Marshal.GetLastPInvokeError();
-                if (errno is not (NativeMethods.EAGAIN or NativeMethods.EACCES or NativeMethods.EINTR))
-                {
-                    throw DurableFile.IoError($"lock of {path}", errno);
-                }
                 if (Stopwatch.GetElapsedTime(started) >= timeout)
                 {
                     throw busy();
@@ -94,33 +77,17 @@ public sealed class VolumeLock : IDisposable
                 await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
                 delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 200));
             }
+            return new VolumeLock(fd, path, volumeId);
         }
         catch
         {
-            _ = NativeMethods.Close(fd);
+            OfdLockFile.Close(fd);
             throw;
         }
     }
 
     /// <summary>True when some open file description (this process or another) holds the lock now.</summary>
-    public static bool IsHeld(Share share, Guid volumeId)
-    {
-        var path = PathFor(share, volumeId);
-        var fd = NativeMethods.Open(path, NativeMethods.O_RDWR | NativeMethods.O_NOFOLLOW | NativeMethods.O_CLOEXEC, 0);
-        if (fd < 0)
-        {
-            return false;
-        }
-        try
-        {
-            var flock = new NativeMethods.Flock { l_type = NativeMethods.F_WRLCK, l_whence = 0, l_start = 0, l_len = 0 };
-            return NativeMethods.FcntlLock(fd, NativeMethods.F_OFD_GETLK, ref flock) == 0 && flock.l_type != NativeMethods.F_UNLCK;
-        }
-        finally
-        {
-            _ = NativeMethods.Close(fd);
-        }
-    }
+    public static bool IsHeld(Share share, Guid volumeId) => OfdLockFile.IsHeld(PathFor(share, volumeId));
 
     public void Dispose()
     {
@@ -128,7 +95,7 @@ public sealed class VolumeLock : IDisposable
         if (fd >= 0)
         {
             // Closing the last descriptor of the open file description releases the OFD lock.
-            _ = NativeMethods.Close(fd);
+            OfdLockFile.Close(fd);
         }
     }
 }

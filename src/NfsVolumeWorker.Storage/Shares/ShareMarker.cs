@@ -10,11 +10,14 @@ namespace NfsVolumeWorker.Storage.Shares;
 /// the share comes back. So each share carries a marker file, <c>.nfsvolumeworker/share-id</c>; the first time
 /// this process finds the share it pins the marker's inode number, and from then on the share counts as
 /// available only while that same file is there (one <c>lstat</c>; the inode survives remounts). Gone or
-/// different: <see cref="StorageErrorCode.ShareUnavailable"/> (transient), and nothing is written.
+/// different: <see cref="StorageErrorCode.ShareUnavailable"/> (transient), and nothing is written. A share whose
+/// command store a newer worker has upgraded (<see cref="Inbox.CommandStoreFormat"/>) is unavailable the same way.
 /// </summary>
 public static class ShareMarker
 {
     public const string FileName = "share-id";
+
+    private const UnixFileMode MarkerMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.OtherRead;
 
     private static readonly ConcurrentDictionary<string, ulong> Pinned = new(StringComparer.Ordinal);
 
@@ -24,6 +27,8 @@ public static class ShareMarker
     {
         ArgumentNullException.ThrowIfNull(share);
         var marker = Path.Combine(share.WorkerDirectory, FileName);
+        // A share a newer worker has upgraded is refused before anything on it is touched.
+        Inbox.CommandStoreFormat.EnsureReadable(share);
         if (Pinned.TryGetValue(share.LocalPath, out var pinned))
         {
             var inode = FileOwnership.InodeOf(marker);
@@ -62,6 +67,14 @@ public static class ShareMarker
         }
         var found = FileOwnership.InodeOf(marker)
             ?? throw new StorageException(StorageErrorCode.ShareUnavailable, $"Share {share.Export} is not available: its marker {marker} vanished as it was written.");
+        try
+        {
+            Inbox.CommandStoreFormat.RecordCurrent(share, MarkerMode);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new StorageException(StorageErrorCode.ShareUnavailable, $"Share {share.Export} is not available: cannot record its command store format: {e.Message}", e);
+        }
         Pinned.TryAdd(share.LocalPath, found);
     }
 

@@ -46,9 +46,10 @@ public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, Inbox
             }
             try
             {
+                var survey = VolumeInbox.Survey(share, VolumeInbox.RemovalBatch, VolumeInbox.IdleGrace);
                 int volumes = 0, commands = 0;
                 var deepest = new PriorityQueue<Guid, int>(); // the shallowest of the deepest on top
-                foreach (var (volumeId, waiting) in VolumeInbox.WaitingCounts(share))
+                foreach (var (volumeId, waiting) in survey.Waiting)
                 {
                     volumes++;
                     commands += waiting;
@@ -61,6 +62,16 @@ public sealed class InboxSweeper(ShareMap shares, VolumeExecutor executor, Inbox
                 }
                 var listed = deepest.UnorderedItems.OrderByDescending(d => d.Priority).ThenBy(d => d.Element).Select(d => (d.Element, d.Priority)).ToList();
                 backlog.Update(share, volumes, commands, listed);
+                // After the waiting volumes are scheduled: directories empty for a while (a format-1 share has one
+                // per volume that ever got a command) go in bounded batches, so the sweep's cost falls to the waiting work.
+                if (survey.Empty.Count > 0 || survey.Leftovers.Count > 0)
+                {
+                    var removed = VolumeInbox.RemoveEmpty(share, survey);
+                    if (removed > 0)
+                    {
+                        WorkerLog.RemovedEmptyInboxes(logger, removed, share.Export, survey.EmptyLeft);
+                    }
+                }
                 if (DateTimeOffset.UtcNow - _lastPrune > TimeSpan.FromHours(1))
                 {
                     var pruned = CommandOutcomes.Prune(share, options.Value.OutcomeRetention)

@@ -63,6 +63,9 @@ internal static partial class WorkerLog
     [LoggerMessage(3019, LogLevel.Information, "Share {Share} is available again; its waiting commands run")]
     public static partial void ShareAvailableAgain(ILogger logger, string share);
 
+    [LoggerMessage(3030, LogLevel.Information, "Removed {Count} empty inbox directories on {Share} ({Left} more to go): the sweep's cost falls to the volumes with waiting work")]
+    public static partial void RemovedEmptyInboxes(ILogger logger, int count, string share, int left);
+
     [LoggerMessage(3020, LogLevel.Information, "oslo adapter for {Host} is a standby: another instance serves it ({Reason}); taking over when that one stops or dies (lease on {Share})")]
     public static partial void AdapterStandby(ILogger logger, string host, string share, string reason);
 

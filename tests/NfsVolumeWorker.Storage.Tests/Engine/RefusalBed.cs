@@ -59,11 +59,12 @@ public sealed class RefusalBed : IDisposable
             return Task.CompletedTask;
         }, what);
 
-    /// <summary>The share's files and the journal; lock files and the share marker are left out (taking a lock creates
-    /// one, the first operation on a share writes the marker, and neither holds data).</summary>
+    /// <summary>The share's files and the journal; lock files, the share marker and the format record are left out (taking
+    /// a lock creates one, the first operation on a share writes the marker and the format, and none holds data).</summary>
     public List<string> ShareState() =>
         CrashAssertions.Snapshot(Bed.Share.LocalPath).Where(l => !l.StartsWith(Path.Combine(Bed.Share.WorkerDirectory, "locks"), StringComparison.Ordinal)
             && !l.StartsWith(Path.Combine(Bed.Share.WorkerDirectory, ShareMarker.FileName), StringComparison.Ordinal)
+            && !l.StartsWith(Storage.Inbox.CommandStoreFormat.PathOf(Bed.Share), StringComparison.Ordinal)
             && !l.StartsWith(Bed.Share.WorkerDirectory + "/ ", StringComparison.Ordinal)).ToList();
 
     public static Func<VolumeEngine, Task>[] EveryOperationOn(Guid volume, Guid snapshot, Guid newVolume) =>
