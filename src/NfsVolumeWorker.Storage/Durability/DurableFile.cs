@@ -122,14 +122,12 @@ public static class DurableFile
     /// <summary>Throws <see cref="StorageErrorCode.UnsafePath"/> when <paramref name="path"/> exists and is a symbolic link.</summary>
     public static void EnsureNotSymlink(string path)
     {
-        var info = new FileInfo(path);
-        if (info.Exists || Directory.Exists(path) || info.LinkTarget is not null)
+        // One readlink: asking for existence and attributes apart raced with a directory that went in between (the
+        // attributes of a path that no longer exists read as every flag set, a "symbolic link to nothing").
+        if (new FileInfo(path).LinkTarget is { } target)
         {
-            if (info.LinkTarget is not null || info.Attributes.HasFlag(FileAttributes.ReparsePoint))
-            {
-                throw new StorageException(StorageErrorCode.UnsafePath,
-                    $"{path} is a symbolic link (to {info.LinkTarget}); the engine only works on plain files it created.");
-            }
+            throw new StorageException(StorageErrorCode.UnsafePath,
+                $"{path} is a symbolic link (to {target}); the engine only works on plain files it created.");
         }
     }
 

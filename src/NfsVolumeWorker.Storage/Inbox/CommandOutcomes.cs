@@ -40,11 +40,31 @@ public static class CommandOutcomes
         DurableFile.WriteAtomically(PathOf(share, commandId), payload, mode);
     }
 
-    /// <summary>Deletes outcome records older than <paramref name="maxAge"/>; returns how many.</summary>
-    public static int Prune(Share share, TimeSpan maxAge) => PruneFolder(share, Folder, maxAge);
+    /// <summary>Notes that the command's terminal event went out (the broker confirmed it): an empty file beside the
+    /// record, made without any sync. A mark a crash loses costs one more publish of the same event, which subscribers
+    /// drop by its message id; rewriting the record durably instead cost two syncs per command.</summary>
+    public static void MarkPublished(Share share, Guid commandId, UnixFileMode mode)
+    {
+        var path = PublishedMarkOf(share, commandId);
+        DurableFile.EnsureNotSymlink(path);
+        using var _ = new FileStream(path, new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.Write, UnixCreateMode = mode });
+    }
 
-    /// <summary>Removes the <c>*.json</c> files of a folder of the worker's directory written before <paramref name="maxAge"/>.</summary>
-    internal static int PruneFolder(Share share, string folder, TimeSpan maxAge)
+    /// <summary>True when <see cref="MarkPublished"/> noted the command's event as sent.</summary>
+    public static bool IsMarkedPublished(Share share, Guid commandId) => File.Exists(PublishedMarkOf(share, commandId));
+
+    private static string PublishedMarkOf(Share share, Guid commandId) =>
+        Path.Combine(share.WorkerDirectory, Folder, $"{commandId:N}.published");
+
+    /// <summary>Deletes outcome records (and their published marks) older than <paramref name="maxAge"/>; returns how many records.</summary>
+    public static int Prune(Share share, TimeSpan maxAge)
+    {
+        PruneFolder(share, Folder, maxAge, "*.published");
+        return PruneFolder(share, Folder, maxAge);
+    }
+
+    /// <summary>Removes the files matching <paramref name="pattern"/> of a folder of the worker's directory written before <paramref name="maxAge"/>.</summary>
+    internal static int PruneFolder(Share share, string folder, TimeSpan maxAge, string pattern = "*.json")
     {
         var dir = Path.Combine(share.WorkerDirectory, folder);
         if (!Directory.Exists(dir))
@@ -53,7 +73,7 @@ public static class CommandOutcomes
         }
         var cutoff = DateTime.UtcNow - maxAge;
         var removed = 0;
-        foreach (var file in Directory.EnumerateFiles(dir, "*.json"))
+        foreach (var file in Directory.EnumerateFiles(dir, pattern))
         {
             if (File.GetLastWriteTimeUtc(file) < cutoff && DurableFile.TryDelete(file))
             {

@@ -49,7 +49,7 @@ public sealed class CommandRunner(
         {
             if (OutcomeRecord.TryFromBytes(existing) is { } recorded)
             {
-                if (!recorded.Published)
+                if (!recorded.Published && !CommandOutcomes.IsMarkedPublished(share, command.CommandId))
                 {
                     await PublishAndMarkAsync(share, recorded, cancellationToken).ConfigureAwait(false);
                 }
@@ -96,7 +96,7 @@ public sealed class CommandRunner(
     {
         var e = outcome.ToEvent();
         await events.PublishTerminalAsync(e, cancellationToken).ConfigureAwait(false);
-        CommandOutcomes.Write(share, e.CommandId, (outcome with { Published = true }).ToBytes(), engineOptions.Value.NewFileMode);
+        CommandOutcomes.MarkPublished(share, e.CommandId, engineOptions.Value.NewFileMode);
     }
 
     private async Task<ITerminalEvent> ExecuteWithRetriesAsync(Share share, VolumeCommand command, CancellationToken cancellationToken)

@@ -66,15 +66,16 @@ public sealed class CommandAcceptor(
             // again, with the same message id and content: subscribers that saw it already drop it by that id. A
             // redelivery of a message whose event went out already publishes nothing.
             WorkerTelemetry.Duplicates.Add(1);
-            if (outcome.Published && redelivered)
+            var published = outcome.Published || CommandOutcomes.IsMarkedPublished(share, command.CommandId);
+            if (published && redelivered)
             {
                 WorkerLog.DuplicateCommand(logger, commandType, command.CommandId, command.VolumeId);
                 return;
             }
             await events.PublishTerminalAsync(outcome.ToEvent(), cancellationToken).ConfigureAwait(false);
-            if (!outcome.Published)
+            if (!published)
             {
-                CommandOutcomes.Write(share, command.CommandId, (outcome with { Published = true }).ToBytes(), engineOptions.Value.NewFileMode);
+                CommandOutcomes.MarkPublished(share, command.CommandId, engineOptions.Value.NewFileMode);
             }
             WorkerLog.Republished(logger, commandType, command.CommandId, command.VolumeId, outcome.Code);
             return;

@@ -33,7 +33,8 @@ public sealed record InboxRecord(string CommandType, JsonElement Command, int Pa
 /// <summary>A command's recorded terminal event, kept so a repeated command gets the very same event.</summary>
 /// <param name="EventType">The event's type name (a Contracts type).</param>
 /// <param name="Event">The event as JSON.</param>
-/// <param name="Published">True once the broker confirmed the event.</param>
+/// <param name="Published">True once the broker confirmed the event, in records of format 1; format 2 leaves it false
+/// and marks the record with <see cref="Storage.Inbox.CommandOutcomes.MarkPublished"/> instead.</param>
 public sealed record OutcomeRecord(string EventType, JsonElement Event, bool Published)
 {
     public byte[] ToBytes() => JsonSerializer.SerializeToUtf8Bytes(this, InboxRecord.Json);

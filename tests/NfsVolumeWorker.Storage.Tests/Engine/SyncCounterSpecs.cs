@@ -1,6 +1,7 @@
 using System.Diagnostics.Metrics;
 using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Durability;
+using NfsVolumeWorker.Storage.Inbox;
 
 namespace NfsVolumeWorker.Storage.Tests.Engine;
 
@@ -66,5 +67,55 @@ public sealed class SyncCounterSpecs
         });
 
         Assert.Equal(new Dictionary<string, long> { ["file"] = 3, ["directory"] = 1 }, counts);
+    }
+
+    [Fact]
+    public async Task Marking_an_outcome_published_and_removing_a_finished_inbox_entry_cost_no_sync()
+    {
+        using var dir = new TempDirectory();
+        var share = new Shares.Share(dir.Path, dir.Path, null);
+        Shares.ShareMarker.EnsureAvailable(share);
+        var (volumeId, commandId) = (Guid.NewGuid(), Guid.NewGuid());
+        const UnixFileMode mode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        await VolumeInbox.AppendAsync(share, volumeId, commandId, "{}"u8.ToArray(), mode, CancellationToken.None);
+        CommandOutcomes.Write(share, commandId, "{}"u8, mode);
+        var entry = Assert.Single(VolumeInbox.List(share, volumeId));
+        Assert.False(CommandOutcomes.IsMarkedPublished(share, commandId));
+
+        var counts = CountSyncs(() =>
+        {
+            CommandOutcomes.MarkPublished(share, commandId, mode);
+            VolumeInbox.Remove(entry);
+        });
+
+        Assert.Empty(counts);
+        Assert.True(CommandOutcomes.IsMarkedPublished(share, commandId));
+        Assert.Empty(VolumeInbox.List(share, volumeId));
+    }
+
+    [Fact]
+    public void A_published_mark_is_pruned_with_its_outcome_record()
+    {
+        using var dir = new TempDirectory();
+        var share = new Shares.Share(dir.Path, dir.Path, null);
+        Shares.ShareMarker.EnsureAvailable(share);
+        var (old, recent) = (Guid.NewGuid(), Guid.NewGuid());
+        const UnixFileMode mode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        foreach (var id in new[] { old, recent })
+        {
+            CommandOutcomes.Write(share, id, "{}"u8, mode);
+            CommandOutcomes.MarkPublished(share, id, mode);
+        }
+        var outcomes = Path.GetDirectoryName(CommandOutcomes.PathOf(share, old))!;
+        foreach (var file in Directory.EnumerateFiles(outcomes, $"{old:N}.*"))
+        {
+            File.SetLastWriteTimeUtc(file, DateTime.UtcNow.AddDays(-8));
+        }
+
+        Assert.Equal(1, CommandOutcomes.Prune(share, TimeSpan.FromDays(7)));
+
+        Assert.Null(CommandOutcomes.Read(share, old));
+        Assert.False(CommandOutcomes.IsMarkedPublished(share, old));
+        Assert.True(CommandOutcomes.IsMarkedPublished(share, recent));
     }
 }
