@@ -62,10 +62,20 @@ internal sealed class Fixtures(string dir)
         return snapshotId;
     }
 
-    /// <summary>Writes <paramref name="length"/> bytes of <see cref="Pattern"/> at <paramref name="offset"/> of an image (qemu-io).</summary>
-    public static Task WriteAsync(string path, string format, long offset, long length) =>
-        Proc.RunAsync("qemu-io", "-f", format, "-c",
-            string.Create(CultureInfo.InvariantCulture, $"write -P {Pattern} {offset} {length}"), path);
+    /// <summary>Writes <paramref name="length"/> bytes of <see cref="Pattern"/> at <paramref name="offset"/> of an image (qemu-io),
+    /// in requests of at most 1 GiB: qemu-io refuses one of 2 GiB or more.</summary>
+    public static Task WriteAsync(string path, string format, long offset, long length)
+    {
+        const long MaxRequest = 1024L * MiB;
+        var args = new List<string> { "-f", format };
+        for (var done = 0L; done < length; done += MaxRequest)
+        {
+            args.Add("-c");
+            args.Add(string.Create(CultureInfo.InvariantCulture, $"write -P {Pattern} {offset + done} {Math.Min(MaxRequest, length - done)}"));
+        }
+        args.Add(path);
+        return Proc.RunAsync("qemu-io", args);
+    }
 
     /// <summary>Deletes every file of a volume (images, .info, hidden temp files) and any extra file named.</summary>
     public void DeleteVolume(Guid volumeId)
