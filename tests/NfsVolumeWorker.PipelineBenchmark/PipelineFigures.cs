@@ -400,9 +400,19 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         double full;
         await using (var s = await WorkerSession.StartAsync(broker, "idle-full-" + Slug, path, backing, logDir, settings, ct))
         {
+            // A worker of command-store format 2 removes what format 1 left, once, in batches: measure its idle cost
+            // after that (the cleanup itself is a note), as an operator sees it from then on.
+            var cleanup = Stopwatch.StartNew();
+            var cpu0 = s.Worker.CpuSeconds();
+            while (LegacyInboxDirectories(backing) > 0 && cleanup.Elapsed < TimeSpan.FromMinutes(30))
+            {
+                await Task.Delay(TimeSpan.FromSeconds(1), ct);
+            }
+            report.Note($"[{Column}] idle sweep: the worker removed the {settings.IdleVolumes} format-1 inbox directories in {cleanup.Elapsed.TotalSeconds:F1} s "
+                + $"({(s.Worker.CpuSeconds() - cpu0) / cleanup.Elapsed.TotalSeconds * 100:F0}% of a core meanwhile); {LegacyInboxDirectories(backing)} left");
             full = await IdleCoreFractionAsync(s.Worker, ct);
         }
-        report.Row("e.idle", $"e idle CPU, inbox with {settings.IdleVolumes} volume dirs", "<= 1% core");
+        report.Row("e.idle", $"e idle CPU after {settings.IdleVolumes} volume dirs", "<= 1% core");
         report.Set("e.idle", Column, new Cell(Percent(full), Percent(empty), Report.Times(full / empty), full <= 0.01));
     }
 
@@ -419,6 +429,12 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
             File.Create(Path.Combine(dir, ".append.lock")).Dispose();
             File.Create(Path.Combine(dir, ".drain.lock")).Dispose();
         }
+    }
+
+    private static int LegacyInboxDirectories(string backingShare)
+    {
+        var inbox = Path.Combine(backingShare, ".nfsvolumeworker", "inbox");
+        return Directory.Exists(inbox) ? Directory.EnumerateDirectories(inbox, "volume-*").Count() : 0;
     }
 
     /// <summary>The worker's CPU over --idle-seconds, after a settling time for its start, as a fraction of one core.</summary>
