@@ -37,8 +37,9 @@ public sealed record ConvertRequest(
     int? Coroutines = null,
     bool CopyOffload = false);
 
-/// <summary><c>qemu-img commit -d</c>: merge an overlay's data into its backing file, keeping the overlay intact.</summary>
-public sealed record CommitRequest(string Overlay);
+/// <summary><c>qemu-img commit -d</c>: merge an overlay's data into its backing file, keeping the overlay intact; with
+/// <paramref name="Base"/>, the data of every image between the overlay and that image of its chain, in one pass.</summary>
+public sealed record CommitRequest(string Overlay, string? Base = null);
 
 /// <summary>One image as <c>qemu-img info --output=json</c> describes it.</summary>
 /// <param name="Filename">As reported.</param>

@@ -130,7 +130,8 @@ public sealed class QemuImgRunner
         var command = new QemuImgCommand(
             "commit",
             QemuImgCallKind.Long,
-            ["commit", "-f", "qcow2", "-d", progress is null ? "-q" : "-p", QemuImgCommand.ImagePath(request.Overlay)],
+            ["commit", "-f", "qcow2", "-d", progress is null ? "-q" : "-p",
+                .. (request.Base is { } commitBase ? new[] { "-b", QemuImgCommand.ImagePath(commitBase) } : []), QemuImgCommand.ImagePath(request.Overlay)],
             [new("qemu_img.path", request.Overlay)]);
         await RunAsync(command, progress, r => EnsureSuccess(command, r), cancellationToken).ConfigureAwait(false);
     }
