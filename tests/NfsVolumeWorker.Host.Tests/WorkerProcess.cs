@@ -35,40 +35,12 @@ internal sealed class WorkerProcess : IAsyncDisposable
     }
 
     /// <summary>The worker's dll, built in the same configuration as the tests.</summary>
-    public static string DllPath
-    {
-        get
-        {
-            var configuration = AppContext.BaseDirectory.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
-            var path = Path.Combine(RepositoryRoot.Find(), "src", "NfsVolumeWorker", "bin", configuration, "net10.0", "NfsVolumeWorker.dll");
-            return File.Exists(path) ? path : throw new FileNotFoundException($"build the worker first: {path}");
-        }
-    }
+    public static string DllPath =>
+        WorkerCommandLine.DllPath(AppContext.BaseDirectory.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug");
 
     public static WorkerProcess Start(string name, Uri brokerUrl, Uri? managementUrl, string share, params string[] extra)
     {
-        var start = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = Path.GetDirectoryName(DllPath)!,
-        };
-        start.ArgumentList.Add(DllPath);
-        start.ArgumentList.Add($"--Broker:Url={brokerUrl}");
-        if (managementUrl is not null)
-        {
-            start.ArgumentList.Add($"--Broker:ManagementUrl={managementUrl}");
-        }
-        start.ArgumentList.Add($"--Shares:Items:0:Export={share}");
-        start.ArgumentList.Add($"--Worker:InstanceName={name}");
-        start.ArgumentList.Add("--Http:Urls=http://127.0.0.1:0");
-        start.ArgumentList.Add("--Logging:Console:FormatterName=simple");
-        foreach (var e in extra)
-        {
-            start.ArgumentList.Add(e);
-        }
-        start.Environment["DOTNET_ENVIRONMENT"] = "Production";
+        var start = WorkerCommandLine.StartInfo(DllPath, brokerUrl, managementUrl, share, name, "http://127.0.0.1:0", extra);
         var process = new Process { StartInfo = start };
         var worker = new WorkerProcess(name, process);
         process.OutputDataReceived += (_, e) => worker.Append(e.Data);

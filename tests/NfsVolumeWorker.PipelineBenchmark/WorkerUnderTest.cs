@@ -36,8 +36,14 @@ internal sealed class WorkerUnderTest : IAsyncDisposable
     {
         get
         {
-            var path = Path.Combine(RepositoryRoot.Find(), "src", "NfsVolumeWorker", "bin", "Release", "net10.0", "NfsVolumeWorker.dll");
-            return File.Exists(path) ? path : throw new HarnessException($"build the worker first (ops/bench/run-pipeline does): {path}");
+            try
+            {
+                return WorkerCommandLine.DllPath("Release");
+            }
+            catch (FileNotFoundException e)
+            {
+                throw new HarnessException($"build the worker first (ops/bench/run-pipeline does): {e.FileName}");
+            }
         }
     }
 
@@ -47,31 +53,9 @@ internal sealed class WorkerUnderTest : IAsyncDisposable
     {
         var port = FreeLoopbackPort();
         var logPath = Path.Combine(logDir, $"worker-{name}.log");
-        var start = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = Path.GetDirectoryName(DllPath)!,
-        };
-        start.ArgumentList.Add(DllPath);
-        start.ArgumentList.Add($"--Broker:Url={vhost}");
-        if (management is not null)
-        {
-            start.ArgumentList.Add($"--Broker:ManagementUrl={management}");
-        }
-        start.ArgumentList.Add($"--Shares:Items:0:Export={share}");
-        start.ArgumentList.Add($"--Worker:InstanceName=bench-{name}");
-        start.ArgumentList.Add($"--Worker:PartitionCount={PartitionCount}");
-        start.ArgumentList.Add($"--Http:Urls=http://127.0.0.1:{port}");
         // Warnings only: a log line per command would be part of the cost measured, and the console is not what runs in production.
-        start.ArgumentList.Add("--Logging:LogLevel:Default=Warning");
-        start.ArgumentList.Add("--Logging:Console:FormatterName=simple");
-        foreach (var e in extra)
-        {
-            start.ArgumentList.Add(e);
-        }
-        start.Environment["DOTNET_ENVIRONMENT"] = "Production";
+        var start = WorkerCommandLine.StartInfo(DllPath, vhost, management, share, $"bench-{name}", $"http://127.0.0.1:{port}",
+            [$"--Worker:PartitionCount={PartitionCount}", "--Logging:LogLevel:Default=Warning", .. extra]);
         var process = new Process { StartInfo = start };
         var log = new StreamWriter(logPath) { AutoFlush = true };
         process.OutputDataReceived += (_, e) => WriteLine(log, e.Data);
