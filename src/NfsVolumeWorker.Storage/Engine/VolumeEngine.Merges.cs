@@ -1,0 +1,112 @@
+using NfsVolumeWorker.Storage.Chains;
+using NfsVolumeWorker.Storage.Diagnostics;
+using NfsVolumeWorker.Storage.Durability;
+using NfsVolumeWorker.Storage.Errors;
+using NfsVolumeWorker.Storage.Info;
+using NfsVolumeWorker.Storage.Layout;
+using NfsVolumeWorker.Storage.Qcow2;
+using NfsVolumeWorker.Storage.QemuImg;
+using NfsVolumeWorker.Storage.Shares;
+
+namespace NfsVolumeWorker.Storage.Engine;
+
+/// <summary>Merges planned by cost (see docs/merges.md): which way a snapshot delete moves data, and the pull-up
+/// direction's steps. The delete itself, and the commit-down direction, are in VolumeEngine.Snapshots.cs.</summary>
+public sealed partial class VolumeEngine
+{
+    private static string Describe(MergePlan plan) => plan.Direction == MergeDirection.PullUp
+        ? $"pull-up of {plan.Lower} into {plan.Upper} ({plan.UpBytes} bytes, against {plan.DownBytes} to commit down: {plan.Reason})"
+        : $"commit of {plan.Upper} into {plan.Lower} ({plan.DownBytes} bytes, against {plan.UpBytes} to pull up: {plan.Reason})";
+
+    /// <summary>Measures both directions from the two images' allocation and picks one (<see cref="MergePlan.Choose"/>);
+    /// refuses with NoSpace, before anything is changed, when neither fits on the share.</summary>
+    private MergePlan PlanMerge(Share share, VolumeChain chain, ChainImage upper, Guid snapshotId)
+    {
+        var lower = chain.Find(upper.BackingFile!)!;
+        var upperBytes = FileOwnership.AllocatedBytes(chain.PathOf(upper.FileName));
+        var lowerBytes = FileOwnership.AllocatedBytes(chain.PathOf(lower.FileName));
+        var available = ShareSpace.Available(share);
+        var hardLinks = ShareCapabilities.Of(share).HardLinks;
+        var plan = MergePlan.Choose(upper, lower, upperBytes, lowerBytes, available, _options.MergePlanning, hardLinks);
+        if (plan is null)
+        {
+            // Neither fits: the message names the cheaper one's need, the least space that would do.
+            var least = _options.MergePlanning == MergePlanning.AlwaysCommitDown || lower.Format != ImageFormat.Qcow2 || !hardLinks ? upperBytes : Math.Min(upperBytes, lowerBytes);
+            ShareSpace.Require(share, ShareSpace.Needed(least),
+                $"Deleting snapshot {snapshotId} (merging {upper.FileName}, {upperBytes} bytes allocated, with {lower.FileName}, {lowerBytes} bytes)", chain.VolumeId);
+            // Space was freed between the two looks: plan again with what is free now.
+            return MergePlan.Choose(upper, lower, upperBytes, lowerBytes, ShareSpace.Available(share), _options.MergePlanning, hardLinks)
+                ?? throw new StorageException(StorageErrorCode.NoSpace, $"Deleting snapshot {snapshotId} does not fit on share {share.Export}; nothing was changed.") { VolumeId = chain.VolumeId };
+        }
+        EngineLog.MergePlanned(_logger, chain.VolumeId, snapshotId, plan.Direction, plan.Bytes, upper.FileName, upperBytes, lower.FileName, lowerBytes, plan.Reason);
+        return plan;
+    }
+
+    /// <summary>
+    /// Merges by pulling the lower image up into the snapshot's overlay, leaving the names a commit leaves. Each step
+    /// is durable before the next and leaves a readable chain, and a re-run starts at the first step not yet done
+    /// (read from the headers and inodes, with the names the journaled plan recorded):
+    /// <list type="number">
+    /// <item>safe rebase of the overlay onto the lower image's backing file (or none): the overlay now holds the
+    /// lower image's data too; the lower image is untouched and still reads as before;</item>
+    /// <item>the lower image's name is replaced by a hard link to the overlay (atomic rename), so that name, which
+    /// the .info file and Cinder expect, now holds the merged image;</item>
+    /// <item>the image above (if any) is re-pointed at that name.</item>
+    /// </list>
+    /// The caller then writes the .info file and removes the overlay's name.
+    /// </summary>
+    /// <returns>The .info content to write.</returns>
+    private async Task<VolumeInfo> PullUpLockedAsync(Share share, VolumeChain chain, Guid snapshotId, MergePlan plan, IProgress<OperationProgress>? progress, CancellationToken ct)
+    {
+        var volumeId = chain.VolumeId;
+        var info = chain.Info;
+        var upperPath = share.PathOf(plan.Upper);
+        var lowerPath = share.PathOf(plan.Lower);
+        DurableFile.EnsureNotSymlink(lowerPath);
+        var upper = chain.Find(plan.Upper);
+        if (upper is null)
+        {
+            // Step 3 is done: the image above names the lower image's name, which is the merged image.
+            if (chain.Find(plan.Lower) is null || (File.Exists(upperPath) && FileOwnership.InodeOf(upperPath) != FileOwnership.InodeOf(lowerPath)))
+            {
+                throw chain.Broken($"snapshot {snapshotId}'s overlay {plan.Upper} is not in the active chain and {plan.Lower} is not the image pulled up into it");
+            }
+            return info.WithoutSnapshot(snapshotId);
+        }
+
+        if (upper.BackingFile == plan.Lower)
+        {
+            var backingFormat = ImageFormatNames.TryParse(plan.LowerBackingFormat, out var f) ? f : (ImageFormat?)null;
+            var merge = ForwardingProgress.For(progress, volumeId, "merge");
+            await _qemuImg.RebaseAsync(upperPath, plan.LowerBacking, plan.LowerBacking is null ? null : backingFormat, merge, ct).ConfigureAwait(false);
+            DurableFile.FsyncFile(upperPath);
+            StorageTelemetry.DataWritten.Add(plan.UpBytes, new KeyValuePair<string, object?>("kind", "merge"));
+            Step(OperationSteps.DeleteSnapshotPulledUp, volumeId);
+        }
+        else if (upper.BackingFile != plan.LowerBacking)
+        {
+            throw chain.Broken($"snapshot {snapshotId}'s overlay {plan.Upper} is backed by {upper.BackingFile ?? "nothing"}, neither {plan.Lower} nor {plan.LowerBacking ?? "nothing"} as the journaled pull-up expects");
+        }
+
+        if (FileOwnership.InodeOf(upperPath) != FileOwnership.InodeOf(lowerPath))
+        {
+            // The merged image keeps the lower image's mode and owner, as a commit into it would.
+            File.SetUnixFileMode(upperPath, File.GetUnixFileMode(lowerPath));
+            FileOwnership.CopyOwner(lowerPath, upperPath);
+            DurableFile.FsyncFile(upperPath);
+            RemoveTempFilesOf(share, plan.Lower, volumeId);
+            DurableFile.ReplaceWithLink(upperPath, lowerPath);
+            Step(OperationSteps.DeleteSnapshotLowerReplaced, volumeId);
+        }
+
+        if (chain.Above(plan.Upper) is { } higher)
+        {
+            var higherPath = chain.PathOf(higher.FileName);
+            await _qemuImg.RebaseUnsafeAsync(higherPath, plan.Lower, ImageFormat.Qcow2, ct).ConfigureAwait(false);
+            DurableFile.FsyncFile(higherPath);
+            Step(OperationSteps.DeleteSnapshotRebased, volumeId);
+            return info.WithoutSnapshot(snapshotId);
+        }
+        return info.WithoutSnapshot(snapshotId) with { Active = plan.Lower };
+    }
+}
