@@ -1,4 +1,6 @@
 using NfsVolumeWorker.Broker;
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
@@ -71,15 +73,29 @@ internal static class Wire
         broker.ConnectAsync(name, ConnectionRecovery.ByCaller, cancellationToken);
 
     /// <summary>Declares a type's exchange as MassTransit does (fanout, durable), so publishing and binding work before any worker ran.</summary>
+    /// <summary>The exchanges each channel has declared already: a publisher declares each once, as MassTransit's
+    /// does, not before every message (a loopback round trip each, a network one on a real broker).</summary>
+    private static readonly ConditionalWeakTable<IChannel, ConcurrentDictionary<string, bool>> Declared = new();
+
     public static Task DeclareExchangeAsync(IChannel channel, Type type, CancellationToken cancellationToken) =>
         channel.ExchangeDeclareAsync(ExchangeOf(type), ExchangeType.Fanout, durable: true, autoDelete: false, cancellationToken: cancellationToken);
+
+    private static async Task DeclareOnceAsync(IChannel channel, Type type, CancellationToken cancellationToken)
+    {
+        var declared = Declared.GetOrCreateValue(channel);
+        if (!declared.ContainsKey(ExchangeOf(type)))
+        {
+            await DeclareExchangeAsync(channel, type, cancellationToken).ConfigureAwait(false);
+            declared[ExchangeOf(type)] = true;
+        }
+    }
 
     /// <summary>Publishes a command in MassTransit's envelope, waiting for the broker's confirmation. Mandatory: with
     /// no queue bound (no worker ever ran on the vhost, no definitions imported) it fails instead of vanishing.</summary>
     public static async Task PublishAsync(IChannel channel, VolumeCommand command, Guid messageId, CancellationToken cancellationToken)
     {
         var type = command.GetType();
-        await DeclareExchangeAsync(channel, type, cancellationToken).ConfigureAwait(false);
+        await DeclareOnceAsync(channel, type, cancellationToken).ConfigureAwait(false);
         var body = MassTransitEnvelope.Encode(command, messageId, "nfsvol");
         var properties = new BasicProperties
         {
