@@ -23,6 +23,7 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         report.Row("a.create.p99", "a snapshot create p99 (vs qemu-img create)", "<= 1.0x floor");
         report.Row("a.delete.p50", "a delete newest p50 (vs qemu-img commit -d)", "<= 0.5x floor");
         report.Row("a.delete.p99", "a delete newest p99 (vs qemu-img commit -d)", "<= 1.0x floor");
+        report.Row("a.broker", "a broker's 3 hops alone p50 (vs qemu-img create)", "");
         report.Row("a.floor.create", "a floor p99: qemu-img create", "");
         report.Row("a.floor.commit", "a floor p99: qemu-img commit -d", "");
         report.Row("b.rate", "b storm commands/s (floor: Cinder serial)", ">= 300, >= 50x");
@@ -97,6 +98,8 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         var deletes = new List<TimeSpan>();
         var floorCreates = new List<TimeSpan>();
         var floorCommits = new List<TimeSpan>();
+        var hops = new List<TimeSpan>();
+        await using var brokerHops = await BrokerHops.OpenAsync(s.VirtualHost.AmqpUri, ct);
         var syncs0 = await s.Worker.CounterAsync(SyncsMetric, ct);
         for (var i = 0; i < warmUp + settings.Samples; i++)
         {
@@ -108,17 +111,21 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
             var delete = await s.Driver.RunAsync(new DeleteSnapshot { CommandId = Guid.NewGuid(), VolumeId = volume, SnapshotId = snapshot }, settings.CommandTimeout, ct);
             var floorCommit = await TimeAsync("qemu-img", ["commit", "-f", "qcow2", "-d", "-q", overlay]);
             File.Delete(overlay);
+            var hop = await brokerHops.RoundTripAsync(settings.CommandTimeout, ct);
             if (i >= warmUp)
             {
                 creates.Add(create);
                 deletes.Add(delete);
                 floorCreates.Add(floorCreate);
                 floorCommits.Add(floorCommit);
+                hops.Add(hop);
             }
         }
         var syncs = await SettledCounterAsync(s.Worker, ct) - syncs0;
         Latency("a.create", creates, floorCreates);
         Latency("a.delete", deletes, floorCommits);
+        var hops50 = Percentile(hops, 0.5);
+        report.Set("a.broker", Column, new Cell(Report.Ms(hops50), Report.Ms(Percentile(floorCreates, 0.5)), Report.Times(hops50 / Percentile(floorCreates, 0.5))));
         report.Set("a.floor.create", Column, new Cell(Report.Ms(Percentile(floorCreates, 0.99))));
         report.Set("a.floor.commit", Column, new Cell(Report.Ms(Percentile(floorCommits, 0.99))));
         report.Set("c.serial", Column, new Cell(Report.Number(syncs / (2.0 * (warmUp + settings.Samples)), "F2")));
