@@ -117,6 +117,70 @@ public sealed record OverlayImage(long VirtualSize, string BackingFile, ImageFor
         Write(stream.SafeFileHandle);
     }
 
+    /// <summary>True when the file at <paramref name="path"/> holds exactly the bytes <see cref="Create"/> writes (every
+    /// byte compared: a torn or foreign file is not this overlay). False when it does not exist or is not a regular file.</summary>
+    public bool Matches(string path)
+    {
+        Require();
+        FileStream stream;
+        try
+        {
+            stream = ImageHeaderReader.OpenReadOnly(path);
+        }
+        catch (Errors.StorageException)
+        {
+            return false;
+        }
+        using (stream)
+        {
+            var handle = stream.SafeFileHandle;
+            if (RandomAccess.GetLength(handle) != FileLength)
+            {
+                return false;
+            }
+            var header = Header();
+            Span<byte> refcountTableEntry = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64BigEndian(refcountTableEntry, (ulong)RefcountBlockOffset);
+            var refcountBlock = RefcountBlock();
+            var expected = new byte[ClusterSize];
+            var actual = new byte[ClusterSize];
+            for (long offset = 0; offset < FileLength; offset += ClusterSize)
+            {
+                var length = (int)Math.Min(ClusterSize, FileLength - offset);
+                var want = expected.AsSpan(0, length);
+                want.Clear();
+                if (offset == 0)
+                {
+                    header.CopyTo(want);
+                }
+                else if (offset == RefcountTableOffset)
+                {
+                    refcountTableEntry.CopyTo(want);
+                }
+                else if (offset == RefcountBlockOffset)
+                {
+                    refcountBlock.CopyTo(want);
+                }
+                var got = actual.AsSpan(0, length);
+                var read = 0;
+                while (read < length)
+                {
+                    var n = RandomAccess.Read(handle, got[read..], offset + read);
+                    if (n == 0)
+                    {
+                        return false;
+                    }
+                    read += n;
+                }
+                if (!got.SequenceEqual(want))
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
+    }
+
     /// <summary>Writes the overlay into an empty file open for writing.</summary>
     public void Write(SafeFileHandle handle)
     {
