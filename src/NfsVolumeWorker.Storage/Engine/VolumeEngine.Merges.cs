@@ -14,14 +14,42 @@ namespace NfsVolumeWorker.Storage.Engine;
 /// direction's steps. The delete itself, and the commit-down direction, are in VolumeEngine.Snapshots.cs.</summary>
 public sealed partial class VolumeEngine
 {
-    private static string Describe(MergePlan plan) => plan.Direction == MergeDirection.PullUp
-        ? $"pull-up of {plan.Lower} into {plan.Upper} ({plan.UpBytes} bytes, against {plan.DownBytes} to commit down: {plan.Reason})"
-        : $"commit of {plan.Upper} into {plan.Lower} ({plan.DownBytes} bytes, against {plan.UpBytes} to pull up: {plan.Reason})";
+    private static string Describe(MergePlan plan) => plan.Direction switch
+    {
+        MergeDirection.PullUp => $"pull-up of {plan.Lower} into {plan.Upper} ({plan.UpBytes} bytes, against {plan.DownBytes} to commit down: {plan.Reason})",
+        MergeDirection.NothingToMove => $"chain edit alone, no data moved ({plan.Reason})",
+        _ => $"commit of {plan.Upper} into {plan.Lower} ({plan.DownBytes} bytes, against {plan.UpBytes} to pull up: {plan.Reason})",
+    };
+
+    /// <summary>The <see cref="MergeDirection.NothingToMove"/> plan when the snapshot's overlay maps no guest data and is
+    /// the size of the image below it; null (logged, with why) when data may have to move.</summary>
+    private MergePlan? PlanNothingToMove(VolumeChain chain, ChainImage upper, Guid snapshotId)
+    {
+        var lower = chain.Find(upper.BackingFile!)!;
+        var upperPath = chain.PathOf(upper.FileName);
+        string why;
+        if (upper.Format != ImageFormat.Qcow2 || upper.VirtualSize != lower.VirtualSize)
+        {
+            why = $"{upper.FileName} is {upper.VirtualSize} bytes and {lower.FileName} {lower.VirtualSize}: a commit grows the lower image first";
+        }
+        else if (ImageAllocationReader.HoldsNoGuestData(upperPath, out why))
+        {
+            var plan = MergePlan.NothingToMove(upper, lower, FileOwnership.AllocatedBytes(upperPath), FileOwnership.AllocatedBytes(chain.PathOf(lower.FileName)), why);
+            EngineLog.MergePlanned(_logger, chain.VolumeId, snapshotId, plan.Direction, plan.Bytes, upper.FileName, plan.DownBytes, lower.FileName, plan.UpBytes, plan.Reason);
+            return plan;
+        }
+        EngineLog.DataToMove(_logger, chain.VolumeId, snapshotId, upper.FileName, why);
+        return null;
+    }
 
     /// <summary>Measures both directions from the two images' allocation and picks one (<see cref="MergePlan.Choose"/>);
     /// refuses with NoSpace, before anything is changed, when neither fits on the share.</summary>
     private MergePlan PlanMerge(Share share, VolumeChain chain, ChainImage upper, Guid snapshotId)
     {
+        if (PlanNothingToMove(chain, upper, snapshotId) is { } nothing)
+        {
+            return nothing;
+        }
         var lower = chain.Find(upper.BackingFile!)!;
         var upperBytes = FileOwnership.AllocatedBytes(chain.PathOf(upper.FileName));
         var lowerBytes = FileOwnership.AllocatedBytes(chain.PathOf(lower.FileName));
