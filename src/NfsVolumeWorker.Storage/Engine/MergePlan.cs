@@ -24,10 +24,11 @@ public enum MergeDirection
 /// <summary>How the engine picks a <see cref="MergeDirection"/> (<see cref="VolumeEngineOptions.MergePlanning"/>).</summary>
 public enum MergePlanning
 {
-    /// <summary>The direction that moves fewer bytes, among those that fit on the share.</summary>
+    /// <summary>The direction that moves fewer bytes, among those that fit on the share; no move at all when the overlay
+    /// maps no data (<see cref="MergeDirection.NothingToMove"/>).</summary>
     ByCost,
 
-    /// <summary>Always commit down, as Cinder does (planning off).</summary>
+    /// <summary>Always commit down with qemu-img, as Cinder does (planning off, the nothing-to-move shortcut too).</summary>
     AlwaysCommitDown,
 
     /// <summary>Pull up wherever the layout allows it (not onto a raw base); for tests and benchmarks.</summary>

@@ -25,6 +25,11 @@ public sealed partial class VolumeEngine
     /// the size of the image below it; null (logged, with why) when data may have to move.</summary>
     private MergePlan? PlanNothingToMove(VolumeChain chain, ChainImage upper, Guid snapshotId)
     {
+        if (_options.MergePlanning != MergePlanning.ByCost)
+        {
+            // A forced direction is forced: Cinder's commit always, or the pull-up under test.
+            return null;
+        }
         var lower = chain.Find(upper.BackingFile!)!;
         var upperPath = chain.PathOf(upper.FileName);
         string why;

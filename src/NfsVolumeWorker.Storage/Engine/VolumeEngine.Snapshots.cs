@@ -83,6 +83,12 @@ public sealed partial class VolumeEngine
             SetPermissions(overlayPath, chain.PathOf(active.FileName));
             DurableFile.FsyncFile(overlayPath);
             Step(OperationSteps.CreateSnapshotOverlayCreated, volumeId);
+            if (!File.Exists(overlayPath))
+            {
+                // What the temp file's rename used to catch: a share unmounted under the create leaves an empty mount
+                // point that would take the .info write. (Mapped to ShareUnavailable when the share marker is gone.)
+                throw new StorageException(StorageErrorCode.ChainBroken, $"Volume {volumeId}: the new overlay {overlayName} vanished before the .info file recorded it; nothing was recorded.") { VolumeId = volumeId };
+            }
         }
         else if (!IsUnrecordedOverlayOn(overlayPath, active, size))
         {
