@@ -1,8 +1,11 @@
 using System.Diagnostics.Metrics;
+using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Layout;
 using NfsVolumeWorker.Storage.Qcow2;
+using NfsVolumeWorker.Storage.Shares;
+using NfsVolumeWorker.Storage.Tests.QemuImg;
 using NfsVolumeWorker.Storage.Tests.Support;
 using static NfsVolumeWorker.Storage.Engine.OperationSteps;
 using static NfsVolumeWorker.Storage.Tests.Engine.CrashAssertions;
@@ -251,5 +254,24 @@ public sealed class FewSyncsSpecs : IDisposable
         Assert.Equal(3, Total(syncs)); // kept, but fsynced like a new one: it may never have been
         Assert.Equal(VolumeFileNames.Overlay(Volume, First), bed.Info(Volume)!.Active);
         Assert.Empty(bed.ShareProblems());
+    }
+
+    [Fact]
+    public async Task The_merge_plan_log_says_nothing_moves_and_why_and_a_delete_with_data_says_what_was_seen()
+    {
+        var bed = Bed();
+        await SetUpAsync(bed, middle: true);
+        var log = new RecordingLogger<VolumeEngine>();
+        var engine = new VolumeEngine(new ShareMap([bed.Share]), bed.Qemu, Options.Create(bed.Options_), log);
+
+        await engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, First));
+        await engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, Second));
+
+        var plans = log.Entries.Where(e => e.EventId.Id == 1020).Select(e => e.Message).ToList();
+        Assert.Contains("merges by NothingToMove (0 bytes)", plans[0], StringComparison.Ordinal);
+        Assert.Contains($"{VolumeFileNames.Overlay(Volume, First)} holds no guest data (no L1 entry is set)", plans[0], StringComparison.Ordinal);
+        Assert.Contains("merges by CommitDown", plans[1], StringComparison.Ordinal);
+        var seen = Assert.Single(log.Entries, e => e.EventId.Id == 1040);
+        Assert.Contains("is allocated", seen.Message, StringComparison.Ordinal);
     }
 }
