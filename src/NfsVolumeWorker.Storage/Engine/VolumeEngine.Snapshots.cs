@@ -13,9 +13,9 @@ namespace NfsVolumeWorker.Storage.Engine;
 public sealed partial class VolumeEngine
 {
     /// <summary>
-    /// Takes a snapshot: a new qcow2 overlay on the active image (created under a temp name and renamed
-    /// into place), then the .info file. A crash before the .info write leaves an unrecorded overlay that
-    /// the same request picks up again.
+    /// Takes a snapshot: a new qcow2 overlay on the active image (written natively under its final name, or made by
+    /// qemu-img under a temp name and renamed into place), then the .info file. A crash before the .info write leaves
+    /// an unrecorded overlay that the same request keeps if it is whole, or writes again.
     /// </summary>
     public Task<OperationResult> CreateSnapshotAsync(CreateSnapshotRequest request, CancellationToken cancellationToken = default)
     {
@@ -185,7 +185,9 @@ public sealed partial class VolumeEngine
     /// Deletes a snapshot anywhere in the chain. The overlay's data is merged into its backing file
     /// (<c>qemu-img commit</c>), the image above is re-pointed at the backing file (middle snapshots),
     /// the .info file is written, and only then is the overlay removed, so that no file ever names a
-    /// missing backing file (Cinder deletes the overlay before re-pointing). The intent is journaled first.
+    /// missing backing file (Cinder deletes the overlay before re-pointing). The intent is journaled first. When the
+    /// overlay maps no data the commit is skipped (<see cref="MergeDirection.NothingToMove"/>), and deleting the newest
+    /// snapshot then needs no journal: its two changes each leave a healthy chain.
     /// </summary>
     public Task<OperationResult> DeleteSnapshotAsync(DeleteSnapshotRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
