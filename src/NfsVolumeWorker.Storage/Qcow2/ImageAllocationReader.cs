@@ -21,9 +21,10 @@ public static class ImageAllocationReader
     /// <summary>qemu's QCOW_MAX_L1_SIZE: it refuses to open an image whose L1 table is larger.</summary>
     private const long MaxL1TableBytes = 32L * 1024 * 1024;
 
-    /// <summary>L2 tables read before giving up: an overlay that never saw a write has none, one that saw a few
-    /// writes later undone (a full discard) has a handful. More is not worth reading on every delete.</summary>
-    public const int MaxL2TablesRead = 16;
+    /// <summary>L2 table bytes read before giving up (16 tables of 64 KiB clusters): an overlay that never saw a write
+    /// has none, one that saw a few writes later undone (a full discard) has a handful. More is not worth reading on
+    /// every delete.</summary>
+    public const long MaxL2BytesRead = 1024 * 1024;
 
     /// <summary>Bits 9-55 of an L1 entry: the L2 table's offset. Bit 63 is the "copied" flag; the rest is reserved.</summary>
     private const ulong L1OffsetMask = 0x00FF_FFFF_FFFF_FE00UL;
@@ -77,9 +78,9 @@ public static class ImageAllocationReader
                 reason = $"L1 entry {i / 8} (0x{entry:x16}) is not one this reader understands";
                 return false;
             }
-            if (++tables > MaxL2TablesRead)
+            if (++tables * q.ClusterSize > MaxL2BytesRead)
             {
-                reason = $"it has more than {MaxL2TablesRead} L2 tables, not read";
+                reason = $"its L2 tables are more than {MaxL2BytesRead} bytes, not read";
                 return false;
             }
             if (ReadFully(handle, l2, (long)l2Offset) < l2.Length)

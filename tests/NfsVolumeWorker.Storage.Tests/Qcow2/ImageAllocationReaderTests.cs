@@ -126,6 +126,20 @@ public sealed class ImageAllocationReaderTests : IDisposable
     }
 
     [Fact]
+    public void L2_tables_beyond_the_read_limit_are_not_read_and_the_image_is_not_judged_empty()
+    {
+        // 2 MiB clusters: one L2 table is already more than the reader reads (its entries zeroed, as in the test above).
+        var overlay = Overlay("4M", "-o", "cluster_size=2M");
+        Io(overlay, "write 0 64k");
+        var header = ImageHeaderReader.Read(overlay).Qcow2!;
+        var l1Entry = System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(ReadAt(overlay, (long)header.L1TableOffset, 8));
+        PatchUInt64(overlay, (long)(l1Entry & 0x00FF_FFFF_FFFF_FE00UL), 0);
+
+        Assert.False(ImageAllocationReader.HoldsNoGuestData(overlay, out var reason));
+        Assert.Contains("not read", reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void An_overlay_with_an_internal_snapshot_is_not_judged_empty()
     {
         var overlay = Overlay();
