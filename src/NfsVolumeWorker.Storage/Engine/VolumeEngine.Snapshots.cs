@@ -304,14 +304,11 @@ public sealed partial class VolumeEngine
             }
             var baseImage = chain.Find(overlay.BackingFile)!;
             var basePath = chain.PathOf(baseImage.FileName);
-            // A resumed plan is checked again: the journal says what was decided, the overlay says what holds now.
+            // The commit would write nothing: skipped, and what follows is the chain edit it leaves, step for step. A
+            // resumed plan is checked again: the journal says what was decided, the overlay says what holds now.
             var nothingToMove = plan is { Direction: MergeDirection.NothingToMove } && baseImage.VirtualSize == overlay.VirtualSize
                 && (!resumed || ImageAllocationReader.HoldsNoGuestData(overlayPath, out _));
-            if (nothingToMove)
-            {
-                // The commit would write nothing: what follows is the chain edit it leaves, step for step.
-            }
-            else if (baseImage.VirtualSize < overlay.VirtualSize)
+            if (!nothingToMove && baseImage.VirtualSize < overlay.VirtualSize)
             {
                 // After an extend the overlay is larger than its backing file; grow the backing file first
                 // so the merge keeps the tail. The backing file holds only this snapshot's data, which is going.

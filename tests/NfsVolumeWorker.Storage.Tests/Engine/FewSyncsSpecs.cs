@@ -274,4 +274,28 @@ public sealed class FewSyncsSpecs : IDisposable
         var seen = Assert.Single(log.Entries, e => e.EventId.Id == 1040);
         Assert.Contains("is allocated", seen.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task A_resumed_nothing_to_move_delete_commits_after_all_when_the_overlay_now_holds_data()
+    {
+        var bed = Bed();
+        await SetUpAsync(bed, middle: true);
+        var crash = new CrashAtStep(DeleteSnapshotJournaled, 1);
+        await Assert.ThrowsAsync<InjectedCrash>(() => bed.NewEngine(crash).DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, First)));
+        Assert.Single(JournalEntries(bed.Share));
+        // Data in First's overlay (a middle image) after the plan was journaled: what Second shows changes with it.
+        var upper = bed.PathOf(VolumeFileNames.Overlay(Volume, First));
+        RequiredTool.RunChecked(RequiredTool.Find("qemu-io", "qemu-utils"), "-f", "qcow2", "-c", $"write -P 0x77 {16 * MiB} {MiB}", upper);
+        var secondShows = Path.Combine(bed.References, "second.raw");
+        RequiredTool.RunChecked(RequiredTool.QemuImg, "convert", "-f", "qcow2", "-O", "raw", upper, secondShows);
+        var steps = new StepRecorder();
+
+        var result = await bed.NewEngine(steps).DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, First));
+
+        Assert.Equal(OperationOutcome.Completed, result.Outcome);
+        Assert.Contains(DeleteSnapshotCommitted, steps.Seen);
+        Assert.True(bed.SnapshotShows(Volume, Second, secondShows));
+        Assert.Empty(JournalEntries(bed.Share));
+        Assert.Empty(bed.ShareProblems());
+    }
 }
