@@ -71,9 +71,22 @@ public sealed partial class VolumeEngine
             return MergePlan.Choose(upper, lower, upperBytes, lowerBytes, ShareSpace.Available(share), _options.MergePlanning, hardLinks)
                 ?? throw new StorageException(StorageErrorCode.NoSpace, $"Deleting snapshot {snapshotId} does not fit on share {share.Export}; nothing was changed.") { VolumeId = chain.VolumeId };
         }
+        if (plan.Direction == MergeDirection.PullUp && LowerMapsNothing(chain, plan))
+        {
+            plan = plan with { Reason = plan.Reason + $"; {lower.FileName} holds no guest data, so the pull-up only re-points {upper.FileName} (rebase -u)" };
+        }
         EngineLog.MergePlanned(_logger, chain.VolumeId, snapshotId, plan.Direction, plan.Bytes, upper.FileName, upperBytes, lower.FileName, lowerBytes, plan.Reason);
         return plan;
     }
+
+    /// <summary>True when the pull-up has nothing to move: the lower image is an overlay that maps no guest data and is
+    /// not smaller than its own backing file (else the backing file's tail would show through after the re-point).</summary>
+    private static bool LowerMapsNothing(VolumeChain chain, MergePlan plan) =>
+        plan.LowerBacking is not null
+        && chain.Find(plan.Lower) is { Format: ImageFormat.Qcow2 } lower
+        && chain.Find(plan.LowerBacking) is { } lowerBacking
+        && lower.VirtualSize >= lowerBacking.VirtualSize
+        && ImageAllocationReader.HoldsNoGuestData(chain.PathOf(lower.FileName), out _);
 
     /// <summary>
     /// Merges by pulling the lower image up into the snapshot's overlay, leaving the names a commit leaves. Each step
@@ -110,10 +123,21 @@ public sealed partial class VolumeEngine
         if (upper.BackingFile == plan.Lower)
         {
             var backingFormat = ImageFormatNames.TryParse(plan.LowerBackingFormat, out var f) ? f : (ImageFormat?)null;
-            var merge = ForwardingProgress.For(progress, volumeId, "merge");
-            await _qemuImg.RebaseAsync(upperPath, plan.LowerBacking, plan.LowerBacking is null ? null : backingFormat, merge, ct).ConfigureAwait(false);
-            DurableFile.FsyncFile(upperPath);
-            StorageTelemetry.DataWritten.Add(plan.UpBytes, new KeyValuePair<string, object?>("kind", "merge"));
+            if (backingFormat is { } lowerBackingFormat && LowerMapsNothing(chain, plan))
+            {
+                // Nothing to pull up: every read of the lower image falls through to its backing file, so re-pointing the
+                // overlay there (metadata only) leaves it reading exactly as before, without the safe rebase's
+                // comparison of the whole virtual range.
+                await _qemuImg.RebaseUnsafeAsync(upperPath, plan.LowerBacking!, lowerBackingFormat, ct).ConfigureAwait(false);
+                DurableFile.FsyncFile(upperPath);
+            }
+            else
+            {
+                var merge = ForwardingProgress.For(progress, volumeId, "merge");
+                await _qemuImg.RebaseAsync(upperPath, plan.LowerBacking, plan.LowerBacking is null ? null : backingFormat, merge, ct).ConfigureAwait(false);
+                DurableFile.FsyncFile(upperPath);
+                StorageTelemetry.DataWritten.Add(plan.UpBytes, new KeyValuePair<string, object?>("kind", "merge"));
+            }
             Step(OperationSteps.DeleteSnapshotPulledUp, volumeId);
         }
         else if (upper.BackingFile != plan.LowerBacking)

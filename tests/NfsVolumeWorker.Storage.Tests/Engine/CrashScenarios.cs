@@ -140,6 +140,17 @@ public sealed record CrashScenario(
         new("delete-snapshot-middle-empty", ["delete-snapshot", Id(CrashState.V), Id(CrashState.D)],
             [DeleteSnapshotJournaled, DeleteSnapshotRebased, DeleteSnapshotInfoWritten, DeleteSnapshotOverlayDeleted], CrashState.V, [CrashState.D], true,
             PreparedBy: EmptyDUnderE, DifferentNext: ["create-snapshot", Id(CrashState.V), Id(CrashState.F)]),
+        new("delete-snapshot-newest-pull-up-empty-lower", ["delete-snapshot", Id(CrashState.V), Id(CrashState.E)],
+            PullUpNewestSteps, CrashState.V, [CrashState.E], true,
+            PreparedBy: async bed =>
+            {
+                // D's overlay maps nothing (E taken right after D), E's holds 24 MiB: deleting E pulls D's overlay up,
+                // which has nothing to move (a metadata-only rebase of E's overlay onto C's).
+                await SnapshotDOnTop(bed);
+                await bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, CrashState.V, CrashState.E));
+                bed.GuestWrite(CrashState.V, 16 * MiB, 24 * MiB, 0x78);
+            },
+            DifferentNext: ["create-snapshot", Id(CrashState.V), Id(CrashState.F)]),
         new("delete-snapshot-newest-after-extend", ["delete-snapshot", Id(CrashState.V), Id(CrashState.C)],
             [DeleteSnapshotJournaled, DeleteSnapshotBaseGrown, DeleteSnapshotCommitted, DeleteSnapshotInfoWritten, DeleteSnapshotOverlayDeleted],
             CrashState.V, [CrashState.C], true,

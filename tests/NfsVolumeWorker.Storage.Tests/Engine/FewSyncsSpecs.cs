@@ -298,4 +298,31 @@ public sealed class FewSyncsSpecs : IDisposable
         Assert.Empty(JournalEntries(bed.Share));
         Assert.Empty(bed.ShareProblems());
     }
+
+    [Fact]
+    public async Task A_pull_up_of_a_lower_overlay_that_maps_no_data_only_re_points_and_leaves_what_the_commit_leaves()
+    {
+        // First taken, Second right after it (First's overlay, the lower image, maps nothing), 8 MiB written: deleting
+        // Second pulls First's overlay up by cost, and there is nothing in it to pull.
+        var planned = Bed();
+        var committed = Bed(MergePlanning.AlwaysCommitDown);
+        foreach (var bed in new[] { planned, committed })
+        {
+            await SetUpAsync(bed, middle: true);
+            bed.GuestWrite(Volume, 20 * MiB, 8 * MiB, 0x66);
+        }
+        var now = committed.SaveReference(Volume, "now");
+        var log = new RecordingLogger<VolumeEngine>();
+        var engine = new VolumeEngine(new ShareMap([planned.Share]), planned.Qemu, Options.Create(planned.Options_), log);
+
+        var result = await engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, Second));
+        await committed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, Second));
+
+        Assert.Contains("pull-up", result.Message, StringComparison.Ordinal);
+        Assert.Contains("holds no guest data, so the pull-up only re-points", Assert.Single(log.Entries, e => e.EventId.Id == 1020).Message, StringComparison.Ordinal);
+        AssertSameFinalState(committed, planned, "the re-point-only pull-up");
+        var active = planned.Engine.ReadChain(Export, Volume).Active;
+        Assert.Equal(VolumeFileNames.Overlay(Volume, First), active.FileName);
+        Assert.True(planned.SameContents(planned.PathOf(active.FileName), active.Format, now));
+    }
 }
