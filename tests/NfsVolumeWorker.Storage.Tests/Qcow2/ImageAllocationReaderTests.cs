@@ -217,4 +217,43 @@ public sealed class ImageAllocationReaderTests : IDisposable
         f.ReadExactly(bytes);
         return bytes;
     }
+
+    [Fact]
+    public void Damaged_tables_never_make_an_image_with_data_pass_for_empty()
+    {
+        // Seeded damage to the header fields and tables the reader uses, on an overlay holding data: whatever it
+        // answers, "empty" must be true of the image as qemu reads it (or qemu must refuse the image).
+        var pristine = Overlay();
+        Io(pristine, "write -P 0x33 1M 64k");
+        var header = ImageHeaderReader.Read(pristine).Qcow2!;
+        var l1 = (long)header.L1TableOffset;
+        var l2 = (long)(System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(ReadAt(pristine, l1, 8)) & 0x00FF_FFFF_FFFF_FE00UL);
+        long[] targets = [36, 40, 44, 60, 72, 88, l1, l1 + 7, l2 + (16 * 8), l2 + (16 * 8) + 7];
+        var random = new Random(20261205);
+        var judgedEmpty = 0;
+        for (var round = 0; round < 40; round++)
+        {
+            var damaged = _dir.File($"damaged-{round}");
+            File.Copy(pristine, damaged);
+            var at = targets[random.Next(targets.Length)];
+            Patch(damaged, at, [(byte)random.Next(256)]);
+            bool empty;
+            try
+            {
+                empty = ImageAllocationReader.HoldsNoGuestData(damaged, out _);
+            }
+            catch (StorageException)
+            {
+                continue; // refused as malformed: the delete then fails before changing anything
+            }
+            if (empty)
+            {
+                judgedEmpty++;
+                var (code, stdout, _) = RequiredTool.Run(RequiredTool.QemuImg, "map", "--output=json", "-f", "qcow2", damaged);
+                Assert.True(code != 0 || JsonDocument.Parse(stdout).RootElement.EnumerateArray().All(e => e.GetProperty("depth").GetInt32() > 0),
+                    $"byte {at} damaged: judged empty but qemu-img map shows data: {stdout}");
+            }
+        }
+        Assert.True(judgedEmpty < 40, "every damaged image was judged empty");
+    }
 }
