@@ -138,10 +138,7 @@ public sealed record OverlayImage(long VirtualSize, string BackingFile, ImageFor
             {
                 return false;
             }
-            var header = Header();
-            Span<byte> refcountTableEntry = stackalloc byte[8];
-            BinaryPrimitives.WriteUInt64BigEndian(refcountTableEntry, (ulong)RefcountBlockOffset);
-            var refcountBlock = RefcountBlock();
+            var clusters = Clusters();
             var expected = new byte[ClusterSize];
             var actual = new byte[ClusterSize];
             for (long offset = 0; offset < FileLength; offset += ClusterSize)
@@ -149,17 +146,12 @@ public sealed record OverlayImage(long VirtualSize, string BackingFile, ImageFor
                 var length = (int)Math.Min(ClusterSize, FileLength - offset);
                 var want = expected.AsSpan(0, length);
                 want.Clear();
-                if (offset == 0)
+                foreach (var (at, bytes) in clusters)
                 {
-                    header.CopyTo(want);
-                }
-                else if (offset == RefcountTableOffset)
-                {
-                    refcountTableEntry.CopyTo(want);
-                }
-                else if (offset == RefcountBlockOffset)
-                {
-                    refcountBlock.CopyTo(want);
+                    if (at == offset)
+                    {
+                        bytes.CopyTo(want);
+                    }
                 }
                 var got = actual.AsSpan(0, length);
                 var read = 0;
@@ -186,16 +178,21 @@ public sealed record OverlayImage(long VirtualSize, string BackingFile, ImageFor
     {
         ArgumentNullException.ThrowIfNull(handle);
         Require();
-        RandomAccess.Write(handle, Header(), 0);
-
-        Span<byte> refcountTableEntry = stackalloc byte[8];
-        BinaryPrimitives.WriteUInt64BigEndian(refcountTableEntry, (ulong)RefcountBlockOffset);
-        RandomAccess.Write(handle, refcountTableEntry, RefcountTableOffset);
-
-        RandomAccess.Write(handle, RefcountBlock(), RefcountBlockOffset);
-
+        foreach (var (offset, bytes) in Clusters())
+        {
+            RandomAccess.Write(handle, bytes, offset);
+        }
         // The L1 table is all zeroes: a hole reads the same as qemu's written zeroes.
         RandomAccess.SetLength(handle, FileLength);
+    }
+
+    /// <summary>The non-zero bytes of the file, each at the start of its cluster: the header, the refcount table's one
+    /// entry, the refcount block. Everything else up to <see cref="FileLength"/> is zero.</summary>
+    private (long Offset, byte[] Bytes)[] Clusters()
+    {
+        var refcountTableEntry = new byte[8];
+        BinaryPrimitives.WriteUInt64BigEndian(refcountTableEntry, (ulong)RefcountBlockOffset);
+        return [(0, Header()), (RefcountTableOffset, refcountTableEntry), (RefcountBlockOffset, RefcountBlock())];
     }
 
     /// <summary>Cluster 0 up to the end of the backing file name.</summary>
