@@ -49,7 +49,7 @@ public sealed class PauseAtStepTests
         using var share = new TestShare();
         var (volume, first, second) = await share.VolumeWithTwoSnapshotsAsync();
 
-        await KillAtStepAsync(OperationSteps.DeleteSnapshotCommitted, share.Args("snapshot", "delete", volume, first));
+        await KillAtStepAsync(OperationSteps.DeleteSnapshotRebased, share.Args("snapshot", "delete", volume, first)); // a step of both the commit and the nothing-to-move path
 
         var run = await Nfsvol.RunProcessAsync(share.Args("check", "--json"));
         Assert.True(run.ExitCode == 1, run.ToString());
@@ -80,7 +80,7 @@ public sealed class PauseAtStepTests
         var snapshot = TestShare.Id();
         await TestShare.Ok(share.Args("volume", "create", volume, "--size", "8M"));
 
-        await KillAtStepAsync(OperationSteps.CreateSnapshotOverlayRenamed, share.Args("snapshot", "create", volume, snapshot));
+        await KillAtStepAsync(OperationSteps.CreateSnapshotOverlayCreated, share.Args("snapshot", "create", volume, snapshot));
 
         Assert.True(File.Exists(share.File(TestShare.Overlay(volume, snapshot))));
         var run = await Nfsvol.RunAsync(share.Args("check", "--json"));

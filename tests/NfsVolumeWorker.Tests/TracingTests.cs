@@ -28,8 +28,10 @@ public sealed class TracingTests(ITestOutputHelper output)
 
         var snapshotId = Guid.NewGuid();
         await bed.RunOkAsync(new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = volume, SnapshotId = snapshotId }, nameof(SnapshotCreated));
+        await bed.RunOkAsync(new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = volume, SnapshotId = Guid.NewGuid() }, nameof(SnapshotCreated));
 
-        // A snapshot delete merges with qemu-img (a create writes its overlay natively, with no qemu-img call to trace).
+        // Deleting the middle snapshot re-points the image above it with qemu-img rebase -u (a create writes its overlay
+        // natively, and the overlays hold no data, so nothing is committed: the re-point is the qemu-img call to trace).
         var snapshot = new DeleteSnapshot { CommandId = Guid.NewGuid(), VolumeId = volume, SnapshotId = snapshotId };
         ActivityTraceId traceId;
         using (var root = new Activity("test publish").SetIdFormat(ActivityIdFormat.W3C).Start())

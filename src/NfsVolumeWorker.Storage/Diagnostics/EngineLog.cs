@@ -42,6 +42,12 @@ internal static partial class EngineLog
     [LoggerMessage(1021, LogLevel.Information, "Volume {VolumeId}: the delete of snapshot {SnapshotId} goes on by {Direction}, as journaled when it started")]
     public static partial void MergeResumed(ILogger logger, Guid volumeId, Guid snapshotId, MergeDirection direction);
 
+    [LoggerMessage(1040, LogLevel.Debug, "Volume {VolumeId}: deleting snapshot {SnapshotId} may move data: {Upper} is not seen to be empty ({Reason})")]
+    public static partial void DataToMove(ILogger logger, Guid volumeId, Guid snapshotId, string upper, string reason);
+
+    [LoggerMessage(1041, LogLevel.Information, "Volume {VolumeId}: kept overlay {File} left by an interrupted snapshot create (its bytes are exactly the overlay this snapshot needs)")]
+    public static partial void AdoptedOverlay(ILogger logger, Guid volumeId, string file);
+
     [LoggerMessage(1030, LogLevel.Information, "Share {Share}: {Measurement}")]
     public static partial void CopyModeMeasured(ILogger logger, string share, string measurement);
 

@@ -14,15 +14,21 @@ public enum MergeDirection
     /// <summary><c>qemu-img rebase</c> (safe mode) of the overlay onto the lower image's backing file: the lower image's
     /// data is written into the overlay, which then takes the lower image's name. Costs the lower image's allocation.</summary>
     PullUp,
+
+    /// <summary>The overlay maps no guest data (<see cref="Qcow2.ImageAllocationReader"/>): a commit would write nothing,
+    /// so the merge is only the chain edit a commit leaves (the image above re-pointed, the .info file, the overlay
+    /// removed). Costs no data, no qemu-img commit, and for the newest snapshot no journal entry.</summary>
+    NothingToMove,
 }
 
 /// <summary>How the engine picks a <see cref="MergeDirection"/> (<see cref="VolumeEngineOptions.MergePlanning"/>).</summary>
 public enum MergePlanning
 {
-    /// <summary>The direction that moves fewer bytes, among those that fit on the share.</summary>
+    /// <summary>The direction that moves fewer bytes, among those that fit on the share; no move at all when the overlay
+    /// maps no data (<see cref="MergeDirection.NothingToMove"/>).</summary>
     ByCost,
 
-    /// <summary>Always commit down, as Cinder does (planning off).</summary>
+    /// <summary>Always commit down with qemu-img, as Cinder does (planning off, the nothing-to-move shortcut too).</summary>
     AlwaysCommitDown,
 
     /// <summary>Pull up wherever the layout allows it (not onto a raw base); for tests and benchmarks.</summary>
@@ -57,7 +63,27 @@ public sealed record MergePlan(
 
     /// <summary>Bytes the chosen direction writes.</summary>
     [JsonIgnore]
-    public long Bytes => Direction == MergeDirection.PullUp ? UpBytes : DownBytes;
+    public long Bytes => Direction switch
+    {
+        MergeDirection.PullUp => UpBytes,
+        MergeDirection.NothingToMove => 0,
+        _ => DownBytes,
+    };
+
+    /// <summary>The plan for an overlay that maps no guest data, the same size as the image below it (a larger one
+    /// would need the lower image grown first, which the commit path does): the names a commit leaves, nothing written.</summary>
+    /// <param name="upper">The overlay of the snapshot being deleted.</param>
+    /// <param name="lower">Its backing image.</param>
+    /// <param name="upperAllocated">Bytes the overlay holds on disk (its metadata).</param>
+    /// <param name="lowerAllocated">Bytes the lower image holds on disk.</param>
+    /// <param name="why">How the overlay was seen to map nothing.</param>
+    public static MergePlan NothingToMove(ChainImage upper, ChainImage lower, long upperAllocated, long lowerAllocated, string why)
+    {
+        ArgumentNullException.ThrowIfNull(upper);
+        ArgumentNullException.ThrowIfNull(lower);
+        return new(MergeDirection.NothingToMove, upper.FileName, lower.FileName, lower.BackingFile, lower.BackingFormat?.ToQemuName(),
+            upperAllocated, lowerAllocated, $"{upper.FileName} holds no guest data ({why}): only the chain is edited");
+    }
 
     /// <summary>
     /// Picks the direction. Pulling up is possible only when the lower image is qcow2 (a raw base cannot take a

@@ -14,14 +14,47 @@ namespace NfsVolumeWorker.Storage.Engine;
 /// direction's steps. The delete itself, and the commit-down direction, are in VolumeEngine.Snapshots.cs.</summary>
 public sealed partial class VolumeEngine
 {
-    private static string Describe(MergePlan plan) => plan.Direction == MergeDirection.PullUp
-        ? $"pull-up of {plan.Lower} into {plan.Upper} ({plan.UpBytes} bytes, against {plan.DownBytes} to commit down: {plan.Reason})"
-        : $"commit of {plan.Upper} into {plan.Lower} ({plan.DownBytes} bytes, against {plan.UpBytes} to pull up: {plan.Reason})";
+    private static string Describe(MergePlan plan) => plan.Direction switch
+    {
+        MergeDirection.PullUp => $"pull-up of {plan.Lower} into {plan.Upper} ({plan.UpBytes} bytes, against {plan.DownBytes} to commit down: {plan.Reason})",
+        MergeDirection.NothingToMove => $"chain edit alone, no data moved ({plan.Reason})",
+        _ => $"commit of {plan.Upper} into {plan.Lower} ({plan.DownBytes} bytes, against {plan.UpBytes} to pull up: {plan.Reason})",
+    };
+
+    /// <summary>The <see cref="MergeDirection.NothingToMove"/> plan when the snapshot's overlay maps no guest data and is
+    /// the size of the image below it; null (logged, with why) when data may have to move.</summary>
+    private MergePlan? PlanNothingToMove(VolumeChain chain, ChainImage upper, Guid snapshotId)
+    {
+        if (_options.MergePlanning != MergePlanning.ByCost)
+        {
+            // A forced direction is forced: Cinder's commit always, or the pull-up under test.
+            return null;
+        }
+        var lower = chain.Find(upper.BackingFile!)!;
+        var upperPath = chain.PathOf(upper.FileName);
+        string why;
+        if (upper.Format != ImageFormat.Qcow2 || upper.VirtualSize != lower.VirtualSize)
+        {
+            why = $"{upper.FileName} is {upper.VirtualSize} bytes and {lower.FileName} {lower.VirtualSize}: a commit grows the lower image first";
+        }
+        else if (ImageAllocationReader.HoldsNoGuestData(upperPath, out why))
+        {
+            var plan = MergePlan.NothingToMove(upper, lower, FileOwnership.AllocatedBytes(upperPath), FileOwnership.AllocatedBytes(chain.PathOf(lower.FileName)), why);
+            EngineLog.MergePlanned(_logger, chain.VolumeId, snapshotId, plan.Direction, plan.Bytes, upper.FileName, plan.DownBytes, lower.FileName, plan.UpBytes, plan.Reason);
+            return plan;
+        }
+        EngineLog.DataToMove(_logger, chain.VolumeId, snapshotId, upper.FileName, why);
+        return null;
+    }
 
     /// <summary>Measures both directions from the two images' allocation and picks one (<see cref="MergePlan.Choose"/>);
     /// refuses with NoSpace, before anything is changed, when neither fits on the share.</summary>
     private MergePlan PlanMerge(Share share, VolumeChain chain, ChainImage upper, Guid snapshotId)
     {
+        if (PlanNothingToMove(chain, upper, snapshotId) is { } nothing)
+        {
+            return nothing;
+        }
         var lower = chain.Find(upper.BackingFile!)!;
         var upperBytes = FileOwnership.AllocatedBytes(chain.PathOf(upper.FileName));
         var lowerBytes = FileOwnership.AllocatedBytes(chain.PathOf(lower.FileName));
@@ -38,9 +71,22 @@ public sealed partial class VolumeEngine
             return MergePlan.Choose(upper, lower, upperBytes, lowerBytes, ShareSpace.Available(share), _options.MergePlanning, hardLinks)
                 ?? throw new StorageException(StorageErrorCode.NoSpace, $"Deleting snapshot {snapshotId} does not fit on share {share.Export}; nothing was changed.") { VolumeId = chain.VolumeId };
         }
+        if (plan.Direction == MergeDirection.PullUp && LowerMapsNothing(chain, plan))
+        {
+            plan = plan with { Reason = plan.Reason + $"; {lower.FileName} holds no guest data, so the pull-up only re-points {upper.FileName} (rebase -u)" };
+        }
         EngineLog.MergePlanned(_logger, chain.VolumeId, snapshotId, plan.Direction, plan.Bytes, upper.FileName, upperBytes, lower.FileName, lowerBytes, plan.Reason);
         return plan;
     }
+
+    /// <summary>True when the pull-up has nothing to move: the lower image is an overlay that maps no guest data and is
+    /// not smaller than its own backing file (else the backing file's tail would show through after the re-point).</summary>
+    private static bool LowerMapsNothing(VolumeChain chain, MergePlan plan) =>
+        plan.LowerBacking is not null
+        && chain.Find(plan.Lower) is { Format: ImageFormat.Qcow2 } lower
+        && chain.Find(plan.LowerBacking) is { } lowerBacking
+        && lower.VirtualSize >= lowerBacking.VirtualSize
+        && ImageAllocationReader.HoldsNoGuestData(chain.PathOf(lower.FileName), out _);
 
     /// <summary>
     /// Merges by pulling the lower image up into the snapshot's overlay, leaving the names a commit leaves. Each step
@@ -77,10 +123,21 @@ public sealed partial class VolumeEngine
         if (upper.BackingFile == plan.Lower)
         {
             var backingFormat = ImageFormatNames.TryParse(plan.LowerBackingFormat, out var f) ? f : (ImageFormat?)null;
-            var merge = ForwardingProgress.For(progress, volumeId, "merge");
-            await _qemuImg.RebaseAsync(upperPath, plan.LowerBacking, plan.LowerBacking is null ? null : backingFormat, merge, ct).ConfigureAwait(false);
-            DurableFile.FsyncFile(upperPath);
-            StorageTelemetry.DataWritten.Add(plan.UpBytes, new KeyValuePair<string, object?>("kind", "merge"));
+            if (backingFormat is { } lowerBackingFormat && LowerMapsNothing(chain, plan))
+            {
+                // Nothing to pull up: every read of the lower image falls through to its backing file, so re-pointing the
+                // overlay there (metadata only) leaves it reading exactly as before, without the safe rebase's
+                // comparison of the whole virtual range.
+                await _qemuImg.RebaseUnsafeAsync(upperPath, plan.LowerBacking!, lowerBackingFormat, ct).ConfigureAwait(false);
+                DurableFile.FsyncFile(upperPath);
+            }
+            else
+            {
+                var merge = ForwardingProgress.For(progress, volumeId, "merge");
+                await _qemuImg.RebaseAsync(upperPath, plan.LowerBacking, plan.LowerBacking is null ? null : backingFormat, merge, ct).ConfigureAwait(false);
+                DurableFile.FsyncFile(upperPath);
+                StorageTelemetry.DataWritten.Add(plan.UpBytes, new KeyValuePair<string, object?>("kind", "merge"));
+            }
             Step(OperationSteps.DeleteSnapshotPulledUp, volumeId);
         }
         else if (upper.BackingFile != plan.LowerBacking)

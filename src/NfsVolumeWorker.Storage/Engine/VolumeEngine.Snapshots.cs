@@ -13,9 +13,9 @@ namespace NfsVolumeWorker.Storage.Engine;
 public sealed partial class VolumeEngine
 {
     /// <summary>
-    /// Takes a snapshot: a new qcow2 overlay on the active image (created under a temp name and renamed
-    /// into place), then the .info file. A crash before the .info write leaves an unrecorded overlay that
-    /// the same request picks up again.
+    /// Takes a snapshot: a new qcow2 overlay on the active image (written natively under its final name, or made by
+    /// qemu-img under a temp name and renamed into place), then the .info file. A crash before the .info write leaves
+    /// an unrecorded overlay that the same request keeps if it is whole, or writes again.
     /// </summary>
     public Task<OperationResult> CreateSnapshotAsync(CreateSnapshotRequest request, CancellationToken cancellationToken = default)
     {
@@ -50,20 +50,56 @@ public sealed partial class VolumeEngine
         var overlayPath = share.PathOf(overlayName);
         DurableFile.EnsureNotSymlink(overlayPath);
 
-        if (!IsUnrecordedOverlayOn(overlayPath, active, size))
+        var native = NativeOverlay(size, active.FileName, active.Format, volumeId, overlayName);
+        if (native is not null)
         {
-            if (File.Exists(overlayPath))
+            // Written under its final name (O_CREAT|O_EXCL) and fsynced: one sync instead of a temp file's fsync, rename
+            // and directory fsync. The .info write below (temp fsync, rename, fsync of this same directory) then makes
+            // the overlay's name durable too, and nothing names the overlay until then. Order: on ext4, xfs and btrfs
+            // an fsync of a new file also commits its directory entry, and on NFS the CREATE is synchronous at the
+            // server; besides, a journaling file system commits the directory's changes in order, so the .info rename
+            // cannot become durable without the overlay's entry. A crash before the .info write leaves an unrecorded
+            // file at the final name, which is kept only when its bytes are exactly this overlay.
+            if (!native.Matches(overlayPath))
             {
-                // An unrecorded file with this snapshot's name that is not an overlay of the current
-                // active image: nothing references it (it is not in the chain), so it is safe to replace.
-                File.Delete(overlayPath);
-                EngineLog.RemovedLeftover(_logger, volumeId, overlayName);
+                RemoveUnrecordedFile(share, overlayName, volumeId);
+                try
+                {
+                    native.Create(overlayPath, FileMode);
+                    StorageTelemetry.OverlaysCreated.Add(1, new KeyValuePair<string, object?>("writer", "native"));
+                }
+                catch when (File.Exists(overlayPath))
+                {
+                    // A torn file (no space, say) must not stay under the overlay's name.
+                    DurableFile.TryDelete(overlayPath);
+                    throw;
+                }
             }
+            else
+            {
+                // Whole and right, but maybe never fsynced (the process died before): fsynced below like a new one.
+                EngineLog.AdoptedOverlay(_logger, volumeId, overlayName);
+            }
+            SetPermissions(overlayPath, chain.PathOf(active.FileName));
+            DurableFile.FsyncFile(overlayPath);
+            Step(OperationSteps.CreateSnapshotOverlayCreated, volumeId);
+            if (!File.Exists(overlayPath))
+            {
+                // What the temp file's rename used to catch: a share unmounted under the create leaves an empty mount
+                // point that would take the .info write. (Mapped to ShareUnavailable when the share marker is gone.)
+                throw new StorageException(StorageErrorCode.ChainBroken, $"Volume {volumeId}: the new overlay {overlayName} vanished before the .info file recorded it; nothing was recorded.") { VolumeId = volumeId };
+            }
+        }
+        else if (!IsUnrecordedOverlayOn(overlayPath, active, size))
+        {
+            // qemu-img's file is known only once it exists: made under a temp name and renamed into place whole.
+            RemoveUnrecordedFile(share, overlayName, volumeId);
             RemoveTempFilesOf(share, overlayName, volumeId);
             var temp = share.PathOf(DurableFile.TempName(overlayName));
             try
             {
-                await CreateOverlayFileAsync(temp, size, active.FileName, active.Format, volumeId, ct).ConfigureAwait(false);
+                await _qemuImg.CreateAsync(new CreateImageRequest(temp, ImageFormat.Qcow2, size, active.FileName, active.Format), ct).ConfigureAwait(false);
+                StorageTelemetry.OverlaysCreated.Add(1, new KeyValuePair<string, object?>("writer", "qemu-img"));
                 SetPermissions(temp, chain.PathOf(active.FileName));
                 DurableFile.FsyncFile(temp);
                 Step(OperationSteps.CreateSnapshotOverlayCreated, volumeId);
@@ -90,21 +126,39 @@ public sealed partial class VolumeEngine
     /// <c>qemu-img create</c>. Both make the same bytes; the caller sets permissions, fsyncs and renames.</summary>
     internal async Task CreateOverlayFileAsync(string path, long size, string? backingFile, ImageFormat? backingFormat, Guid volumeId, CancellationToken ct)
     {
-        if (_options.NativeOverlayHeaders)
+        if (backingFile is not null && backingFormat is not null && NativeOverlay(size, backingFile, backingFormat.Value, volumeId, Path.GetFileName(path)) is { } native)
         {
-            var reason = backingFile is null || backingFormat is null
-                ? "it has no backing file"
-                : OverlayImage.Unsupported(size, backingFile, backingFormat.Value);
-            if (reason is null)
-            {
-                new OverlayImage(size, backingFile!, backingFormat!.Value).Create(path, FileMode);
-                StorageTelemetry.OverlaysCreated.Add(1, new KeyValuePair<string, object?>("writer", "native"));
-                return;
-            }
-            EngineLog.OverlayByQemuImg(_logger, volumeId, Path.GetFileName(path), reason);
+            native.Create(path, FileMode);
+            StorageTelemetry.OverlaysCreated.Add(1, new KeyValuePair<string, object?>("writer", "native"));
+            return;
         }
         await _qemuImg.CreateAsync(new CreateImageRequest(path, ImageFormat.Qcow2, size, backingFile, backingFormat), ct).ConfigureAwait(false);
         StorageTelemetry.OverlaysCreated.Add(1, new KeyValuePair<string, object?>("writer", "qemu-img"));
+    }
+
+    /// <summary>The overlay <see cref="OverlayImage"/> writes for these inputs, or null (logged, with why, when the option
+    /// is on) when qemu-img must make it.</summary>
+    private OverlayImage? NativeOverlay(long size, string backingFile, ImageFormat backingFormat, Guid volumeId, string? fileName = null)
+    {
+        if (!_options.NativeOverlayHeaders)
+        {
+            return null;
+        }
+        if (OverlayImage.Unsupported(size, backingFile, backingFormat) is { } reason)
+        {
+            EngineLog.OverlayByQemuImg(_logger, volumeId, fileName ?? backingFile, reason);
+            return null;
+        }
+        return new OverlayImage(size, backingFile, backingFormat);
+    }
+
+    /// <summary>Removes an unrecorded file that has a new overlay's name (nothing references it: it is not in the chain).</summary>
+    private void RemoveUnrecordedFile(Share share, string fileName, Guid volumeId)
+    {
+        if (DurableFile.TryDelete(share.PathOf(fileName)))
+        {
+            EngineLog.RemovedLeftover(_logger, volumeId, fileName);
+        }
     }
 
     /// <summary>True when <paramref name="path"/> is an overlay already made for this snapshot on the current
@@ -131,7 +185,9 @@ public sealed partial class VolumeEngine
     /// Deletes a snapshot anywhere in the chain. The overlay's data is merged into its backing file
     /// (<c>qemu-img commit</c>), the image above is re-pointed at the backing file (middle snapshots),
     /// the .info file is written, and only then is the overlay removed, so that no file ever names a
-    /// missing backing file (Cinder deletes the overlay before re-pointing). The intent is journaled first.
+    /// missing backing file (Cinder deletes the overlay before re-pointing). The intent is journaled first. When the
+    /// overlay maps no data the commit is skipped (<see cref="MergeDirection.NothingToMove"/>), and deleting the newest
+    /// snapshot then needs no journal: its two changes each leave a healthy chain.
     /// </summary>
     public Task<OperationResult> DeleteSnapshotAsync(DeleteSnapshotRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
@@ -167,6 +223,7 @@ public sealed partial class VolumeEngine
         var chain = VolumeChainReader.Read(share, volumeId, baseFormat);
         var intent = Intent(PendingOperationKind.DeleteSnapshot, volumeId, snapshotId, baseFormat: baseFormat);
         MergePlan? plan = null;
+        var resumed = false;
         if (journaled)
         {
             var pending = OperationJournal.Read(share, volumeId);
@@ -174,6 +231,7 @@ public sealed partial class VolumeEngine
             {
                 // A resumed delete follows the decision it journaled (an entry without one predates planning: it
                 // was committing down); the allocation the plan came from has changed since.
+                resumed = true;
                 plan = pending.Merge;
                 if (plan is not null)
                 {
@@ -182,12 +240,22 @@ public sealed partial class VolumeEngine
             }
             else if (chain.Find(overlayName) is { BackingFile: not null } upper)
             {
-                // Before the merge starts, not halfway through it. A clone's temporary snapshot (not journaled here)
-                // always commits down: its overlay is near empty, and its caller's resume re-plans nothing.
+                // Before the merge starts, not halfway through it.
                 plan = PlanMerge(share, chain, upper, snapshotId);
             }
         }
-        if (journaled)
+        else if (chain.Find(overlayName) is { BackingFile: not null } upper)
+        {
+            // A clone's temporary snapshot (not journaled here) commits down, or skips the commit when its overlay maps
+            // nothing (the usual case): its caller's resume re-plans nothing, and either way leaves the same names.
+            plan = PlanNothingToMove(chain, upper, snapshotId);
+        }
+        // Deleting the newest snapshot with nothing to move is two changes, each leaving a chain that the engine and
+        // Cinder read as healthy: the .info file names the lower image active (the overlay is then an unrecorded file
+        // outside the chain, which a re-run removes), then the overlay goes. No journal entry is needed for that. A
+        // middle snapshot's re-point and .info write are two files that disagree in between, so it keeps the journal.
+        var journal = journaled && !(plan is { Direction: MergeDirection.NothingToMove } && !resumed && overlayName == chain.Active.FileName);
+        if (journal)
         {
             Journal(share, intent with { Merge = plan });
             Step(OperationSteps.DeleteSnapshotJournaled, volumeId);
@@ -195,7 +263,7 @@ public sealed partial class VolumeEngine
         if (plan is { Direction: MergeDirection.PullUp })
         {
             var pulled = await PullUpLockedAsync(share, chain, snapshotId, plan, progress, ct).ConfigureAwait(false);
-            return FinishDelete(share, volumeId, snapshotId, overlayName, pulled, journaled, plan);
+            return FinishDelete(share, volumeId, snapshotId, overlayName, pulled, journal, plan);
         }
         var overlayPath = share.PathOf(overlayName);
         VolumeInfo newInfo;
@@ -236,7 +304,11 @@ public sealed partial class VolumeEngine
             }
             var baseImage = chain.Find(overlay.BackingFile)!;
             var basePath = chain.PathOf(baseImage.FileName);
-            if (baseImage.VirtualSize < overlay.VirtualSize)
+            // The commit would write nothing: skipped, and what follows is the chain edit it leaves, step for step. A
+            // resumed plan is checked again: the journal says what was decided, the overlay says what holds now.
+            var nothingToMove = plan is { Direction: MergeDirection.NothingToMove } && baseImage.VirtualSize == overlay.VirtualSize
+                && (!resumed || ImageAllocationReader.HoldsNoGuestData(overlayPath, out _));
+            if (!nothingToMove && baseImage.VirtualSize < overlay.VirtualSize)
             {
                 // After an extend the overlay is larger than its backing file; grow the backing file first
                 // so the merge keeps the tail. The backing file holds only this snapshot's data, which is going.
@@ -244,12 +316,15 @@ public sealed partial class VolumeEngine
                 DurableFile.FsyncFile(basePath);
                 Step(OperationSteps.DeleteSnapshotBaseGrown, volumeId);
             }
-            var merge = ForwardingProgress.For(progress, volumeId, "merge", overlay.VirtualSize); // commit scans the whole virtual range
-            var merged = FileOwnership.AllocatedBytes(overlayPath);
-            await _qemuImg.CommitAsync(new CommitRequest(overlayPath), merge, ct).ConfigureAwait(false);
-            DurableFile.FsyncFile(basePath);
-            StorageTelemetry.DataWritten.Add(merged, new KeyValuePair<string, object?>("kind", "merge"));
-            Step(OperationSteps.DeleteSnapshotCommitted, volumeId);
+            if (!nothingToMove)
+            {
+                var merge = ForwardingProgress.For(progress, volumeId, "merge", overlay.VirtualSize); // commit scans the whole virtual range
+                var merged = FileOwnership.AllocatedBytes(overlayPath);
+                await _qemuImg.CommitAsync(new CommitRequest(overlayPath), merge, ct).ConfigureAwait(false);
+                DurableFile.FsyncFile(basePath);
+                StorageTelemetry.DataWritten.Add(merged, new KeyValuePair<string, object?>("kind", "merge"));
+                Step(OperationSteps.DeleteSnapshotCommitted, volumeId);
+            }
 
             if (overlayName == chain.Active.FileName)
             {
@@ -266,7 +341,7 @@ public sealed partial class VolumeEngine
             }
         }
 
-        return FinishDelete(share, volumeId, snapshotId, overlayName, newInfo, journaled, plan);
+        return FinishDelete(share, volumeId, snapshotId, overlayName, newInfo, journal, plan);
     }
 
     /// <summary>The end of every delete: the .info file without the snapshot, then the overlay's name goes (after a

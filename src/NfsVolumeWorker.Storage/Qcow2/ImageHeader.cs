@@ -20,6 +20,10 @@ public enum ImageKind
 /// <param name="CryptMethod">0 none, 1 AES, 2 LUKS.</param>
 /// <param name="IncompatibleFeatures">v3 incompatible feature bits (0 for v2).</param>
 /// <param name="HasExternalDataFile">True when the image keeps its data in another file (incompatible bit 2).</param>
+/// <param name="L1Size">Entries of the active L1 table.</param>
+/// <param name="L1TableOffset">Where the active L1 table starts in the file.</param>
+/// <param name="SnapshotCount">Internal snapshots (nb_snapshots).</param>
+/// <param name="AutoclearFeatures">v3 autoclear feature bits (0 for v2): bitmaps, raw external data.</param>
 public sealed record Qcow2Header(
     uint Version,
     ulong VirtualSize,
@@ -28,7 +32,11 @@ public sealed record Qcow2Header(
     string? BackingFormat,
     uint CryptMethod,
     ulong IncompatibleFeatures,
-    bool HasExternalDataFile)
+    bool HasExternalDataFile,
+    uint L1Size = 0,
+    ulong L1TableOffset = 0,
+    uint SnapshotCount = 0,
+    ulong AutoclearFeatures = 0)
 {
     public long ClusterSize => 1L << ClusterBits;
 

@@ -26,7 +26,11 @@ public static class ImageHeaderReader
     private const int ClusterBitsOffset = 20;
     private const int SizeOffset = 24;
     private const int CryptMethodOffset = 32;
+    private const int L1SizeOffset = 36;
+    private const int L1TableOffsetOffset = 40;
+    private const int SnapshotCountOffset = 60;
     private const int IncompatibleFeaturesOffset = 72;
+    private const int AutoclearFeaturesOffset = 88;
     private const int RefcountOrderOffset = 96;
     private const int HeaderLengthOffset = 100;
 
@@ -200,10 +204,12 @@ public static class ImageHeaderReader
         }
 
         ulong incompatible = 0;
+        ulong autoclear = 0;
         long headerLength = Version2HeaderLength;
         if (version == 3)
         {
             incompatible = BinaryPrimitives.ReadUInt64BigEndian(bytes[IncompatibleFeaturesOffset..]);
+            autoclear = BinaryPrimitives.ReadUInt64BigEndian(bytes[AutoclearFeaturesOffset..]);
             var refcountOrder = BinaryPrimitives.ReadUInt32BigEndian(bytes[RefcountOrderOffset..]);
             if (refcountOrder > MaxRefcountOrder)
             {
@@ -308,7 +314,11 @@ public static class ImageHeaderReader
             backingFormat,
             cryptMethod,
             incompatible,
-            (incompatible & IncompatibleExternalDataFile) != 0 || hasDataFileExtension);
+            (incompatible & IncompatibleExternalDataFile) != 0 || hasDataFileExtension,
+            BinaryPrimitives.ReadUInt32BigEndian(bytes[L1SizeOffset..]),
+            BinaryPrimitives.ReadUInt64BigEndian(bytes[L1TableOffsetOffset..]),
+            BinaryPrimitives.ReadUInt32BigEndian(bytes[SnapshotCountOffset..]),
+            autoclear);
     }
 
     private static string DecodeName(ReadOnlySpan<byte> data, string what)
@@ -331,7 +341,7 @@ public static class ImageHeaderReader
 
     /// <summary>Opens a regular file without following a final symbolic link (closing the race with
     /// <see cref="DurableFile.EnsureNotSymlink"/>) and without blocking on a FIFO.</summary>
-    private static FileStream OpenReadOnly(string path)
+    internal static FileStream OpenReadOnly(string path)
     {
         var fd = NativeMethods.Open(path, NativeMethods.O_RDONLY | NativeMethods.O_NOFOLLOW | NativeMethods.O_CLOEXEC | O_NONBLOCK, 0);
         if (fd < 0)

@@ -117,21 +117,82 @@ public sealed record OverlayImage(long VirtualSize, string BackingFile, ImageFor
         Write(stream.SafeFileHandle);
     }
 
+    /// <summary>True when the file at <paramref name="path"/> holds exactly the bytes <see cref="Create"/> writes (every
+    /// byte compared: a torn or foreign file is not this overlay). False when it does not exist or is not a regular file.</summary>
+    public bool Matches(string path)
+    {
+        Require();
+        FileStream stream;
+        try
+        {
+            stream = ImageHeaderReader.OpenReadOnly(path);
+        }
+        catch (Errors.StorageException)
+        {
+            return false;
+        }
+        using (stream)
+        {
+            var handle = stream.SafeFileHandle;
+            if (RandomAccess.GetLength(handle) != FileLength)
+            {
+                return false;
+            }
+            var clusters = Clusters();
+            var expected = new byte[ClusterSize];
+            var actual = new byte[ClusterSize];
+            for (long offset = 0; offset < FileLength; offset += ClusterSize)
+            {
+                var length = (int)Math.Min(ClusterSize, FileLength - offset);
+                var want = expected.AsSpan(0, length);
+                want.Clear();
+                foreach (var (at, bytes) in clusters)
+                {
+                    if (at == offset)
+                    {
+                        bytes.CopyTo(want);
+                    }
+                }
+                var got = actual.AsSpan(0, length);
+                var read = 0;
+                while (read < length)
+                {
+                    var n = RandomAccess.Read(handle, got[read..], offset + read);
+                    if (n == 0)
+                    {
+                        return false;
+                    }
+                    read += n;
+                }
+                if (!got.SequenceEqual(want))
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
+    }
+
     /// <summary>Writes the overlay into an empty file open for writing.</summary>
     public void Write(SafeFileHandle handle)
     {
         ArgumentNullException.ThrowIfNull(handle);
         Require();
-        RandomAccess.Write(handle, Header(), 0);
-
-        Span<byte> refcountTableEntry = stackalloc byte[8];
-        BinaryPrimitives.WriteUInt64BigEndian(refcountTableEntry, (ulong)RefcountBlockOffset);
-        RandomAccess.Write(handle, refcountTableEntry, RefcountTableOffset);
-
-        RandomAccess.Write(handle, RefcountBlock(), RefcountBlockOffset);
-
+        foreach (var (offset, bytes) in Clusters())
+        {
+            RandomAccess.Write(handle, bytes, offset);
+        }
         // The L1 table is all zeroes: a hole reads the same as qemu's written zeroes.
         RandomAccess.SetLength(handle, FileLength);
+    }
+
+    /// <summary>The non-zero bytes of the file, each at the start of its cluster: the header, the refcount table's one
+    /// entry, the refcount block. Everything else up to <see cref="FileLength"/> is zero.</summary>
+    private (long Offset, byte[] Bytes)[] Clusters()
+    {
+        var refcountTableEntry = new byte[8];
+        BinaryPrimitives.WriteUInt64BigEndian(refcountTableEntry, (ulong)RefcountBlockOffset);
+        return [(0, Header()), (RefcountTableOffset, refcountTableEntry), (RefcountBlockOffset, RefcountBlock())];
     }
 
     /// <summary>Cluster 0 up to the end of the backing file name.</summary>

@@ -152,6 +152,40 @@ public sealed class CinderCompatSpecs : IDisposable
     }
 
     [Fact]
+    public async Task Empty_overlays_cinder_made_are_deleted_by_the_chain_edit_alone_and_cinder_reads_and_deletes_what_is_left()
+    {
+        // Cinder's own overlays (qemu-img create of its driver): A with nothing written after it (an empty middle
+        // image once B exists), B with data, C with nothing after it (the empty active image).
+        var v = await EngineVolumeAsync();
+        var (a, b, c) = (Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid());
+        _bed.GuestWrite(v, 0, 3 * MiB, 0x61);
+        var refA = _bed.SaveReference(v, "a");
+        Cinder("create_snapshot", v, a);
+        Cinder("create_snapshot", v, b);
+        _bed.GuestWrite(v, 2 * MiB, 3 * MiB, 0x62);
+        var refC = _bed.SaveReference(v, "c");
+        Cinder("create_snapshot", v, c);
+
+        var middle = await _bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, v, a));
+        var newest = await _bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, v, c));
+
+        Assert.Contains("no data moved", middle.Message, StringComparison.Ordinal);
+        Assert.Contains("no data moved", newest.Message, StringComparison.Ordinal);
+        Assert.Empty(_bed.ShareProblems());
+        Assert.Equal(VolumeFileNames.Overlay(v, b), _bed.Info(v)!.Active);
+        Assert.True(_bed.SnapshotShows(v, b, refA));
+        var chain = _bed.Engine.ReadChain(Export, v);
+        Assert.True(_bed.SameContents(_bed.PathOf(chain.Active.FileName), chain.Active.Format, refC));
+        // Cinder reads the chain and .info the engine left, and its driver deletes the last snapshot.
+        Assert.Equal(chain.Active.FileName, Cinder("active_file", v)["active"]!.GetValue<string>());
+        Assert.Equal(chain.Images.Select(i => i.FileName), Cinder("backing_chain", v)["chain"]!.AsArray().Select(i => i!["filename"]!.GetValue<string>()));
+        Cinder("delete_snapshot", v, b);
+        Assert.Equal(VolumeFileNames.Base(v), _bed.Info(v)!.Active);
+        Assert.True(_bed.SameContents(_bed.PathOf(VolumeFileNames.Base(v)), ImageFormat.Raw, refC));
+        Assert.Empty(_bed.ShareProblems());
+    }
+
+    [Fact]
     public async Task The_engines_info_file_is_byte_for_byte_what_cinders_writer_makes_of_the_same_dict()
     {
         var v = await EngineVolumeAsync();

@@ -20,6 +20,7 @@ public sealed class CrashState
     public static readonly Guid C = Guid.Parse("cccccccc-0000-4000-8000-000000000003");
     public static readonly Guid D = Guid.Parse("dddddddd-0000-4000-8000-000000000004");
     public static readonly Guid E = Guid.Parse("eeeeeeee-0000-4000-8000-000000000005");
+    public static readonly Guid F = Guid.Parse("ffffffff-0000-4000-8000-000000000006");
 
     /// <summary>Snapshot id to a flat raw copy of what the volume showed when it was taken.</summary>
     public Dictionary<Guid, string> SnapshotReferences { get; } = [];
@@ -94,6 +95,18 @@ public sealed record CrashScenario(
 
     private static string[] SnapshotE(Guid volume) => ["create-snapshot", Id(volume), Id(CrashState.E)];
 
+    /// <summary>Snapshot D taken right after C with nothing written since: D's overlay is the active image and maps no data.</summary>
+    private static Task<OperationResult> SnapshotDOnTop(EngineTestBed bed) => bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, CrashState.V, CrashState.D));
+
+    /// <summary>Snapshot D with nothing written before snapshot E is taken on it, then a write: D's overlay is a middle
+    /// image that maps no data, under E's overlay (the active image) that does.</summary>
+    private static async Task EmptyDUnderE(EngineTestBed bed)
+    {
+        await SnapshotDOnTop(bed);
+        await bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, CrashState.V, CrashState.E));
+        bed.GuestWrite(CrashState.V, 40 * MiB, MiB, 0x66);
+    }
+
     public static readonly CrashScenario[] All =
     [
         new("create-volume", ["create-volume", Id(CrashState.W), Bytes(32 * MiB), "raw"],
@@ -104,7 +117,16 @@ public sealed record CrashScenario(
             CrashState.V, [CrashState.A, CrashState.B, CrashState.C], false,
             DifferentNext: ["create-volume", Id(CrashState.V), Bytes(64 * MiB), "raw"]),
         new("create-snapshot", ["create-snapshot", Id(CrashState.V), Id(CrashState.D)],
+            [CreateSnapshotOverlayCreated, CreateSnapshotInfoWritten], CrashState.V, [], true,
+            DifferentNext: SnapshotE(CrashState.V)),
+        new("create-snapshot-by-qemu-img", ["create-snapshot", Id(CrashState.V), Id(CrashState.D)],
             [CreateSnapshotOverlayCreated, CreateSnapshotOverlayRenamed, CreateSnapshotInfoWritten], CrashState.V, [], true,
+            PreparedBy: bed =>
+            {
+                // Every engine made on this bed from here on (the crashing one, the re-run) writes overlays with qemu-img.
+                bed.Options_.NativeOverlayHeaders = false;
+                return Task.CompletedTask;
+            },
             DifferentNext: SnapshotE(CrashState.V)),
         new("delete-snapshot-newest", ["delete-snapshot", Id(CrashState.V), Id(CrashState.C)],
             DeleteNewestSteps, CrashState.V, [CrashState.C], true, DifferentNext: SnapshotE(CrashState.V)),
@@ -112,6 +134,23 @@ public sealed record CrashScenario(
             DeleteSnapshotSteps, CrashState.V, [CrashState.B], true, DifferentNext: SnapshotE(CrashState.V)),
         new("delete-snapshot-oldest", ["delete-snapshot", Id(CrashState.V), Id(CrashState.A)],
             DeleteSnapshotSteps, CrashState.V, [CrashState.A], true, DifferentNext: SnapshotE(CrashState.V)),
+        new("delete-snapshot-newest-empty", ["delete-snapshot", Id(CrashState.V), Id(CrashState.D)],
+            [DeleteSnapshotInfoWritten, DeleteSnapshotOverlayDeleted], CrashState.V, [CrashState.D], true,
+            PreparedBy: SnapshotDOnTop, DifferentNext: SnapshotE(CrashState.V)),
+        new("delete-snapshot-middle-empty", ["delete-snapshot", Id(CrashState.V), Id(CrashState.D)],
+            [DeleteSnapshotJournaled, DeleteSnapshotRebased, DeleteSnapshotInfoWritten, DeleteSnapshotOverlayDeleted], CrashState.V, [CrashState.D], true,
+            PreparedBy: EmptyDUnderE, DifferentNext: ["create-snapshot", Id(CrashState.V), Id(CrashState.F)]),
+        new("delete-snapshot-newest-pull-up-empty-lower", ["delete-snapshot", Id(CrashState.V), Id(CrashState.E)],
+            PullUpNewestSteps, CrashState.V, [CrashState.E], true,
+            PreparedBy: async bed =>
+            {
+                // D's overlay maps nothing (E taken right after D), E's holds 24 MiB: deleting E pulls D's overlay up,
+                // which has nothing to move (a metadata-only rebase of E's overlay onto C's).
+                await SnapshotDOnTop(bed);
+                await bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, CrashState.V, CrashState.E));
+                bed.GuestWrite(CrashState.V, 16 * MiB, 24 * MiB, 0x78);
+            },
+            DifferentNext: ["create-snapshot", Id(CrashState.V), Id(CrashState.F)]),
         new("delete-snapshot-newest-after-extend", ["delete-snapshot", Id(CrashState.V), Id(CrashState.C)],
             [DeleteSnapshotJournaled, DeleteSnapshotBaseGrown, DeleteSnapshotCommitted, DeleteSnapshotInfoWritten, DeleteSnapshotOverlayDeleted],
             CrashState.V, [CrashState.C], true,
@@ -137,8 +176,8 @@ public sealed record CrashScenario(
             [CloneJournaled, CloneCopied, CloneResized, CloneRenamed], CrashState.V, [], true,
             Target: s => s.SnapshotReferences[CrashState.B], DifferentNext: SnapshotE(CrashState.V)),
         new("clone-volume-with-snapshots", ["clone-volume", Id(CrashState.V), Id(CrashState.W), "raw", Bytes(96 * MiB)],
-            [CloneJournaled, CreateSnapshotOverlayCreated, CreateSnapshotOverlayRenamed, CreateSnapshotInfoWritten, CloneCopied, CloneResized, CloneRenamed,
-             DeleteSnapshotCommitted, DeleteSnapshotInfoWritten, DeleteSnapshotOverlayDeleted],
+            [CloneJournaled, CreateSnapshotOverlayCreated, CreateSnapshotInfoWritten, CloneCopied, CloneResized, CloneRenamed,
+             DeleteSnapshotInfoWritten, DeleteSnapshotOverlayDeleted],
             CrashState.V, [], true, Target: s => s.VNow, DifferentNext: SnapshotE(CrashState.V)),
         new("clone-volume-without-snapshots", ["clone-volume", Id(CrashState.U), Id(CrashState.W), "qcow2"],
             [CloneJournaled, CloneCopied, CloneRenamed], CrashState.U, [], true, Target: s => s.UNow, DifferentNext: SnapshotE(CrashState.U)),

@@ -28,7 +28,8 @@ public sealed class KillNineSpecs : IDisposable
     }
 
     public static IEnumerable<object[]> Cases => CrashScenario.Matrix(
-        "create-snapshot", "delete-snapshot-middle", "delete-snapshot-middle-pull-up", "create-volume-from-snapshot", "clone-volume-with-snapshots", "delete-volume")
+        "create-snapshot", "delete-snapshot-middle", "delete-snapshot-middle-pull-up", "create-volume-from-snapshot", "clone-volume-with-snapshots", "delete-volume",
+        "delete-snapshot-newest-empty", "delete-snapshot-middle-empty", "delete-snapshot-newest-pull-up-empty-lower")
         .Append(["delete-snapshot-newest", OperationSteps.DeleteSnapshotCommitted])
         .Append(["delete-snapshot-newest-pull-up", OperationSteps.DeleteSnapshotPulledUp])
         .Append(["delete-snapshot-newest-pull-up", OperationSteps.DeleteSnapshotLowerReplaced]);
