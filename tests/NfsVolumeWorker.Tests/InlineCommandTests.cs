@@ -1,10 +1,12 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Messaging;
 using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Inbox;
+using NfsVolumeWorker.Storage.Locking;
 using NfsVolumeWorker.Storage.Shares;
 using NfsVolumeWorker.Tests.Support;
 
@@ -21,6 +23,7 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
     private const int UnreadableOutcomeLog = 3016;
     private const int RepublishedLog = 3017;
     private const int RunningInlineLog = 3040;
+    private const int InlineDeferredLog = 3041;
 
     [Fact]
     public async Task A_CreateSnapshot_of_an_idle_volume_runs_inline_with_no_inbox_entry_and_two_syncs_fewer_than_through_the_inbox()
@@ -114,6 +117,38 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
         var info = File.ReadAllText(bed.PathOf($"volume-{vol}.info"));
         Assert.Contains(first.SnapshotId.ToString(), info, StringComparison.Ordinal);
         Assert.Contains(second.SnapshotId.ToString(), info, StringComparison.Ordinal);
+        Assert.Equal("", await Tools.CheckShareAsync(bed.Share));
+    }
+
+    [Fact]
+    public async Task A_CreateSnapshot_whose_volume_another_operation_holds_does_not_wait_inline_but_queues_and_runs_once_the_lock_is_free()
+    {
+        await using var bed = await WorkerTestBed.StartAsync(output, "inline-busy");
+        var share = bed.Worker.Services.GetRequiredService<ShareMap>().All.Single();
+        var vol = Guid.NewGuid();
+        await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = vol, SizeBytes = 4 * MiB }, nameof(VolumeCreated));
+        var snap = new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = vol, SnapshotId = Guid.NewGuid() };
+        var other = new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = Ids.InPartition(PartitionKey.PartitionOf(vol, WorkerSettings.Partitions), 1).First(), SizeBytes = 4 * MiB };
+
+        // Another operation (nfsvol, the oslo adapter's lease holder, a format-1 drainer) holds the volume's lock.
+        using (await VolumeLock.AcquireAsync(share, vol, TimeSpan.FromSeconds(5), CancellationToken.None))
+        {
+            await bed.Producer.PublishAsync(snap);
+            var queued = await Eventually.WaitAsync(() => Tools.InboxEntries(bed.Share).Count, n => n == 1, TimeSpan.FromSeconds(30));
+            Assert.Equal(1, queued);
+            Assert.Equal(1, LogsOf(bed, InlineDeferredLog, snap.CommandId));
+            Assert.Equal(1, LogsOf(bed, AcceptedLog, snap.CommandId));
+            Assert.Empty(bed.Events.TerminalOf(snap.CommandId));
+            // The partition was not held meanwhile: a command of another volume runs.
+            await bed.RunOkAsync(other, nameof(VolumeCreated));
+        }
+
+        var done = await bed.Events.WaitForAsync(snap.CommandId, TimeSpan.FromSeconds(60));
+        Assert.Equal(nameof(SnapshotCreated), done.Type);
+        Assert.False(done.AlreadyDone);
+        Assert.Single(bed.Events.TerminalOf(snap.CommandId));
+        await Tools.WaitForEmptyInboxAsync(bed.Share);
+        Assert.Empty(Tools.InboxEntries(bed.Share));
         Assert.Equal("", await Tools.CheckShareAsync(bed.Share));
     }
 

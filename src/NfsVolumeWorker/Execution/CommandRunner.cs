@@ -131,7 +131,8 @@ public sealed class CommandRunner(
         {
             try
             {
-                return await ExecuteAsync(share, command, cancellationToken).ConfigureAwait(false);
+                // Inline, the volume's lock is tried once: waiting behind another operation would hold the partition.
+                return await ExecuteAsync(share, command, deferTransient ? TimeSpan.Zero : null, cancellationToken).ConfigureAwait(false);
             }
             catch (StorageException e) when (e.IsTransient && deferTransient)
             {
@@ -168,7 +169,7 @@ public sealed class CommandRunner(
         CommandType = command.GetType().Name, ErrorCode = code.Name, Message = message, IsTransient = code.IsTransient,
     };
 
-    private async Task<ITerminalEvent> ExecuteAsync(Share share, VolumeCommand command, CancellationToken ct)
+    private async Task<ITerminalEvent> ExecuteAsync(Share share, VolumeCommand command, TimeSpan? lockTimeout, CancellationToken ct)
     {
         var export = share.Export;
         var progress = new ProgressPublisher(events, board, command.CommandId, command.VolumeId, logger);
@@ -176,42 +177,42 @@ public sealed class CommandRunner(
         {
             case CreateVolume c:
             {
-                var r = await engine.CreateVolumeAsync(Guarded(new CreateVolumeRequest(export, c.VolumeId, c.SizeBytes, Format(c.Format)), c), ct).ConfigureAwait(false);
+                var r = await engine.CreateVolumeAsync(Guarded(new CreateVolumeRequest(export, c.VolumeId, c.SizeBytes, Format(c.Format)), c, lockTimeout), ct).ConfigureAwait(false);
                 return Success(new VolumeCreated { CommandId = c.CommandId, VolumeId = c.VolumeId, Share = export, Timestamp = Now }, r);
             }
             case DeleteVolume c:
             {
-                var r = await engine.DeleteVolumeAsync(Guarded(new DeleteVolumeRequest(export, c.VolumeId), c), ct).ConfigureAwait(false);
+                var r = await engine.DeleteVolumeAsync(Guarded(new DeleteVolumeRequest(export, c.VolumeId), c, lockTimeout), ct).ConfigureAwait(false);
                 return Success(new VolumeDeleted { CommandId = c.CommandId, VolumeId = c.VolumeId, Share = export, Timestamp = Now }, r);
             }
             case CreateSnapshot c:
             {
-                var r = await engine.CreateSnapshotAsync(Guarded(new CreateSnapshotRequest(export, c.VolumeId, c.SnapshotId, c.VolumeSizeBytes), c), ct).ConfigureAwait(false);
+                var r = await engine.CreateSnapshotAsync(Guarded(new CreateSnapshotRequest(export, c.VolumeId, c.SnapshotId, c.VolumeSizeBytes), c, lockTimeout), ct).ConfigureAwait(false);
                 return Success(new SnapshotCreated { CommandId = c.CommandId, VolumeId = c.VolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
             }
             case DeleteSnapshot c:
             {
-                var r = await engine.DeleteSnapshotAsync(Guarded(new DeleteSnapshotRequest(export, c.VolumeId, c.SnapshotId), c), progress, ct).ConfigureAwait(false);
+                var r = await engine.DeleteSnapshotAsync(Guarded(new DeleteSnapshotRequest(export, c.VolumeId, c.SnapshotId), c, lockTimeout), progress, ct).ConfigureAwait(false);
                 return Success(new SnapshotDeleted { CommandId = c.CommandId, VolumeId = c.VolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
             }
             case CreateVolumeFromSnapshot c:
             {
-                var r = await engine.CreateVolumeFromSnapshotAsync(Guarded(new CreateVolumeFromSnapshotRequest(export, c.VolumeId, c.SnapshotId, c.NewVolumeId, Format(c.TargetFormat), c.NewSizeBytes, c.TargetShare), c), progress, ct).ConfigureAwait(false);
+                var r = await engine.CreateVolumeFromSnapshotAsync(Guarded(new CreateVolumeFromSnapshotRequest(export, c.VolumeId, c.SnapshotId, c.NewVolumeId, Format(c.TargetFormat), c.NewSizeBytes, c.TargetShare), c, lockTimeout), progress, ct).ConfigureAwait(false);
                 return Success(new VolumeCloned { CommandId = c.CommandId, VolumeId = c.VolumeId, NewVolumeId = c.NewVolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
             }
             case CloneVolume c:
             {
-                var r = await engine.CloneVolumeAsync(Guarded(new CloneVolumeRequest(export, c.VolumeId, c.NewVolumeId, Format(c.TargetFormat), c.NewSizeBytes, c.TargetShare), c), progress, ct).ConfigureAwait(false);
+                var r = await engine.CloneVolumeAsync(Guarded(new CloneVolumeRequest(export, c.VolumeId, c.NewVolumeId, Format(c.TargetFormat), c.NewSizeBytes, c.TargetShare), c, lockTimeout), progress, ct).ConfigureAwait(false);
                 return Success(new VolumeCloned { CommandId = c.CommandId, VolumeId = c.VolumeId, NewVolumeId = c.NewVolumeId, Share = export, Timestamp = Now }, r);
             }
             case RevertToSnapshot c:
             {
-                var r = await engine.RevertToSnapshotAsync(Guarded(new RevertToSnapshotRequest(export, c.VolumeId, c.SnapshotId), c), ct).ConfigureAwait(false);
+                var r = await engine.RevertToSnapshotAsync(Guarded(new RevertToSnapshotRequest(export, c.VolumeId, c.SnapshotId), c, lockTimeout), ct).ConfigureAwait(false);
                 return Success(new VolumeReverted { CommandId = c.CommandId, VolumeId = c.VolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
             }
             case ExtendVolume c:
             {
-                var r = await engine.ExtendVolumeAsync(Guarded(new ExtendVolumeRequest(export, c.VolumeId, c.NewSizeBytes), c), ct).ConfigureAwait(false);
+                var r = await engine.ExtendVolumeAsync(Guarded(new ExtendVolumeRequest(export, c.VolumeId, c.NewSizeBytes), c, lockTimeout), ct).ConfigureAwait(false);
                 return Success(new VolumeExtended { CommandId = c.CommandId, VolumeId = c.VolumeId, NewSizeBytes = c.NewSizeBytes, Share = export, Timestamp = Now }, r);
             }
             case GetChangedExtents c:
@@ -238,9 +239,9 @@ public sealed class CommandRunner(
 
     private static DateTimeOffset Now => DateTimeOffset.UtcNow;
 
-    private static T Guarded<T>(T request, VolumeCommand c)
+    private static T Guarded<T>(T request, VolumeCommand c, TimeSpan? lockTimeout)
         where T : VolumeRequest =>
-        request with { EncryptionKeyId = c.EncryptionKeyId, Attached = c.Attached, BaseFormat = Format(c.BaseFormat) };
+        request with { EncryptionKeyId = c.EncryptionKeyId, Attached = c.Attached, BaseFormat = Format(c.BaseFormat), LockTimeout = lockTimeout };
 
     private static ImageFormat? Format(VolumeFormat? f) => CommandValidation.ToImageFormat(f);
 
