@@ -15,8 +15,8 @@ namespace NfsVolumeWorker.Execution;
 
 /// <summary>
 /// Runs one command, from an inbox entry or inline from the partition consumer: the engine operation, then its
-/// outcome recorded on the share, then the terminal event published and confirmed. Safe to run again from any point: a recorded outcome is never run twice,
-/// and the engine finishes interrupted operations from what is on disk.
+/// outcome recorded on the share, then the terminal event published and confirmed. Safe to run again from any
+/// point: a recorded outcome is never run twice, and the engine finishes interrupted operations from what is on disk.
 /// </summary>
 public sealed class CommandRunner(
     VolumeEngine engine, EventPublisher events, IOptions<WorkerOptions> options, IOptions<VolumeEngineOptions> engineOptions, Status.StatusBoard board,

@@ -9,8 +9,8 @@ using NfsVolumeWorker.Telemetry;
 namespace NfsVolumeWorker.Execution;
 
 /// <summary>
-/// Runs the commands waiting in volume inboxes (and short commands inline, <see cref="TryRunInlineAsync"/>): one drain loop per volume (commands of one volume one
-/// at a time, in arrival order), loops of different volumes in parallel up to
+/// Runs the commands waiting in volume inboxes (and short commands inline, <see cref="TryRunInlineAsync"/>): one
+/// drain loop per volume (commands of one volume one at a time, in arrival order), loops of different volumes in parallel up to
 /// <see cref="WorkerOptions.MaxParallelVolumes"/>. A loop holds the volume's drain lock on the share, so
 /// across all instances only one runs a given volume's commands.
 /// </summary>
