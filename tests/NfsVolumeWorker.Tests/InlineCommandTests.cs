@@ -5,10 +5,13 @@ using Microsoft.Extensions.DependencyInjection;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Messaging;
 using NfsVolumeWorker.Storage.Diagnostics;
+using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Inbox;
 using NfsVolumeWorker.Storage.Locking;
 using NfsVolumeWorker.Storage.Shares;
+using NfsVolumeWorker.Testing;
 using NfsVolumeWorker.Tests.Support;
+using RabbitMQ.Client;
 
 namespace NfsVolumeWorker.Tests;
 
@@ -225,6 +228,93 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
         Assert.Equal("", await Tools.CheckShareAsync(bed.Share));
     }
 
+    [Fact]
+    public async Task A_stop_during_an_inline_run_lets_it_finish_and_acks_its_message_before_the_partition_is_released()
+    {
+        var broker = await RabbitMqBroker.SharedAsync();
+        using var root = new TempDirectory();
+        var shareDirectory = Path.Combine(root.Path, "share");
+        Directory.CreateDirectory(shareDirectory);
+        await using var vhost = await broker.CreateVirtualHostAsync("inline-stop");
+        await using var events = await EventCollector.StartAsync(vhost.AmqpUri);
+        await using var producer = await CommandBus.StartAsync(vhost.AmqpUri);
+        var vol = Guid.NewGuid();
+        using var gate = new StepGate(OperationSteps.CreateSnapshotOverlayRenamed, vol);
+        var worker = await InProcessWorker.StartAsync(vhost.AmqpUri, shareDirectory, output, services: s => s.AddSingleton<IStepObserver>(gate));
+        await using var stopOnFailure = new StopOnFailure(worker);
+        var create = new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = vol, SizeBytes = 4 * MiB };
+        await producer.PublishAsync(create);
+        await events.WaitForAsync(create.CommandId);
+        var snap = new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = vol, SnapshotId = Guid.NewGuid() };
+        await producer.PublishAsync(snap);
+        Assert.True(await gate.Reached.WaitAsync(TimeSpan.FromSeconds(30)), "the inline run never reached the overlay rename");
+
+        // SIGTERM's path: the host stops; its first step releases the partitions, each waiting for its delivery. The
+        // idle ones go at once; this volume's stays while the inline run goes on.
+        var queue = PartitionKey.QueueName(PartitionKey.PartitionOf(vol, WorkerSettings.Partitions));
+        var stop = worker.DisposeAsync().AsTask();
+        static List<string> Held(IReadOnlyList<ConsumerInfo> all) =>
+            all.Where(c => c.Queue.StartsWith("nfsvol.partition", StringComparison.Ordinal) || c.Queue == Messaging.Topology.IngressQueue).Select(c => c.Queue).ToList();
+        var held = Held(await Eventually.WaitAsync(() => vhost.ListConsumersAsync(), c => Held(c).SequenceEqual([queue]), TimeSpan.FromSeconds(30), pollMs: 250));
+        Assert.Equal([queue], held);
+        Assert.False(stop.IsCompleted);
+        Assert.Equal(1, LogsOf(worker, RunningInlineLog, snap.CommandId));
+        Assert.Empty(events.TerminalOf(snap.CommandId));
+        gate.Open();
+        await stop.WaitAsync(TimeSpan.FromSeconds(60));
+        stopOnFailure.Stopped = true;
+
+        var done = Assert.Single(events.TerminalOf(snap.CommandId));
+        Assert.Equal(nameof(SnapshotCreated), done.Type);
+        Assert.False(done.AlreadyDone);
+        // Acked before its channel closed: nothing went back to the queue for the next owner to run again.
+        await using var connection = await vhost.ConnectAsync("test-inspector");
+        await using var channel = await connection.CreateChannelAsync();
+        Assert.Equal(0u, (await channel.QueueDeclarePassiveAsync(queue)).MessageCount);
+        Assert.Empty(Tools.InboxEntries(shareDirectory));
+        Assert.Equal("", await Tools.CheckShareAsync(shareDirectory));
+    }
+
+    /// <summary>Stops the worker when the test ends before it did (a failed assertion), so it does not outlive its vhost.</summary>
+    private sealed class StopOnFailure(InProcessWorker worker) : IAsyncDisposable
+    {
+        public bool Stopped { get; set; }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (!Stopped)
+            {
+                await worker.DisposeAsync();
+            }
+        }
+    }
+
+    /// <summary>Holds the engine right after one step of one volume until opened.</summary>
+    private sealed class StepGate(string step, Guid volumeId) : IStepObserver, IDisposable
+    {
+        private readonly ManualResetEventSlim _open = new();
+        private readonly TaskCompletionSource _reached = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task<bool> Reached => _reached.Task.ContinueWith(t => t.IsCompletedSuccessfully, TaskScheduler.Default);
+
+        public void OnStep(string stepName, Guid volume)
+        {
+            if (stepName == step && volume == volumeId)
+            {
+                _reached.TrySetResult();
+                _open.Wait(TimeSpan.FromSeconds(60));
+            }
+        }
+
+        public void Open() => _open.Set();
+
+        public void Dispose()
+        {
+            _open.Set();
+            _open.Dispose();
+        }
+    }
+
     /// <summary>The command straight into its partition queue, as the router forwards it; <paramref name="redelivered"/>
     /// marks it as the router marks a message the broker gave it again.</summary>
     private static Task SendToPartitionAsync(WorkerTestBed bed, VolumeCommand command, bool redelivered)
@@ -235,8 +325,10 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
         return RawSend.ToQueueAsync(bed.VirtualHost.AmqpUri, queue, RawSend.Envelope(json, command.GetType().Name), headers: headers);
     }
 
-    private static int LogsOf(WorkerTestBed bed, int eventId, Guid commandId) =>
-        bed.Worker.Logs.Entries.Count(e => e.Id.Id == eventId && e.Message.Contains(commandId.ToString(), StringComparison.Ordinal));
+    private static int LogsOf(WorkerTestBed bed, int eventId, Guid commandId) => LogsOf(bed.Worker, eventId, commandId);
+
+    private static int LogsOf(InProcessWorker worker, int eventId, Guid commandId) =>
+        worker.Logs.Entries.Count(e => e.Id.Id == eventId && e.Message.Contains(commandId.ToString(), StringComparison.Ordinal));
 
     private static List<string> VolumeFiles(WorkerTestBed bed) =>
         Tools.Tree(bed.Share).Where(p => !p.StartsWith(".nfsvolumeworker", StringComparison.Ordinal)).ToList();
