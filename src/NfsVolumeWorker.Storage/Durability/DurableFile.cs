@@ -89,6 +89,47 @@ public static class DurableFile
     }
 
     /// <summary>
+    /// Creates <paramref name="path"/> (O_CREAT|O_EXCL) with <paramref name="content"/> and fsyncs it: one sync, for a
+    /// file whose name nothing else claims. On ext4, xfs and btrfs the fsync of a newly created file also commits its
+    /// directory entry; on NFS the CREATE itself is synchronous at the server. A crash before the fsync returns may
+    /// leave the file empty or torn: its readers must take a file they cannot parse for an absent one. False (and
+    /// nothing written) when the file exists already.
+    /// </summary>
+    public static bool TryWriteNew(string path, ReadOnlySpan<byte> content, UnixFileMode mode)
+    {
+        FileStream stream;
+        try
+        {
+            stream = new FileStream(path, new FileStreamOptions
+            {
+                Mode = FileMode.CreateNew,
+                Access = FileAccess.Write,
+                Share = FileShare.None,
+                UnixCreateMode = mode,
+            });
+        }
+        catch (IOException) when (File.Exists(path))
+        {
+            return false;
+        }
+        try
+        {
+            using (stream)
+            {
+                File.SetUnixFileMode(stream.SafeFileHandle, mode); // umask may have narrowed the create mode
+                stream.Write(content);
+                Flush(stream);
+            }
+        }
+        catch
+        {
+            TryDelete(path); // ours, and not yet complete: a reader would take it for absent anyway
+            throw;
+        }
+        return true;
+    }
+
+    /// <summary>
     /// Gives <paramref name="target"/> the file <paramref name="source"/> is (a hard link, made under a temp name and
     /// renamed over the target, then the directory fsynced): a crash leaves the target either as it was or as the
     /// source, never missing, and <paramref name="source"/> keeps its name. Both must be in the same directory.

@@ -66,7 +66,7 @@ public sealed partial class VolumeEngine
         EngineLog.OperationStarted(_logger, operation, request.VolumeId, share.Export);
         try
         {
-            using var volumeLock = await VolumeLock.AcquireAsync(share, request.VolumeId, _options.LockTimeout, cancellationToken).ConfigureAwait(false);
+            using var volumeLock = await VolumeLock.AcquireAsync(share, request.VolumeId, request.LockTimeout ?? _options.LockTimeout, cancellationToken).ConfigureAwait(false);
             var key = (share.LocalPath, request.VolumeId);
             var inProcess = !_running.TryAdd(key, operation);
             var otherProcess = RunningMarker.Enter(share, request.VolumeId, operation);

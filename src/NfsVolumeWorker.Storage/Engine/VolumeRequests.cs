@@ -16,6 +16,11 @@ public abstract record VolumeRequest(string? Share, Guid VolumeId)
 
     /// <summary>The base image's format when the caller knows it (e.g. from volume admin metadata).</summary>
     public ImageFormat? BaseFormat { get; init; }
+
+    /// <summary>How long to wait for the volume's lock before <see cref="Errors.StorageErrorCode.VolumeBusy"/>; null:
+    /// <see cref="VolumeEngineOptions.LockTimeout"/>. Zero tries once: a caller that must not wait behind another
+    /// operation (the worker's inline path, which holds a partition meanwhile).</summary>
+    public TimeSpan? LockTimeout { get; init; }
 }
 
 /// <summary>Create an empty volume of <paramref name="SizeBytes"/>.</summary>

@@ -34,10 +34,21 @@ public static class CommandOutcomes
         }
     }
 
+    /// <summary>Records a command's outcome durably, in one sync: the record is created under its final name
+    /// (O_CREAT|O_EXCL) and fsynced (<see cref="DurableFile.TryWriteNew"/>), no temp file, no rename, no directory
+    /// sync. A crash before the fsync returned can leave the record empty or torn; the terminal event is published
+    /// only after this returns and the message acknowledged after that, so such a record answers nothing: its readers
+    /// take a record they cannot parse for an absent one, the command runs again, and this replaces the torn record
+    /// with an atomic replace (temp file, fsync, rename, directory fsync): the slow path, in that rare case only.</summary>
     public static void Write(Share share, Guid commandId, ReadOnlySpan<byte> payload, UnixFileMode mode)
     {
         WorkerDirectories.Ensure(share, Folder);
-        DurableFile.WriteAtomically(PathOf(share, commandId), payload, mode);
+        var path = PathOf(share, commandId);
+        DurableFile.EnsureNotSymlink(path);
+        if (!DurableFile.TryWriteNew(path, payload, mode))
+        {
+            DurableFile.WriteAtomically(path, payload, mode);
+        }
     }
 
     /// <summary>Notes that the command's terminal event went out (the broker confirmed it): an empty file beside the

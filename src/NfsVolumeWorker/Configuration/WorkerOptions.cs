@@ -42,6 +42,11 @@ public sealed class WorkerOptions
     /// <summary>First back-off delay between transient attempts (doubles each time). Default 1 second.</summary>
     public TimeSpan TransientBackoff { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>Run short commands (<see cref="Messaging.CommandCatalog.ShortCommands"/>: CreateSnapshot) at once in the
+    /// partition consumer, without an inbox entry, when nothing of their volume waits or runs; the message is
+    /// acknowledged after the terminal event is confirmed. False: every command goes through the inbox. Default true.</summary>
+    public bool InlineShortCommands { get; set; } = true;
+
     /// <summary>Name of this instance in logs and consumer tags. Default <c>&lt;host&gt;-&lt;pid&gt;</c>.</summary>
     public string InstanceName { get; set; } = $"{Environment.MachineName}-{Environment.ProcessId}";
 }

@@ -14,16 +14,18 @@ using NfsVolumeWorker.Telemetry;
 namespace NfsVolumeWorker.Execution;
 
 /// <summary>
-/// Runs one inbox entry: the engine operation, then its outcome recorded on the share, then the terminal
-/// event published and confirmed. Safe to run again from any point: a recorded outcome is never run twice,
-/// and the engine finishes interrupted operations from what is on disk.
+/// Runs one command, from an inbox entry or inline from the partition consumer: the engine operation, then its
+/// outcome recorded on the share, then the terminal event published and confirmed. Safe to run again from any
+/// point: a recorded outcome is never run twice, and the engine finishes interrupted operations from what is on disk.
 /// </summary>
 public sealed class CommandRunner(
     VolumeEngine engine, EventPublisher events, IOptions<WorkerOptions> options, IOptions<VolumeEngineOptions> engineOptions, Status.StatusBoard board,
     ILogger<CommandRunner> logger)
 {
+    /// <summary>Runs one inbox entry (the drain loop's path).</summary>
     public async Task RunAsync(Share share, Guid volumeId, InboxEntry entry, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(entry);
         InboxRecord record;
         VolumeCommand command;
         try
@@ -38,12 +40,28 @@ public sealed class CommandRunner(
             File.Move(entry.Path, entry.Path + ".unreadable", overwrite: true);
             return;
         }
+        await RunAsync(share, volumeId, command, record.CommandType, record.Partition, record.ReceivedAt, record.TraceParent, deferTransient: false, cancellationToken).ConfigureAwait(false);
+    }
 
-        using var activity = WorkerTelemetry.ActivitySource.StartActivity($"run {record.CommandType}", ActivityKind.Internal, record.TraceParent);
+    /// <summary>Runs a command the partition consumer decoded, at once and without an inbox entry (the inline fast
+    /// path: the caller holds the volume's drain lock and acknowledges the message after this returns true). The
+    /// same steps, outcome record, event, logs, trace and status board as an inbox entry. False when it did not
+    /// end: its first attempt failed with a transient error and nothing was recorded; the caller then queues it in
+    /// the inbox, whose drain loop retries it with back-off instead of holding the partition meanwhile.</summary>
+    public Task<bool> RunInlineAsync(Share share, VolumeCommand command, int partition, string? traceParent, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(command);
+        return RunAsync(share, command.VolumeId, command, command.GetType().Name, partition, DateTimeOffset.UtcNow, traceParent, deferTransient: true, cancellationToken);
+    }
+
+    private async Task<bool> RunAsync(Share share, Guid volumeId, VolumeCommand command, string commandType, int partition, DateTimeOffset receivedAt,
+        string? traceParent, bool deferTransient, CancellationToken cancellationToken)
+    {
+        using var activity = WorkerTelemetry.ActivitySource.StartActivity($"run {commandType}", ActivityKind.Internal, traceParent);
         activity?.SetTag("nfsvol.command_id", command.CommandId.ToString());
         activity?.SetTag("nfsvol.volume_id", volumeId.ToString());
-        activity?.SetTag("nfsvol.partition", record.Partition);
-        using var scope = logger.BeginScope(new LogScope(new("CommandId", command.CommandId), new("VolumeId", volumeId), new("Partition", record.Partition)));
+        activity?.SetTag("nfsvol.partition", partition);
+        using var scope = logger.BeginScope(new LogScope(new("CommandId", command.CommandId), new("VolumeId", volumeId), new("Partition", partition)));
 
         if (CommandOutcomes.Read(share, command.CommandId) is { } existing)
         {
@@ -53,25 +71,29 @@ public sealed class CommandRunner(
                 {
                     await PublishAndMarkAsync(share, recorded, cancellationToken).ConfigureAwait(false);
                 }
-                return;
+                return true;
             }
-            var path = CommandOutcomes.PathOf(share, command.CommandId);
-            WorkerLog.UnreadableOutcome(logger, path, "not an outcome record");
-            File.Move(path, path + ".unreadable", overwrite: true);
+            // Torn by a crash before its fsync returned (CommandOutcomes.Write): its event never went out. The command
+            // runs again (it is idempotent) and its new record replaces this one.
+            WorkerLog.UnreadableOutcome(logger, CommandOutcomes.PathOf(share, command.CommandId), "not an outcome record");
         }
 
         var started = Stopwatch.GetTimestamp();
-        ITerminalEvent terminal;
-        board.Started(command.CommandId, record.CommandType, share.Export, volumeId, record.Partition);
+        ITerminalEvent? terminal;
+        board.Started(command.CommandId, commandType, share.Export, volumeId, partition);
         try
         {
             terminal = CommandValidation.Problem(command, share, engineOptions.Value) is { } problem
                 ? Failed(command, ErrorCodes.InvalidRequest, problem) // accepted by an older worker
-                : await ExecuteWithRetriesAsync(share, command, cancellationToken).ConfigureAwait(false);
+                : await ExecuteWithRetriesAsync(share, command, deferTransient, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
             board.Ended(command.CommandId);
+        }
+        if (terminal is null)
+        {
+            return false;
         }
         if (terminal is CommandFailed failedOutcome)
         {
@@ -83,13 +105,14 @@ public sealed class CommandRunner(
         await PublishAndMarkAsync(share, outcome, cancellationToken).ConfigureAwait(false);
 
         var code = OutcomeRecord.CodeOf(terminal);
-        WorkerTelemetry.Finished.Add(1, new KeyValuePair<string, object?>("command", record.CommandType), new KeyValuePair<string, object?>("outcome", code));
-        WorkerTelemetry.CommandDuration.Record((DateTimeOffset.UtcNow - record.ReceivedAt).TotalSeconds, new KeyValuePair<string, object?>("command", record.CommandType));
-        WorkerLog.Finished(logger, record.CommandType, command.CommandId, volumeId, code, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        WorkerTelemetry.Finished.Add(1, new KeyValuePair<string, object?>("command", commandType), new KeyValuePair<string, object?>("outcome", code));
+        WorkerTelemetry.CommandDuration.Record((DateTimeOffset.UtcNow - receivedAt).TotalSeconds, new KeyValuePair<string, object?>("command", commandType));
+        WorkerLog.Finished(logger, commandType, command.CommandId, volumeId, code, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         if (terminal is CommandFailed)
         {
             activity?.SetStatus(ActivityStatusCode.Error, code);
         }
+        return true;
     }
 
     private async Task PublishAndMarkAsync(Share share, OutcomeRecord outcome, CancellationToken cancellationToken)
@@ -99,14 +122,22 @@ public sealed class CommandRunner(
         CommandOutcomes.MarkPublished(share, e.CommandId, engineOptions.Value.NewFileMode);
     }
 
-    private async Task<ITerminalEvent> ExecuteWithRetriesAsync(Share share, VolumeCommand command, CancellationToken cancellationToken)
+    /// <summary>The command's terminal event; null when <paramref name="deferTransient"/> and the first attempt failed
+    /// with a transient error (the caller queues the command instead of waiting out the back-off).</summary>
+    private async Task<ITerminalEvent?> ExecuteWithRetriesAsync(Share share, VolumeCommand command, bool deferTransient, CancellationToken cancellationToken)
     {
         var delay = options.Value.TransientBackoff;
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                return await ExecuteAsync(share, command, cancellationToken).ConfigureAwait(false);
+                // Inline, the volume's lock is tried once: waiting behind another operation would hold the partition.
+                return await ExecuteAsync(share, command, deferTransient ? TimeSpan.Zero : null, cancellationToken).ConfigureAwait(false);
+            }
+            catch (StorageException e) when (e.IsTransient && deferTransient)
+            {
+                WorkerLog.InlineDeferred(logger, command.GetType().Name, command.CommandId, command.VolumeId, e.Code.ToString(), e.Message);
+                return null;
             }
             catch (StorageException e) when (e.IsTransient && attempt < options.Value.TransientAttempts)
             {
@@ -138,7 +169,7 @@ public sealed class CommandRunner(
         CommandType = command.GetType().Name, ErrorCode = code.Name, Message = message, IsTransient = code.IsTransient,
     };
 
-    private async Task<ITerminalEvent> ExecuteAsync(Share share, VolumeCommand command, CancellationToken ct)
+    private async Task<ITerminalEvent> ExecuteAsync(Share share, VolumeCommand command, TimeSpan? lockTimeout, CancellationToken ct)
     {
         var export = share.Export;
         var progress = new ProgressPublisher(events, board, command.CommandId, command.VolumeId, logger);
@@ -146,42 +177,42 @@ public sealed class CommandRunner(
         {
             case CreateVolume c:
             {
-                var r = await engine.CreateVolumeAsync(Guarded(new CreateVolumeRequest(export, c.VolumeId, c.SizeBytes, Format(c.Format)), c), ct).ConfigureAwait(false);
+                var r = await engine.CreateVolumeAsync(Guarded(new CreateVolumeRequest(export, c.VolumeId, c.SizeBytes, Format(c.Format)), c, lockTimeout), ct).ConfigureAwait(false);
                 return Success(new VolumeCreated { CommandId = c.CommandId, VolumeId = c.VolumeId, Share = export, Timestamp = Now }, r);
             }
             case DeleteVolume c:
             {
-                var r = await engine.DeleteVolumeAsync(Guarded(new DeleteVolumeRequest(export, c.VolumeId), c), ct).ConfigureAwait(false);
+                var r = await engine.DeleteVolumeAsync(Guarded(new DeleteVolumeRequest(export, c.VolumeId), c, lockTimeout), ct).ConfigureAwait(false);
                 return Success(new VolumeDeleted { CommandId = c.CommandId, VolumeId = c.VolumeId, Share = export, Timestamp = Now }, r);
             }
             case CreateSnapshot c:
             {
-                var r = await engine.CreateSnapshotAsync(Guarded(new CreateSnapshotRequest(export, c.VolumeId, c.SnapshotId, c.VolumeSizeBytes), c), ct).ConfigureAwait(false);
+                var r = await engine.CreateSnapshotAsync(Guarded(new CreateSnapshotRequest(export, c.VolumeId, c.SnapshotId, c.VolumeSizeBytes), c, lockTimeout), ct).ConfigureAwait(false);
                 return Success(new SnapshotCreated { CommandId = c.CommandId, VolumeId = c.VolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
             }
             case DeleteSnapshot c:
             {
-                var r = await engine.DeleteSnapshotAsync(Guarded(new DeleteSnapshotRequest(export, c.VolumeId, c.SnapshotId), c), progress, ct).ConfigureAwait(false);
+                var r = await engine.DeleteSnapshotAsync(Guarded(new DeleteSnapshotRequest(export, c.VolumeId, c.SnapshotId), c, lockTimeout), progress, ct).ConfigureAwait(false);
                 return Success(new SnapshotDeleted { CommandId = c.CommandId, VolumeId = c.VolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
             }
             case CreateVolumeFromSnapshot c:
             {
-                var r = await engine.CreateVolumeFromSnapshotAsync(Guarded(new CreateVolumeFromSnapshotRequest(export, c.VolumeId, c.SnapshotId, c.NewVolumeId, Format(c.TargetFormat), c.NewSizeBytes, c.TargetShare), c), progress, ct).ConfigureAwait(false);
+                var r = await engine.CreateVolumeFromSnapshotAsync(Guarded(new CreateVolumeFromSnapshotRequest(export, c.VolumeId, c.SnapshotId, c.NewVolumeId, Format(c.TargetFormat), c.NewSizeBytes, c.TargetShare), c, lockTimeout), progress, ct).ConfigureAwait(false);
                 return Success(new VolumeCloned { CommandId = c.CommandId, VolumeId = c.VolumeId, NewVolumeId = c.NewVolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
             }
             case CloneVolume c:
             {
-                var r = await engine.CloneVolumeAsync(Guarded(new CloneVolumeRequest(export, c.VolumeId, c.NewVolumeId, Format(c.TargetFormat), c.NewSizeBytes, c.TargetShare), c), progress, ct).ConfigureAwait(false);
+                var r = await engine.CloneVolumeAsync(Guarded(new CloneVolumeRequest(export, c.VolumeId, c.NewVolumeId, Format(c.TargetFormat), c.NewSizeBytes, c.TargetShare), c, lockTimeout), progress, ct).ConfigureAwait(false);
                 return Success(new VolumeCloned { CommandId = c.CommandId, VolumeId = c.VolumeId, NewVolumeId = c.NewVolumeId, Share = export, Timestamp = Now }, r);
             }
             case RevertToSnapshot c:
             {
-                var r = await engine.RevertToSnapshotAsync(Guarded(new RevertToSnapshotRequest(export, c.VolumeId, c.SnapshotId), c), ct).ConfigureAwait(false);
+                var r = await engine.RevertToSnapshotAsync(Guarded(new RevertToSnapshotRequest(export, c.VolumeId, c.SnapshotId), c, lockTimeout), ct).ConfigureAwait(false);
                 return Success(new VolumeReverted { CommandId = c.CommandId, VolumeId = c.VolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
             }
             case ExtendVolume c:
             {
-                var r = await engine.ExtendVolumeAsync(Guarded(new ExtendVolumeRequest(export, c.VolumeId, c.NewSizeBytes), c), ct).ConfigureAwait(false);
+                var r = await engine.ExtendVolumeAsync(Guarded(new ExtendVolumeRequest(export, c.VolumeId, c.NewSizeBytes), c, lockTimeout), ct).ConfigureAwait(false);
                 return Success(new VolumeExtended { CommandId = c.CommandId, VolumeId = c.VolumeId, NewSizeBytes = c.NewSizeBytes, Share = export, Timestamp = Now }, r);
             }
             case GetChangedExtents c:
@@ -208,9 +239,9 @@ public sealed class CommandRunner(
 
     private static DateTimeOffset Now => DateTimeOffset.UtcNow;
 
-    private static T Guarded<T>(T request, VolumeCommand c)
+    private static T Guarded<T>(T request, VolumeCommand c, TimeSpan? lockTimeout)
         where T : VolumeRequest =>
-        request with { EncryptionKeyId = c.EncryptionKeyId, Attached = c.Attached, BaseFormat = Format(c.BaseFormat) };
+        request with { EncryptionKeyId = c.EncryptionKeyId, Attached = c.Attached, BaseFormat = Format(c.BaseFormat), LockTimeout = lockTimeout };
 
     private static ImageFormat? Format(VolumeFormat? f) => CommandValidation.ToImageFormat(f);
 

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Configuration;
+using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Storage.Inbox;
 using NfsVolumeWorker.Storage.Shares;
 using NfsVolumeWorker.Telemetry;
@@ -8,8 +9,8 @@ using NfsVolumeWorker.Telemetry;
 namespace NfsVolumeWorker.Execution;
 
 /// <summary>
-/// Runs the commands waiting in volume inboxes: one drain loop per volume (commands of one volume one
-/// at a time, in arrival order), loops of different volumes in parallel up to
+/// Runs the commands waiting in volume inboxes (and short commands inline, <see cref="TryRunInlineAsync"/>): one
+/// drain loop per volume (commands of one volume one at a time, in arrival order), loops of different volumes in parallel up to
 /// <see cref="WorkerOptions.MaxParallelVolumes"/>. A loop holds the volume's drain lock on the share, so
 /// across all instances only one runs a given volume's commands.
 /// </summary>
@@ -72,6 +73,78 @@ public sealed class VolumeExecutor : IAsyncDisposable
         else
         {
             start.SetCanceled();
+        }
+    }
+
+    /// <summary>
+    /// Runs a short command now, in the caller, without an inbox entry, when nothing of its volume waits or runs:
+    /// no drain loop of this instance, a free slot, the drain lock taken at once, and under that lock an empty
+    /// inbox. The drain lock keeps the volume's order across instances: a drainer elsewhere holds it while it
+    /// works through entries, and entries appended by another instance (after a hand-over) are seen under it.
+    /// Appends that land while this runs (possible only when the partition moved meanwhile) are drained after it.
+    /// </summary>
+    /// <returns>True when the command ended (outcome recorded, terminal event confirmed); false when it did not run
+    /// or did not end (its first attempt failed transiently, or this instance is stopping): the caller queues it.</returns>
+    public async Task<bool> TryRunInlineAsync(Share share, VolumeCommand command, int partition, string? traceParent, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(share);
+        ArgumentNullException.ThrowIfNull(command);
+        var key = (share.LocalPath, command.VolumeId);
+        if (!_accepting || _failing.ContainsKey(key))
+        {
+            return false;
+        }
+        // Claimed like a drain loop (same map), so that no loop of this instance starts for the volume meanwhile,
+        // IsDraining and ActiveVolumes count it, and StopAsync waits for it.
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!_loops.TryAdd(key, done.Task))
+        {
+            return false;
+        }
+        var ran = false;
+        var slotTaken = false;
+        try
+        {
+            if (!_accepting || !(slotTaken = _slots.Wait(0, CancellationToken.None)))
+            {
+                return false;
+            }
+            using var drain = VolumeInbox.TryTakeDrain(share, command.VolumeId);
+            if (drain is null || VolumeInbox.List(share, command.VolumeId).Count > 0)
+            {
+                return false; // drained elsewhere, or entries wait: behind them, through the inbox
+            }
+            WorkerLog.RunningInline(_logger, command.GetType().Name, command.CommandId, command.VolumeId, partition);
+            WorkerTelemetry.ActiveVolumes.Add(1);
+            try
+            {
+                using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping.Token);
+                ran = await _runner.RunInlineAsync(share, command, partition, traceParent, linked.Token).ConfigureAwait(false);
+                return ran;
+            }
+            catch (OperationCanceledException) when (_stopping.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+            {
+                return false; // the grace period ran out: queued, the next owner resumes it from the journal
+            }
+            finally
+            {
+                WorkerTelemetry.ActiveVolumes.Add(-1);
+            }
+        }
+        finally
+        {
+            if (slotTaken)
+            {
+                _slots.Release();
+            }
+            _loops.TryRemove(key, out _);
+            done.SetResult();
+            // A drain loop that found the drain lock taken meanwhile left its entries to the holder: this run, which
+            // does not loop. Look once more now that the lock is free.
+            if (ran && _accepting && HasEntries(share, command.VolumeId))
+            {
+                Schedule(share, command.VolumeId);
+            }
         }
     }
 

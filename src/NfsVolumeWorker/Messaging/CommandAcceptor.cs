@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Configuration;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Execution;
 using NfsVolumeWorker.Storage.Diagnostics;
@@ -16,13 +17,17 @@ namespace NfsVolumeWorker.Messaging;
 /// share; the caller acknowledges the message only after this returns. The operation itself runs later in
 /// the <see cref="VolumeExecutor"/>, so a long copy never holds a delivery past the broker's consumer
 /// timeout, and a long operation on one volume never delays another volume of the same partition.
+/// A short command (<see cref="CommandCatalog.ShortCommands"/>) whose volume has nothing waiting or running is run
+/// here instead, without an inbox entry (<see cref="VolumeExecutor.TryRunInlineAsync"/>), unless
+/// <see cref="WorkerOptions.InlineShortCommands"/> is off.
 /// </summary>
 public sealed class CommandAcceptor(
-    ShareMap shares, VolumeExecutor executor, EventPublisher events, IOptions<VolumeEngineOptions> engineOptions, Status.StatusBoard board,
-    ILogger<CommandAcceptor> logger)
+    ShareMap shares, VolumeExecutor executor, EventPublisher events, IOptions<VolumeEngineOptions> engineOptions, IOptions<WorkerOptions> workerOptions,
+    Status.StatusBoard board, ILogger<CommandAcceptor> logger)
 {
     /// <summary>Validates (<see cref="CommandValidation"/>), answers a command already finished by publishing its
-    /// recorded event again, else appends it to the volume's inbox and schedules the volume. Bad input yields
+    /// recorded event again, else runs it inline when it is short and its volume idle, else appends it to the
+    /// volume's inbox and schedules the volume. Bad input yields
     /// <c>CommandFailed</c> and touches nothing.</summary>
     /// <param name="command">The decoded command.</param>
     /// <param name="partition">The partition it arrived on.</param>
@@ -78,6 +83,15 @@ public sealed class CommandAcceptor(
                 CommandOutcomes.MarkPublished(share, command.CommandId, engineOptions.Value.NewFileMode);
             }
             WorkerLog.Republished(logger, commandType, command.CommandId, command.VolumeId, outcome.Code);
+            return;
+        }
+
+        // The typed command runs as decoded, and the message is acknowledged once this returns: after its outcome is
+        // durable and its terminal event confirmed.
+        if (workerOptions.Value.InlineShortCommands && CommandCatalog.IsShort(command)
+            && await executor.TryRunInlineAsync(share, command, partition, Activity.Current?.Id, cancellationToken).ConfigureAwait(false))
+        {
+            WorkerTelemetry.Accepted.Add(1, new KeyValuePair<string, object?>("command", commandType));
             return;
         }
 

@@ -51,7 +51,7 @@ internal static partial class WorkerLog
     [LoggerMessage(3015, LogLevel.Error, "{CommandType} {CommandId} of volume {VolumeId} failed unexpectedly; it ends as InternalError and is not retried")]
     public static partial void UnexpectedFailure(ILogger logger, string commandType, Guid commandId, Guid volumeId, Exception exception);
 
-    [LoggerMessage(3016, LogLevel.Error, "Outcome record {Path} cannot be read ({Reason}); moved aside as .unreadable, the command runs again (it is idempotent)")]
+    [LoggerMessage(3016, LogLevel.Error, "Outcome record {Path} cannot be read ({Reason}): a crash tore it before it was durable, so its event never went out; the command runs again (it is idempotent) and a new record replaces it")]
     public static partial void UnreadableOutcome(ILogger logger, string path, string reason);
 
     [LoggerMessage(3017, LogLevel.Information, "{CommandType} {CommandId} of volume {VolumeId} finished earlier ({Outcome}); its terminal event was published again")]
@@ -65,6 +65,12 @@ internal static partial class WorkerLog
 
     [LoggerMessage(3030, LogLevel.Information, "Removed {Count} empty inbox directories on {Share} ({Left} more to go): the sweep's cost falls to the volumes with waiting work")]
     public static partial void RemovedEmptyInboxes(ILogger logger, int count, string share, int left);
+
+    [LoggerMessage(3040, LogLevel.Information, "Running {CommandType} {CommandId} of volume {VolumeId} from partition {Partition} inline: nothing of its volume waits or runs, so no inbox entry")]
+    public static partial void RunningInline(ILogger logger, string commandType, Guid commandId, Guid volumeId, int partition);
+
+    [LoggerMessage(3041, LogLevel.Information, "{CommandType} {CommandId} of volume {VolumeId} failed inline with transient {Code}; queued in its inbox, whose drain loop retries it: {Reason}")]
+    public static partial void InlineDeferred(ILogger logger, string commandType, Guid commandId, Guid volumeId, string code, string reason);
 
     [LoggerMessage(3020, LogLevel.Information, "oslo adapter for {Host} is a standby: another instance serves it ({Reason}); taking over when that one stops or dies (lease on {Share})")]
     public static partial void AdapterStandby(ILogger logger, string host, string share, string reason);

@@ -21,6 +21,29 @@ public sealed class SnapshotLifecycleSpecs : IDisposable
         _bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, volume, snapshot));
 
     [Fact]
+    public async Task A_request_with_a_zero_lock_timeout_is_refused_VolumeBusy_at_once_while_another_holds_the_volume_and_touches_nothing()
+    {
+        var v = await _bed.CreateVolumeAsync();
+        var before = _bed.Listing();
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+
+        using (await Locking.VolumeLock.AcquireAsync(_bed.Share, v, TimeSpan.FromSeconds(5), CancellationToken.None))
+        {
+            var busy = await Assert.ThrowsAsync<StorageException>(() =>
+                _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, v, Guid.NewGuid()) { LockTimeout = TimeSpan.Zero }));
+            Assert.Equal(StorageErrorCode.VolumeBusy, busy.Code);
+            Assert.True(busy.IsTransient);
+        }
+
+        // Not the engine's own timeout (30 s here): one try.
+        Assert.True(System.Diagnostics.Stopwatch.GetElapsedTime(started) < TimeSpan.FromSeconds(10));
+        Assert.Equal(before, _bed.Listing());
+        var s = Guid.NewGuid();
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, v, s) { LockTimeout = TimeSpan.Zero }); // free: runs
+        Assert.Contains($"volume-{v}.{s}", _bed.Listing());
+    }
+
+    [Fact]
     public async Task Snapshots_are_laid_out_exactly_as_cinders_nfs_driver_lays_them_out()
     {
         var v = await _bed.CreateVolumeAsync();

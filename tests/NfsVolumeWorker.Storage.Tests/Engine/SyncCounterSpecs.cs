@@ -94,6 +94,30 @@ public sealed class SyncCounterSpecs
     }
 
     [Fact]
+    public void A_new_outcome_record_costs_one_file_sync_and_a_torn_one_is_replaced_atomically()
+    {
+        using var dir = new TempDirectory();
+        var share = new Shares.Share(dir.Path, dir.Path, null);
+        Shares.ShareMarker.EnsureAvailable(share);
+        const UnixFileMode mode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead;
+        var (fresh, torn) = (Guid.NewGuid(), Guid.NewGuid());
+        CommandOutcomes.Write(share, Guid.NewGuid(), "{}"u8, mode); // the outcomes folder exists, as on a share in use
+        File.WriteAllText(CommandOutcomes.PathOf(share, torn), "{\"eventType\":\"Snap"); // cut short by a crash
+
+        var first = CountSyncs(() => CommandOutcomes.Write(share, fresh, "{\"a\":1}"u8, mode));
+        var replaced = CountSyncs(() => CommandOutcomes.Write(share, torn, "{\"b\":2}"u8, mode));
+
+        // Created under its final name and fsynced: no temp file, no rename, no directory sync.
+        Assert.Equal(new Dictionary<string, long> { ["file"] = 1 }, first);
+        Assert.Equal("{\"a\":1}", File.ReadAllText(CommandOutcomes.PathOf(share, fresh)));
+        Assert.Equal(mode, File.GetUnixFileMode(CommandOutcomes.PathOf(share, fresh)));
+        // The rare case: temp file, fsync, rename over it, directory fsync.
+        Assert.Equal(new Dictionary<string, long> { ["file"] = 1, ["directory"] = 1 }, replaced);
+        Assert.Equal("{\"b\":2}", File.ReadAllText(CommandOutcomes.PathOf(share, torn)));
+        Assert.Equal(3, Directory.EnumerateFiles(Path.GetDirectoryName(CommandOutcomes.PathOf(share, torn))!).Count()); // no temp file left
+    }
+
+    [Fact]
     public void A_published_mark_is_pruned_with_its_outcome_record()
     {
         using var dir = new TempDirectory();

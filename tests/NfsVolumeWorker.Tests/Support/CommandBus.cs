@@ -107,11 +107,12 @@ public sealed class CommandBus : IAsyncDisposable
 /// <summary>Raw AMQP publishing straight into a queue, for messages MassTransit would never produce.</summary>
 public static class RawSend
 {
-    public static async Task ToQueueAsync(Uri vhostUri, string queue, string body, string? messageType = null, string contentType = MassTransitEnvelope.ContentType)
+    public static async Task ToQueueAsync(Uri vhostUri, string queue, string body, string? messageType = null, string contentType = MassTransitEnvelope.ContentType,
+        IDictionary<string, object?>? headers = null)
     {
         await using var connection = await new ConnectionFactory { Uri = vhostUri }.CreateConnectionAsync("test-raw-sender");
         await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
-        var props = new BasicProperties { Persistent = true, ContentType = contentType, MessageId = Guid.NewGuid().ToString() };
+        var props = new BasicProperties { Persistent = true, ContentType = contentType, MessageId = Guid.NewGuid().ToString(), Headers = headers };
         await channel.BasicPublishAsync("", queue, mandatory: true, props, Encoding.UTF8.GetBytes(body));
     }
 
