@@ -124,6 +124,46 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_DeleteSnapshot_runs_inline_only_when_it_moves_no_data_and_otherwise_goes_through_the_inbox_untouched_by_the_attempt()
+    {
+        await using var bed = await WorkerTestBed.StartAsync(output, "inline-delete");
+        var vol = Guid.NewGuid();
+        await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = vol, SizeBytes = 4 * MiB }, nameof(VolumeCreated));
+        await Tools.WriteAsync(bed.PathOf($"volume-{vol}"), "raw", 0x11, 0, 1 * MiB);
+
+        // The newest snapshot, nothing written since: a metadata-only edit, inline.
+        var empty = Guid.NewGuid();
+        await bed.RunOkAsync(new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = vol, SnapshotId = empty }, nameof(SnapshotCreated));
+        var quick = new DeleteSnapshot { CommandId = Guid.NewGuid(), VolumeId = vol, SnapshotId = empty };
+        await bed.RunOkAsync(quick, nameof(SnapshotDeleted));
+        Assert.Equal((1, 0), (LogsOf(bed, RunningInlineLog, quick.CommandId), LogsOf(bed, AcceptedLog, quick.CommandId)));
+        Assert.False(File.Exists(bed.PathOf($"volume-{vol}.{empty}")));
+
+        // Written to after the snapshot: the delete commits data, so the inline attempt does not start it (nothing
+        // is written, no journal entry) and it is queued; the drain loop runs it.
+        var full = Guid.NewGuid();
+        await bed.RunOkAsync(new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = vol, SnapshotId = full }, nameof(SnapshotCreated));
+        await Tools.WriteAsync(bed.PathOf($"volume-{vol}.{full}"), "qcow2", 0x22, 2 * MiB, 1 * MiB);
+        // What the volume must read after the commit, made before the delete from the base (untouched since the write
+        // of 0x11) plus the write the overlay holds.
+        await using var expected = new TempDirectoryHandle();
+        var reference = Path.Combine(expected.Path, "expected.raw");
+        File.Copy(bed.PathOf($"volume-{vol}"), reference);
+        await Tools.WriteAsync(reference, "raw", 0x22, 2 * MiB, 1 * MiB);
+        Assert.NotEqual(0, await Tools.CompareAsync(bed.PathOf($"volume-{vol}"), "raw", reference, "raw"));
+
+        var slow = new DeleteSnapshot { CommandId = Guid.NewGuid(), VolumeId = vol, SnapshotId = full };
+        var deleted = await bed.RunOkAsync(slow, nameof(SnapshotDeleted));
+        Assert.False(deleted.AlreadyDone);
+        Assert.Equal((1, 1), (LogsOf(bed, RunningInlineLog, slow.CommandId), LogsOf(bed, AcceptedLog, slow.CommandId)));
+        Assert.Single(bed.Events.TerminalOf(slow.CommandId));
+        Assert.False(File.Exists(bed.PathOf($"volume-{vol}.{full}")));
+        Assert.Equal(0, await Tools.CompareAsync(bed.PathOf($"volume-{vol}"), "raw", reference, "raw"));
+        await Tools.WaitForEmptyInboxAsync(bed.Share);
+        Assert.Equal("", await Tools.CheckShareAsync(bed.Share));
+    }
+
+    [Fact]
     public async Task A_CreateSnapshot_whose_volume_another_operation_holds_does_not_wait_inline_but_queues_and_runs_once_the_lock_is_free()
     {
         await using var bed = await WorkerTestBed.StartAsync(output, "inline-busy");
@@ -239,7 +279,7 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
         await using var events = await EventCollector.StartAsync(vhost.AmqpUri);
         await using var producer = await CommandBus.StartAsync(vhost.AmqpUri);
         var vol = Guid.NewGuid();
-        using var gate = new StepGate(OperationSteps.CreateSnapshotOverlayRenamed, vol);
+        using var gate = new StepGate(OperationSteps.CreateSnapshotOverlayCreated, vol); // a step both overlay writers pass
         var worker = await InProcessWorker.StartAsync(vhost.AmqpUri, shareDirectory, output, services: s => s.AddSingleton<IStepObserver>(gate));
         await using var stopOnFailure = new StopOnFailure(worker);
         var create = new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = vol, SizeBytes = 4 * MiB };
@@ -247,7 +287,7 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
         await events.WaitForAsync(create.CommandId);
         var snap = new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = vol, SnapshotId = Guid.NewGuid() };
         await producer.PublishAsync(snap);
-        Assert.True(await gate.Reached.WaitAsync(TimeSpan.FromSeconds(30)), "the inline run never reached the overlay rename");
+        Assert.True(await gate.Reached.WaitAsync(TimeSpan.FromSeconds(30)), "the inline run never reached the overlay's creation");
 
         // SIGTERM's path: the host stops; its first step releases the partitions, each waiting for its delivery. The
         // idle ones go at once; this volume's stays while the inline run goes on.

@@ -7,6 +7,9 @@ public enum OperationOutcome
     Completed,
     /// <summary>The disk already was in the requested state (a repeated or redelivered request); nothing changed.</summary>
     AlreadyDone,
+    /// <summary>Not started, nothing changed: the request allowed only a metadata-only run and this one would have moved
+    /// data (<see cref="DeleteSnapshotRequest.OnlyIfNothingToMove"/>). The caller runs it again without that limit.</summary>
+    NotStarted,
 }
 
 /// <summary>The result of a successful operation.</summary>
@@ -19,6 +22,8 @@ public sealed record OperationResult(OperationOutcome Outcome, string Message, s
     public static OperationResult Done(string message, string? active) => new(OperationOutcome.Completed, message, active, []);
 
     public static OperationResult Already(string message, string? active) => new(OperationOutcome.AlreadyDone, message, active, []);
+
+    public static OperationResult NotStarted(string message, string? active) => new(OperationOutcome.NotStarted, message, active, []);
 }
 
 /// <summary>What Cinder's NFS driver returns from initialize_connection.</summary>

@@ -194,12 +194,13 @@ public sealed partial class VolumeEngine
         Ids.Require(request.SnapshotId, "snapshot id");
         var intent = Intent(PendingOperationKind.DeleteSnapshot, request.VolumeId, request.SnapshotId, baseFormat: request.BaseFormat);
         return RunLockedAsync("delete-snapshot", request, intent,
-            (share, ct) => DeleteSnapshotLockedAsync(share, request.VolumeId, request.SnapshotId, progress, ct, request.BaseFormat), cancellationToken);
+            (share, ct) => DeleteSnapshotLockedAsync(share, request.VolumeId, request.SnapshotId, progress, ct, request.BaseFormat, onlyIfNothingToMove: request.OnlyIfNothingToMove), cancellationToken);
     }
 
     /// <param name="journaled">False when the caller's own journal entry covers this delete (a clone's temporary
     /// snapshot): the entry must stay the caller's, or a crash here would leave a re-run of the caller nothing to resume.</param>
-    private async Task<OperationResult> DeleteSnapshotLockedAsync(Share share, Guid volumeId, Guid snapshotId, IProgress<OperationProgress>? progress, CancellationToken ct, ImageFormat? baseFormat = null, bool journaled = true)
+    /// <param name="onlyIfNothingToMove"><see cref="DeleteSnapshotRequest.OnlyIfNothingToMove"/>.</param>
+    private async Task<OperationResult> DeleteSnapshotLockedAsync(Share share, Guid volumeId, Guid snapshotId, IProgress<OperationProgress>? progress, CancellationToken ct, ImageFormat? baseFormat = null, bool journaled = true, bool onlyIfNothingToMove = false)
     {
         var info = VolumeChainReader.ReadInfo(share, volumeId);
         if (info is null || !info.Snapshots.TryGetValue(snapshotId, out var overlayName))
@@ -254,7 +255,14 @@ public sealed partial class VolumeEngine
         // Cinder read as healthy: the .info file names the lower image active (the overlay is then an unrecorded file
         // outside the chain, which a re-run removes), then the overlay goes. No journal entry is needed for that. A
         // middle snapshot's re-point and .info write are two files that disagree in between, so it keeps the journal.
-        var journal = journaled && !(plan is { Direction: MergeDirection.NothingToMove } && !resumed && overlayName == chain.Active.FileName);
+        var metadataOnly = plan is { Direction: MergeDirection.NothingToMove } && !resumed && overlayName == chain.Active.FileName;
+        if (onlyIfNothingToMove && !metadataOnly)
+        {
+            return OperationResult.NotStarted(plan is null
+                ? $"deleting snapshot {snapshotId} is not a metadata-only edit (a resumed or unusual delete); not started"
+                : $"deleting snapshot {snapshotId} would be a {plan.Direction} of {plan.Bytes} bytes, not a metadata-only edit; not started", chain.Active.FileName);
+        }
+        var journal = journaled && !metadataOnly;
         if (journal)
         {
             Journal(share, intent with { Merge = plan });

@@ -36,7 +36,14 @@ public sealed record DeleteVolumeRequest(string? Share, Guid VolumeId) : VolumeR
 public sealed record CreateSnapshotRequest(string? Share, Guid VolumeId, Guid SnapshotId, long? VolumeSizeBytes = null) : VolumeRequest(Share, VolumeId);
 
 /// <summary>Delete snapshot <paramref name="SnapshotId"/> (any position in the chain).</summary>
-public sealed record DeleteSnapshotRequest(string? Share, Guid VolumeId, Guid SnapshotId) : VolumeRequest(Share, VolumeId);
+public sealed record DeleteSnapshotRequest(string? Share, Guid VolumeId, Guid SnapshotId) : VolumeRequest(Share, VolumeId)
+{
+    /// <summary>Delete only when it is a metadata-only edit of a few syncs (the newest snapshot, whose overlay maps no
+    /// data: <see cref="MergeDirection.NothingToMove"/>, no journal, no qemu-img); any other delete ends
+    /// <see cref="OperationOutcome.NotStarted"/> before anything is written. For a caller that holds something else
+    /// meanwhile (the worker's inline path, which holds a partition).</summary>
+    public bool OnlyIfNothingToMove { get; init; }
+}
 
 /// <summary>Create volume <paramref name="NewVolumeId"/> as a full, independent copy of snapshot <paramref name="SnapshotId"/>.</summary>
 /// <param name="TargetFormat">null for the configured default.</param>

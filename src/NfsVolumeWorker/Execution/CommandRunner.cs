@@ -132,7 +132,12 @@ public sealed class CommandRunner(
             try
             {
                 // Inline, the volume's lock is tried once: waiting behind another operation would hold the partition.
-                return await ExecuteAsync(share, command, deferTransient ? TimeSpan.Zero : null, cancellationToken).ConfigureAwait(false);
+                var terminal = await ExecuteAsync(share, command, inline: deferTransient, cancellationToken).ConfigureAwait(false);
+                if (terminal is null)
+                {
+                    WorkerLog.InlineNotStarted(logger, command.GetType().Name, command.CommandId, command.VolumeId);
+                }
+                return terminal;
             }
             catch (StorageException e) when (e.IsTransient && deferTransient)
             {
@@ -169,8 +174,11 @@ public sealed class CommandRunner(
         CommandType = command.GetType().Name, ErrorCode = code.Name, Message = message, IsTransient = code.IsTransient,
     };
 
-    private async Task<ITerminalEvent> ExecuteAsync(Share share, VolumeCommand command, TimeSpan? lockTimeout, CancellationToken ct)
+    /// <summary>Runs the command in the engine; null when <paramref name="inline"/> and the engine did not start it
+    /// because it would move data (a snapshot delete that is not a metadata-only edit): the caller queues it.</summary>
+    private async Task<ITerminalEvent?> ExecuteAsync(Share share, VolumeCommand command, bool inline, CancellationToken ct)
     {
+        TimeSpan? lockTimeout = inline ? TimeSpan.Zero : null;
         var export = share.Export;
         var progress = new ProgressPublisher(events, board, command.CommandId, command.VolumeId, logger);
         switch (command)
@@ -192,8 +200,8 @@ public sealed class CommandRunner(
             }
             case DeleteSnapshot c:
             {
-                var r = await engine.DeleteSnapshotAsync(Guarded(new DeleteSnapshotRequest(export, c.VolumeId, c.SnapshotId), c, lockTimeout), progress, ct).ConfigureAwait(false);
-                return Success(new SnapshotDeleted { CommandId = c.CommandId, VolumeId = c.VolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
+                var r = await engine.DeleteSnapshotAsync(Guarded(new DeleteSnapshotRequest(export, c.VolumeId, c.SnapshotId) { OnlyIfNothingToMove = inline }, c, lockTimeout), progress, ct).ConfigureAwait(false);
+                return r.Outcome == OperationOutcome.NotStarted ? null : Success(new SnapshotDeleted { CommandId = c.CommandId, VolumeId = c.VolumeId, SnapshotId = c.SnapshotId, Share = export, Timestamp = Now }, r);
             }
             case CreateVolumeFromSnapshot c:
             {
@@ -221,14 +229,14 @@ public sealed class CommandRunner(
                     c.FromSnapshotId is { } f ? VolumePoint.Snapshot(f) : VolumePoint.Base,
                     c.ToSnapshotId is { } t ? VolumePoint.Snapshot(t) : VolumePoint.Now, Format(c.BaseFormat), ct).ConfigureAwait(false);
                 var ranges = changed.Extents.Select(e => new ExtentRange(e.Offset, e.Length)).ToList();
-                var inline = ranges.Count <= ChangedExtentsListed.MaxInlineExtents;
+                var listed = ranges.Count <= ChangedExtentsListed.MaxInlineExtents;
                 return new ChangedExtentsListed
                 {
                     CommandId = c.CommandId, VolumeId = c.VolumeId, Share = export, Timestamp = Now,
                     FromSnapshotId = c.FromSnapshotId, ToSnapshotId = c.ToSnapshotId, VirtualSize = changed.VirtualSize,
                     TotalBytes = changed.TotalBytes, ExtentCount = ranges.Count,
-                    Extents = inline ? ranges : null,
-                    ExtentsFile = inline ? null : ChangedExtentsFile.Write(share, c.CommandId, changed.Extents, engineOptions.Value.NewFileMode),
+                    Extents = listed ? ranges : null,
+                    ExtentsFile = listed ? null : ChangedExtentsFile.Write(share, c.CommandId, changed.Extents, engineOptions.Value.NewFileMode),
                     Message = $"{ranges.Count} range(s), {changed.TotalBytes} bytes may differ between {changed.From} and {changed.To}",
                 };
             }

@@ -10,8 +10,11 @@ public static class CommandCatalog
 
     /// <summary>The command types short enough to run inline in the partition consumer, while it holds the message
     /// (<see cref="Execution.VolumeExecutor.TryRunInlineAsync"/>): a few milliseconds of metadata work whatever the
-    /// volume's size. Never a copy or a merge: those would hold the partition, and its other volumes, behind them.</summary>
-    public static readonly FrozenSet<Type> ShortCommands = new[] { typeof(CreateSnapshot) }.ToFrozenSet();
+    /// volume's size. Never a copy or a merge: those would hold the partition, and its other volumes, behind them. A
+    /// <c>DeleteSnapshot</c> runs inline only when the engine finds it a metadata-only edit (the newest snapshot, its
+    /// overlay mapping no data); any other delete is not started and goes to the inbox
+    /// (<see cref="Storage.Engine.DeleteSnapshotRequest.OnlyIfNothingToMove"/>).</summary>
+    public static readonly FrozenSet<Type> ShortCommands = new[] { typeof(CreateSnapshot), typeof(DeleteSnapshot) }.ToFrozenSet();
 
     /// <summary>True when <paramref name="command"/> is of a <see cref="ShortCommands"/> type.</summary>
     public static bool IsShort(VolumeCommand command) => ShortCommands.Contains(command.GetType());
