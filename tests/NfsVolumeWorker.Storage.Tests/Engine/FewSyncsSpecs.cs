@@ -158,6 +158,48 @@ public sealed class FewSyncsSpecs : IDisposable
         Assert.Equal(7, Total(syncs));
     }
 
+    [Theory]
+    [InlineData("data", false)]
+    [InlineData("empty-middle", true)]
+    public async Task A_delete_asked_to_be_metadata_only_that_is_not_is_not_started_and_touches_nothing(string kind, bool middle)
+    {
+        var bed = Bed();
+        await SetUpAsync(bed, middle);
+        if (kind == "data")
+        {
+            bed.GuestWrite(Volume, 4 * MiB, MiB, 0x55);
+        }
+        _ = Shares.ShareCapabilities.Of(bed.Share); // the merge planner's probe, once per share and process (it fsyncs its own files)
+        var listing = bed.Listing();
+        var info = File.ReadAllBytes(bed.PathOf(VolumeFileNames.Info(Volume)));
+        var stamps = listing.ToDictionary(n => n, n => File.GetLastWriteTimeUtc(bed.PathOf(n)));
+
+        var (syncs, result) = await CountSyncsAsync(() => bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, First) { OnlyIfNothingToMove = true }));
+
+        Assert.Equal(OperationOutcome.NotStarted, result.Outcome);
+        Assert.Equal(0, Total(syncs));
+        Assert.Equal(listing, bed.Listing());
+        Assert.Equal(info, File.ReadAllBytes(bed.PathOf(VolumeFileNames.Info(Volume))));
+        Assert.Equal(stamps, listing.ToDictionary(n => n, n => File.GetLastWriteTimeUtc(bed.PathOf(n))));
+        Assert.Empty(JournalEntries(bed.Share));
+        // Asked again without the limit, it runs.
+        var done = await bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, First));
+        Assert.Equal(OperationOutcome.Completed, done.Outcome);
+        Assert.False(bed.Info(Volume)!.Snapshots.ContainsKey(First));
+    }
+
+    [Fact]
+    public async Task A_metadata_only_delete_of_the_newest_snapshot_runs_when_asked_to_be_metadata_only()
+    {
+        var bed = Bed();
+        await SetUpAsync(bed, middle: false);
+
+        var result = await bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, First) { OnlyIfNothingToMove = true });
+
+        Assert.Equal(OperationOutcome.Completed, result.Outcome);
+        Assert.False(bed.Info(Volume)!.Snapshots.ContainsKey(First));
+    }
+
     [Fact]
     public async Task Deleting_an_empty_middle_snapshot_keeps_its_journal_and_skips_only_the_commit()
     {
