@@ -37,7 +37,7 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
         // The watcher sees the queued path's entry: its silence on the inline path means something.
         Assert.NotEmpty(queued.InboxFiles);
         Assert.Empty(inline.InboxFiles);
-        Assert.Equal((1, 1), (inline.RunInline, inline.Accepted)); // accepted into the inbox: the CreateVolume only
+        Assert.Equal((2, 0), (inline.RunInline, inline.Accepted)); // the CreateVolume (sparse) ran inline too
         Assert.Equal((0, 2), (queued.RunInline, queued.Accepted));
         // The append's temp file and its directory: the same engine steps and the same one-sync outcome record on both.
         output.WriteLine($"syncs of one CreateSnapshot: inline {inline.Syncs}, through the inbox {queued.Syncs}");

@@ -122,7 +122,11 @@ public static class VolumeInbox
         CommandStoreFormat.EnsureReadable(share);
         while (true)
         {
-            var taken = InboxLock.TryAcquire(Path.Combine(EnsureDirectory(share, volumeId), DrainLockName), out var directoryGone);
+            // A lock is no durable state, so a drainer (an inline run of an idle volume's command) does not sync the
+            // directory it creates. An append into it later relies, as the outcome records and overlays do, on the
+            // file systems the worker runs on: on ext4, XFS and btrfs the fsync of the entry commits the journal
+            // that holds the earlier mkdir, and an NFS server makes a MKDIR stable before it answers.
+            var taken = InboxLock.TryAcquire(Path.Combine(EnsureDirectory(share, volumeId, durable: false), DrainLockName), out var directoryGone);
             if (directoryGone)
             {
                 continue;
@@ -298,7 +302,7 @@ public static class VolumeInbox
         }
     }
 
-    private static string EnsureDirectory(Share share, Guid volumeId)
+    private static string EnsureDirectory(Share share, Guid volumeId, bool durable = true)
     {
         var root = WorkerDirectories.Ensure(share, InboxFolder);
         var dir = Path.Combine(root, VolumeFileNames.Base(volumeId));
@@ -308,7 +312,10 @@ public static class VolumeInbox
             // The one sync this layout adds, when a volume gets work after being idle: the new directory's
             // name must be durable before an entry in it is acknowledged.
             Directory.CreateDirectory(dir);
-            DurableFile.FsyncDirectory(root);
+            if (durable)
+            {
+                DurableFile.FsyncDirectory(root);
+            }
         }
         return dir;
     }

@@ -88,7 +88,7 @@ public sealed class CommandAcceptor(
 
         // The typed command runs as decoded, and the message is acknowledged once this returns: after its outcome is
         // durable and its terminal event confirmed.
-        if (workerOptions.Value.InlineShortCommands && CommandCatalog.IsShort(command)
+        if (workerOptions.Value.InlineShortCommands && CommandCatalog.IsShort(command, engineOptions.Value)
             && await executor.TryRunInlineAsync(share, command, partition, Activity.Current?.Id, cancellationToken).ConfigureAwait(false))
         {
             WorkerTelemetry.Accepted.Add(1, new KeyValuePair<string, object?>("command", commandType));
