@@ -250,10 +250,17 @@ public sealed partial class VolumeEngine
 
     /// <summary>Why the overlays of a raw base cannot be applied from the source's map: null when every range an
     /// overlay provides is either stored data at a known offset in its file or reads as zeroes.</summary>
-    private static string? WhyNotNative(IReadOnlyList<MapExtent> extents, int baseDepth) =>
-        extents.FirstOrDefault(e => e.Depth < baseDepth && !(e.Data ? e.Offset is not null : e.Zero)) is { } e
-            ? $"the overlay {e.Depth} above the source holds {e.Length} bytes at {e.Start} that qemu-img maps to no offset in its file (compressed or encrypted)"
+    private static string? WhyNotNative(IReadOnlyList<MapExtent> extents, int baseDepth)
+    {
+        if (extents.FirstOrDefault(e => e.Depth > baseDepth) is { } deeper)
+        {
+            // Not expected (the engine read the same backing names): a map it cannot place is not applied by hand.
+            return $"qemu-img maps {deeper.Length} bytes at {deeper.Start} to depth {deeper.Depth}, below the base at depth {baseDepth}";
+        }
+        return extents.FirstOrDefault(e => e.Depth < baseDepth && !(e.Data ? e.Offset is not null : e.Zero)) is { } e
+            ? $"the image at depth {e.Depth} of the source's chain holds {e.Length} bytes at {e.Start} that qemu-img maps to no offset in its file (compressed or encrypted)"
             : null;
+    }
 
     /// <summary>
     /// Applies to the raw clone <paramref name="temp"/> (the base's extents shared) every range the overlays provide,
