@@ -60,7 +60,7 @@ try
     }
     if (settings.Includes("reflink"))
     {
-        await new ReflinkBench(settings, results, output, dir).RunAsync();
+        await new ReflinkBench(settings, results, output, dir, bench).RunAsync();
     }
     if (settings.Includes("overlay"))
     {

@@ -53,4 +53,10 @@ internal static partial class EngineLog
 
     [LoggerMessage(1031, LogLevel.Warning, "Share {Share}: the copy modes could not be measured ({Reason}); copying with O_DIRECT, measuring again at the next copy")]
     public static partial void CopyModeNotMeasured(ILogger logger, string share, string reason);
+
+    [LoggerMessage(1050, LogLevel.Debug, "Sharing clone of {Source}: applied {Ranges} overlay ranges natively: {Shared} bytes shared with the overlays, {Copied} bytes copied, {Zeroed} bytes zeroed")]
+    public static partial void OverlaysApplied(ILogger logger, string source, int ranges, long shared, long copied, long zeroed);
+
+    [LoggerMessage(1051, LogLevel.Information, "Sharing clone of {Source}: the overlays are applied with qemu-img commit, not natively: {Reason}")]
+    public static partial void OverlaysByQemuImgCommit(ILogger logger, string source, string reason);
 }

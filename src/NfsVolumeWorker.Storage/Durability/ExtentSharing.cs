@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 using NfsVolumeWorker.Storage.Errors;
 
 namespace NfsVolumeWorker.Storage.Durability;
@@ -43,5 +44,29 @@ public static class ExtentSharing
                 DurableFile.TryDelete(target);
             }
         }
+    }
+
+    /// <summary>Makes <paramref name="length"/> bytes of <paramref name="target"/> at <paramref name="targetOffset"/>
+    /// share the extents of <paramref name="source"/> at <paramref name="sourceOffset"/> (<c>ioctl(FICLONERANGE)</c>):
+    /// metadata only, the range's former contents in the target are replaced. False, with the target unchanged, when
+    /// the file system cannot share this range (offsets or length not on its block size, no reflink, another file
+    /// system); throws on any other error.</summary>
+    public static bool TryCloneRange(SafeFileHandle source, long sourceOffset, SafeFileHandle target, long targetOffset, long length)
+    {
+        var range = new NativeMethods.FileCloneRange
+        {
+            src_fd = source.DangerousGetHandle(),
+            src_offset = (ulong)sourceOffset,
+            src_length = (ulong)length,
+            dest_offset = (ulong)targetOffset,
+        };
+        if (NativeMethods.IoctlCloneRange((int)target.DangerousGetHandle(), NativeMethods.FICLONERANGE, ref range) == 0)
+        {
+            return true;
+        }
+        var errno = Marshal.GetLastPInvokeError();
+        return errno is EOPNOTSUPP or EXDEV or EINVAL or ENOTTY
+            ? false
+            : throw DurableFile.IoError($"FICLONERANGE of {length} bytes at {sourceOffset} to {targetOffset}", errno);
     }
 }

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace NfsVolumeWorker.Storage.Durability;
 
-/// <summary>The few libc calls .NET does not expose: fsync of a directory, OFD locks, FICLONE, and hard links.</summary>
+/// <summary>The few libc calls .NET does not expose: fsync of a directory, OFD locks, FICLONE(RANGE), copy_file_range, fallocate, and hard links.</summary>
 internal static partial class NativeMethods
 {
     internal const int O_RDONLY = 0;
@@ -14,6 +14,13 @@ internal static partial class NativeMethods
 
     /// <summary><c>_IOW(0x94, 9, int)</c>: make the target share all of the source's extents (reflink).</summary>
     internal const ulong FICLONE = 0x40049409;
+
+    /// <summary><c>_IOW(0x94, 13, struct file_clone_range)</c>: make a range of the target share a range of the source's extents.</summary>
+    internal const ulong FICLONERANGE = 0x4020940D;
+
+    /// <summary><c>fallocate(2)</c> modes: deallocate the range (it reads as zeroes) without changing the file's size.</summary>
+    internal const int FALLOC_FL_KEEP_SIZE = 1;
+    internal const int FALLOC_FL_PUNCH_HOLE = 2;
 
     internal const int F_OFD_GETLK = 36;
     internal const int F_OFD_SETLK = 37;
@@ -38,8 +45,24 @@ internal static partial class NativeMethods
         public int pad;
     }
 
+    /// <summary>struct file_clone_range, the argument of FICLONERANGE.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct FileCloneRange
+    {
+        public long src_fd;
+        public ulong src_offset;
+        public ulong src_length;
+        public ulong dest_offset;
+    }
+
     [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
     internal static partial int IoctlInt(int fd, ulong request, int argument);
+
+    [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
+    internal static partial int IoctlCloneRange(int fd, ulong request, ref FileCloneRange range);
+
+    [LibraryImport("libc", EntryPoint = "fallocate", SetLastError = true)]
+    internal static partial int Fallocate(int fd, int mode, long offset, long length);
 
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int Open(string path, int flags, int mode);
@@ -56,6 +79,10 @@ internal static partial class NativeMethods
     /// <summary><c>copy_file_range(2)</c> with both offsets null (the files' own positions are used and advanced).</summary>
     [LibraryImport("libc", EntryPoint = "copy_file_range", SetLastError = true)]
     internal static partial nint CopyFileRange(int fdIn, nint offIn, int fdOut, nint offOut, nuint length, uint flags);
+
+    /// <summary><c>copy_file_range(2)</c> at explicit offsets (advanced by the call; the files' positions are left alone).</summary>
+    [LibraryImport("libc", EntryPoint = "copy_file_range", SetLastError = true)]
+    internal static partial nint CopyFileRangeAt(int fdIn, ref long offIn, int fdOut, ref long offOut, nuint length, uint flags);
 
     [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
     internal static partial int FcntlLock(int fd, int cmd, ref Flock flock);

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 
 namespace NfsVolumeWorker.Storage.Durability;
 
@@ -39,5 +40,47 @@ public static class ServerSideCopy
             copied += n;
         }
         return true;
+    }
+
+    /// <summary>Copies <paramref name="length"/> bytes of <paramref name="source"/> at <paramref name="sourceOffset"/>
+    /// into <paramref name="target"/> at <paramref name="targetOffset"/>: with <c>copy_file_range</c> where the kernel
+    /// offers it for these files, otherwise (or for what it leaves) by reading and writing. Not durable until the
+    /// caller fsyncs the target.</summary>
+    public static void CopyRange(SafeFileHandle source, long sourceOffset, SafeFileHandle target, long targetOffset, long length)
+    {
+        var (from, to, end) = (sourceOffset, targetOffset, sourceOffset + length);
+        while (from < end)
+        {
+            var n = NativeMethods.CopyFileRangeAt((int)source.DangerousGetHandle(), ref from, (int)target.DangerousGetHandle(), ref to,
+                (nuint)Math.Min(end - from, 1L << 30), 0);
+            if (n > 0)
+            {
+                continue; // both offsets were advanced by the call
+            }
+            var errno = n < 0 ? Marshal.GetLastPInvokeError() : 0;
+            if (n < 0 && errno is not (EXDEV or EINVAL or ENOSYS or EOPNOTSUPP))
+            {
+                throw DurableFile.IoError($"copy_file_range of {end - from} bytes at {from} to {to}", errno);
+            }
+            ReadAndWrite(source, from, target, to, end - from);
+            return;
+        }
+    }
+
+    private static void ReadAndWrite(SafeFileHandle source, long from, SafeFileHandle target, long to, long length)
+    {
+        var buffer = new byte[(int)Math.Min(length, 1 << 20)];
+        for (var done = 0L; done < length;)
+        {
+            var n = RandomAccess.Read(source, buffer.AsSpan(0, (int)Math.Min(buffer.Length, length - done)), from + done);
+            if (n == 0)
+            {
+                // Past the source's end: the rest reads as zeroes, as qemu reads a file's tail.
+                Array.Clear(buffer);
+                n = (int)Math.Min(buffer.Length, length - done);
+            }
+            RandomAccess.Write(target, buffer.AsSpan(0, n), to + done);
+            done += n;
+        }
     }
 }

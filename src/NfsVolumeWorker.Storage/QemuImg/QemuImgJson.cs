@@ -46,7 +46,8 @@ internal static class QemuImgJson
         {
             extents.Add(new MapExtent(
                 e.GetProperty("start").GetInt64(), e.GetProperty("length").GetInt64(), e.GetProperty("depth").GetInt32(),
-                e.GetProperty("present").GetBoolean(), e.GetProperty("zero").GetBoolean(), e.GetProperty("data").GetBoolean()));
+                e.GetProperty("present").GetBoolean(), e.GetProperty("zero").GetBoolean(), e.GetProperty("data").GetBoolean(),
+                e.TryGetProperty("offset", out var offset) ? offset.GetInt64() : null));
         }
         return extents;
     }

@@ -71,7 +71,9 @@ public sealed record ImageInfo(
 /// <param name="Present">Some image of the chain has it (false: past every image, reads as zeroes).</param>
 /// <param name="Zero">It reads as zeroes.</param>
 /// <param name="Data">It is stored data (not a hole or a zero cluster).</param>
-public sealed record MapExtent(long Start, long Length, int Depth, bool Present, bool Zero, bool Data);
+/// <param name="Offset">Where the range starts in the providing image's file, when qemu-img can say (absent for
+/// compressed or encrypted clusters, whose bytes in the file are not the guest's).</param>
+public sealed record MapExtent(long Start, long Length, int Depth, bool Present, bool Zero, bool Data, long? Offset = null);
 
 /// <summary>The outcome of <c>qemu-img check --output=json</c>.</summary>
 /// <param name="ExitCode">0 clean, 1 check not completed, 2 corruptions, 3 leaks only, 63 format has no check.</param>

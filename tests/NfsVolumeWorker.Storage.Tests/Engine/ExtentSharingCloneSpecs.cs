@@ -115,4 +115,126 @@ public sealed class ExtentSharingCloneSpecs : IDisposable
         Assert.DoesNotContain(_bed.Listing(), f => f.Contains(".tmp-", StringComparison.Ordinal));
         Assert.Empty(_bed.ShareProblems());
     }
+
+    [Fact]
+    public async Task A_clone_from_the_newest_snapshot_shares_the_overlays_clusters_as_well_as_the_base()
+    {
+        var volume = await _bed.CreateVolumeAsync(256 * MiB);
+        _bed.GuestWrite(volume, 0, 96 * MiB, 0x11);
+        var newest = Guid.Empty;
+        for (var i = 0; i < 3; i++)
+        {
+            await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, volume, Guid.NewGuid()));
+            _bed.GuestWrite(volume, (100 + (i * 16)) * MiB, 16 * MiB, (byte)(0x21 + i));
+        }
+        var atNewest = _bed.SaveReference(volume, "at-newest");
+        newest = Guid.NewGuid();
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, volume, newest));
+        _bed.GuestWrite(volume, 100 * MiB, 4 * MiB, 0x99); // after the snapshot: not in the clone
+
+        var freeBefore = _disk.Available;
+        var clone = Guid.NewGuid();
+        var result = await _bed.Engine.CreateVolumeFromSnapshotAsync(new CreateVolumeFromSnapshotRequest(Export, volume, newest, clone));
+        var used = freeBefore - _disk.Available;
+
+        // The overlays' 48 MiB are shared with their files, not written: a copy of them would take 48 MiB.
+        Assert.Contains($"applied {48 * MiB} bytes of overlay data ({48 * MiB} shared with the overlays, 0 copied, 0 zeroed)", result.Message, StringComparison.Ordinal);
+        Assert.True(used < 8 * MiB, $"the clone took {used / MiB} MiB of free space");
+        var clonePath = _bed.PathOf(VolumeFileNames.Base(clone));
+        Assert.True(_bed.SameContents(clonePath, ImageFormat.Raw, atNewest));
+
+        // Writes to the clone over the shared overlay clusters do not reach the snapshot's files.
+        _bed.GuestWrite(clone, 100 * MiB, 48 * MiB, 0x55);
+        Assert.True(_bed.SnapshotShows(volume, newest, atNewest));
+        Assert.True(_bed.ImageReads(clonePath, ImageFormat.Raw, 100 * MiB, 48 * MiB, 0x55));
+        Assert.Empty(_bed.ShareProblems());
+        Assert.DoesNotContain(_bed.Listing(), f => f.Contains(".tmp-", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Ranges_an_overlay_zeroes_read_as_zeroes_in_the_clone_and_partial_writes_keep_the_rest_of_their_cluster()
+    {
+        var volume = await _bed.CreateVolumeAsync(64 * MiB);
+        _bed.GuestWrite(volume, 0, 48 * MiB, 0x11);
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, volume, Guid.NewGuid()));
+        var active = _bed.PathOf(_bed.Engine.ReadChain(Export, volume).Active.FileName);
+        // Zero clusters over the base's data (one with its space kept: -z without -u), a discard, and a 512-byte write
+        // inside a cluster (qemu copies the rest of that cluster up from the base).
+        RequiredTool.RunChecked(RequiredTool.Find("qemu-io", "qemu-utils"), "-f", "qcow2",
+            "-c", "write -z -u 4M 4M", "-c", "write -P 0x22 12M 1M", "-c", "write -z 12M 64k", "-c", "discard 20M 1M", "-c", "write -P 0x33 30M 512", active);
+        var reference = _bed.SaveReference(volume, "zeroed");
+        var snapshot = Guid.NewGuid();
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, volume, snapshot));
+
+        var clone = Guid.NewGuid();
+        var result = await _bed.Engine.CreateVolumeFromSnapshotAsync(new CreateVolumeFromSnapshotRequest(Export, volume, snapshot, clone));
+
+        Assert.Contains("shared with the overlays", result.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(" 0 zeroed", result.Message, StringComparison.Ordinal);
+        var clonePath = _bed.PathOf(VolumeFileNames.Base(clone));
+        Assert.True(_bed.SameContents(clonePath, ImageFormat.Raw, reference));
+        Assert.True(_bed.ImageReads(clonePath, ImageFormat.Raw, 4 * MiB, 4 * MiB, 0));
+        Assert.True(_bed.ImageReads(clonePath, ImageFormat.Raw, 12 * MiB, 64 * 1024, 0));
+        Assert.True(_bed.ImageReads(clonePath, ImageFormat.Raw, (12 * MiB) + (64 * 1024), MiB - (64 * 1024), 0x22));
+        Assert.True(_bed.ImageReads(clonePath, ImageFormat.Raw, 30 * MiB, 512, 0x33));
+        Assert.True(_bed.ImageReads(clonePath, ImageFormat.Raw, (30 * MiB) + 512, MiB - 512, 0x11));
+        // The base is untouched by the punched holes.
+        Assert.True(_bed.ImageReads(_bed.PathOf(VolumeFileNames.Base(volume)), ImageFormat.Raw, 0, 48 * MiB, 0x11));
+    }
+
+    [Fact]
+    public async Task Overlays_that_hold_compressed_clusters_or_a_qcow2_base_are_applied_by_qemu_img_commit()
+    {
+        var volume = await _bed.CreateVolumeAsync(64 * MiB);
+        _bed.GuestWrite(volume, 0, 16 * MiB, 0x11);
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, volume, Guid.NewGuid()));
+        var active = _bed.PathOf(_bed.Engine.ReadChain(Export, volume).Active.FileName);
+        RequiredTool.RunChecked(RequiredTool.Find("qemu-io", "qemu-utils"), "-f", "qcow2", "-c", "write -c -P 0x66 1M 64k", "-c", "write -P 0x77 8M 1M", active);
+        var reference = _bed.SaveReference(volume, "compressed");
+        var snapshot = Guid.NewGuid();
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, volume, snapshot));
+        var clone = Guid.NewGuid();
+        var result = await _bed.Engine.CreateVolumeFromSnapshotAsync(new CreateVolumeFromSnapshotRequest(Export, volume, snapshot, clone));
+        Assert.Contains("shared the base's extents, applied", result.Message, StringComparison.Ordinal);
+        Assert.Contains("with qemu-img commit", result.Message, StringComparison.Ordinal);
+        Assert.True(_bed.SameContents(_bed.PathOf(VolumeFileNames.Base(clone)), ImageFormat.Raw, reference));
+
+        var qcow2 = await _bed.CreateVolumeAsync(64 * MiB, ImageFormat.Qcow2);
+        _bed.GuestWrite(qcow2, 0, 16 * MiB, 0x11);
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, qcow2, Guid.NewGuid()));
+        _bed.GuestWrite(qcow2, 4 * MiB, 1 * MiB, 0x22);
+        var qcow2Reference = _bed.SaveReference(qcow2, "qcow2");
+        var qcow2Snapshot = Guid.NewGuid();
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, qcow2, qcow2Snapshot));
+        var qcow2Clone = Guid.NewGuid();
+        var fromQcow2 = await _bed.Engine.CreateVolumeFromSnapshotAsync(
+            new CreateVolumeFromSnapshotRequest(Export, qcow2, qcow2Snapshot, qcow2Clone, TargetFormat: ImageFormat.Qcow2) { BaseFormat = ImageFormat.Qcow2 });
+        Assert.Contains("with qemu-img commit", fromQcow2.Message, StringComparison.Ordinal);
+        Assert.True(_bed.SameContents(_bed.PathOf(VolumeFileNames.Base(qcow2Clone)), ImageFormat.Qcow2, qcow2Reference));
+        Assert.Empty(_bed.ShareProblems());
+        Assert.DoesNotContain(_bed.Listing(), f => f.Contains(".tmp-", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void A_range_off_the_file_systems_block_size_is_copied_instead_of_shared_and_a_zeroed_range_reads_zeroes()
+    {
+        var source = _bed.PathOf("range-source");
+        var target = _bed.PathOf("range-target");
+        File.WriteAllBytes(source, Enumerable.Range(0, 256 * 1024).Select(i => (byte)(i % 251)).ToArray());
+        File.WriteAllBytes(target, new byte[256 * 1024]);
+        using (var from = File.OpenHandle(source))
+        using (var to = File.OpenHandle(target, FileMode.Open, FileAccess.ReadWrite))
+        {
+            Assert.True(Durability.ExtentSharing.TryCloneRange(from, 64 * 1024, to, 0, 64 * 1024));
+            Assert.False(Durability.ExtentSharing.TryCloneRange(from, 512, to, 64 * 1024, 64 * 1024), "XFS shares whole 4 KiB blocks only");
+            Durability.ServerSideCopy.CopyRange(from, 512, to, 64 * 1024, 64 * 1024);
+            Durability.Holes.Zero(to, 200 * 1024, 8 * 1024);
+        }
+        var s = File.ReadAllBytes(source);
+        var t = File.ReadAllBytes(target);
+        Assert.Equal(s.AsSpan(64 * 1024, 64 * 1024).ToArray(), t.AsSpan(0, 64 * 1024).ToArray());
+        Assert.Equal(s.AsSpan(512, 64 * 1024).ToArray(), t.AsSpan(64 * 1024, 64 * 1024).ToArray());
+        Assert.All(t.AsSpan(200 * 1024, 8 * 1024).ToArray(), b => Assert.Equal(0, b));
+        Assert.Equal(256 * 1024, t.Length);
+    }
 }
