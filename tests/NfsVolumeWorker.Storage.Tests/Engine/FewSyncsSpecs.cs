@@ -1,6 +1,4 @@
-using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Options;
-using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Layout;
 using NfsVolumeWorker.Storage.Qcow2;
@@ -39,48 +37,6 @@ public sealed class FewSyncsSpecs : IDisposable
         var bed = new EngineTestBed(new VolumeEngineOptions { LockTimeout = TimeSpan.FromSeconds(30), MergePlanning = planning, NativeOverlayHeaders = native });
         _beds.Add(bed);
         return bed;
-    }
-
-    private static readonly AsyncLocal<bool> Counting = new();
-
-    /// <summary>The syncs <paramref name="operation"/> makes, by kind (file, directory). Other tests fsync at the same
-    /// time: only measurements made in this call's async flow count (the listener runs in the caller's context).</summary>
-    private static async Task<(Dictionary<string, long> Syncs, T Result)> CountSyncsAsync<T>(Func<Task<T>> operation)
-    {
-        var counts = new Dictionary<string, long>();
-        using var listener = new MeterListener
-        {
-            InstrumentPublished = (i, l) =>
-            {
-                if (i.Meter.Name == StorageTelemetry.SourceName && i.Name == "nfsvolumeworker.storage.syncs")
-                {
-                    l.EnableMeasurementEvents(i);
-                }
-            },
-        };
-        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
-        {
-            if (!Counting.Value)
-            {
-                return;
-            }
-            var kind = tags.ToArray().Single(t => t.Key == "kind").Value as string ?? "?";
-            lock (counts)
-            {
-                counts[kind] = counts.GetValueOrDefault(kind) + value;
-            }
-        });
-        listener.Start();
-        Counting.Value = true;
-        try
-        {
-            var result = await operation();
-            return (counts, result);
-        }
-        finally
-        {
-            Counting.Value = false;
-        }
     }
 
     private static long Total(Dictionary<string, long> syncs) => syncs.Values.Sum();
@@ -136,7 +92,7 @@ public sealed class FewSyncsSpecs : IDisposable
         var bed = Bed();
         await SetUpAsync(bed, middle: false);
 
-        var (syncs, result) = await CountSyncsAsync(() => bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, First)));
+        var (syncs, result) = await SyncCount.OfAsync(() => bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, First)));
 
         Assert.Equal(OperationOutcome.Completed, result.Outcome);
         // The .info write (temp file fsync, directory fsync after the rename), then the directory fsync of the unlink.
@@ -152,7 +108,7 @@ public sealed class FewSyncsSpecs : IDisposable
         bed.GuestWrite(Volume, 4 * MiB, MiB, 0x55);
         _ = Shares.ShareCapabilities.Of(bed.Share); // probed once per share and process (its files are fsynced), not per delete
 
-        var (syncs, _) = await CountSyncsAsync(() => bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, First)));
+        var (syncs, _) = await SyncCount.OfAsync(() => bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, First)));
 
         // Journal (2), the commit's fsync (1), the .info (2), the unlink (1), the journal's removal (1).
         Assert.Equal(7, Total(syncs));
@@ -174,7 +130,7 @@ public sealed class FewSyncsSpecs : IDisposable
         var info = File.ReadAllBytes(bed.PathOf(VolumeFileNames.Info(Volume)));
         var stamps = listing.ToDictionary(n => n, n => File.GetLastWriteTimeUtc(bed.PathOf(n)));
 
-        var (syncs, result) = await CountSyncsAsync(() => bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, First) { OnlyIfNothingToMove = true }));
+        var (syncs, result) = await SyncCount.OfAsync(() => bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, First) { OnlyIfNothingToMove = true }));
 
         Assert.Equal(OperationOutcome.NotStarted, result.Outcome);
         Assert.Equal(0, Total(syncs));
@@ -206,7 +162,7 @@ public sealed class FewSyncsSpecs : IDisposable
         var bed = Bed();
         await SetUpAsync(bed, middle: true);
 
-        var (syncs, _) = await CountSyncsAsync(() => bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, First)));
+        var (syncs, _) = await SyncCount.OfAsync(() => bed.Engine.DeleteSnapshotAsync(new DeleteSnapshotRequest(Export, Volume, First)));
 
         // Journal (2), the re-pointed image's fsync (1), the .info (2), the unlink (1), the journal's removal (1).
         Assert.Equal(7, Total(syncs));
@@ -219,7 +175,7 @@ public sealed class FewSyncsSpecs : IDisposable
         var bed = Bed();
         await bed.Engine.CreateVolumeAsync(new CreateVolumeRequest(Export, Volume, 64 * MiB, ImageFormat.Raw));
 
-        var (syncs, result) = await CountSyncsAsync(() => bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, Volume, First)));
+        var (syncs, result) = await SyncCount.OfAsync(() => bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, Volume, First)));
 
         Assert.Equal(OperationOutcome.Completed, result.Outcome);
         // The overlay's fsync, then the .info write (temp file fsync, directory fsync after the rename).
@@ -236,7 +192,7 @@ public sealed class FewSyncsSpecs : IDisposable
         var bed = Bed(native: false);
         await bed.Engine.CreateVolumeAsync(new CreateVolumeRequest(Export, Volume, 64 * MiB, ImageFormat.Raw));
 
-        var (syncs, _) = await CountSyncsAsync(() => bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, Volume, First)));
+        var (syncs, _) = await SyncCount.OfAsync(() => bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, Volume, First)));
 
         Assert.Equal(new Dictionary<string, long> { ["file"] = 2, ["directory"] = 2 }, syncs);
         Assert.Empty(bed.ShareProblems());
@@ -290,7 +246,7 @@ public sealed class FewSyncsSpecs : IDisposable
         new OverlayImage(64 * MiB, VolumeFileNames.Base(Volume), ImageFormat.Raw).Create(overlay, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         var inode = Durability.FileOwnership.InodeOf(overlay);
 
-        var (syncs, _) = await CountSyncsAsync(() => bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, Volume, First)));
+        var (syncs, _) = await SyncCount.OfAsync(() => bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, Volume, First)));
 
         Assert.Equal(inode, Durability.FileOwnership.InodeOf(overlay));
         Assert.Equal(3, Total(syncs)); // kept, but fsynced like a new one: it may never have been

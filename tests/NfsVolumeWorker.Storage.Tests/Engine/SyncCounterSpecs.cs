@@ -1,50 +1,19 @@
-using System.Diagnostics.Metrics;
-using NfsVolumeWorker.Storage.Diagnostics;
 using NfsVolumeWorker.Storage.Durability;
 using NfsVolumeWorker.Storage.Inbox;
+using NfsVolumeWorker.Storage.Tests.Support;
 
 namespace NfsVolumeWorker.Storage.Tests.Engine;
 
 /// <summary>nfsvolumeworker.storage.syncs counts every fsync, by kind: the benchmark's syncs per command rest on it.</summary>
 public sealed class SyncCounterSpecs
 {
-    /// <summary>The syncs this thread makes while <paramref name="action"/> runs (other tests fsync at the same time
-    /// on other threads; the counter is recorded on the calling thread).</summary>
-    private static Dictionary<string, long> CountSyncs(Action action)
-    {
-        var thread = Environment.CurrentManagedThreadId;
-        var counts = new Dictionary<string, long>();
-        using var listener = new MeterListener
-        {
-            InstrumentPublished = (i, l) =>
-            {
-                if (i.Meter.Name == StorageTelemetry.SourceName && i.Name == "nfsvolumeworker.storage.syncs")
-                {
-                    l.EnableMeasurementEvents(i);
-                }
-            },
-        };
-        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
-        {
-            if (Environment.CurrentManagedThreadId != thread)
-            {
-                return;
-            }
-            var kind = tags.ToArray().Single(t => t.Key == "kind").Value as string ?? "?";
-            counts[kind] = counts.GetValueOrDefault(kind) + value;
-        });
-        listener.Start();
-        action();
-        return counts;
-    }
-
     [Fact]
     public void An_atomic_replace_counts_one_file_sync_and_one_directory_sync()
     {
         using var dir = new TempDirectory();
         var path = Path.Combine(dir.Path, "entry.json");
 
-        var counts = CountSyncs(() => DurableFile.WriteAtomically(path, "{}"u8, (UnixFileMode)0b110_100_000));
+        var counts = SyncCount.Of(() => DurableFile.WriteAtomically(path, "{}"u8, (UnixFileMode)0b110_100_000));
 
         Assert.Equal(new Dictionary<string, long> { ["file"] = 1, ["directory"] = 1 }, counts);
         Assert.Equal("{}", File.ReadAllText(path));
@@ -57,7 +26,7 @@ public sealed class SyncCounterSpecs
         var path = Path.Combine(dir.Path, "volume");
         File.WriteAllText(path, "data");
 
-        var counts = CountSyncs(() =>
+        var counts = SyncCount.Of(() =>
         {
             DurableFile.FsyncFile(path);
             DurableFile.FsyncFile(path);
@@ -82,7 +51,7 @@ public sealed class SyncCounterSpecs
         var entry = Assert.Single(VolumeInbox.List(share, volumeId));
         Assert.False(CommandOutcomes.IsMarkedPublished(share, commandId));
 
-        var counts = CountSyncs(() =>
+        var counts = SyncCount.Of(() =>
         {
             CommandOutcomes.MarkPublished(share, commandId, mode);
             VolumeInbox.Remove(entry);
@@ -104,8 +73,8 @@ public sealed class SyncCounterSpecs
         CommandOutcomes.Write(share, Guid.NewGuid(), "{}"u8, mode); // the outcomes folder exists, as on a share in use
         File.WriteAllText(CommandOutcomes.PathOf(share, torn), "{\"eventType\":\"Snap"); // cut short by a crash
 
-        var first = CountSyncs(() => CommandOutcomes.Write(share, fresh, "{\"a\":1}"u8, mode));
-        var replaced = CountSyncs(() => CommandOutcomes.Write(share, torn, "{\"b\":2}"u8, mode));
+        var first = SyncCount.Of(() => CommandOutcomes.Write(share, fresh, "{\"a\":1}"u8, mode));
+        var replaced = SyncCount.Of(() => CommandOutcomes.Write(share, torn, "{\"b\":2}"u8, mode));
 
         // Created under its final name and fsynced: no temp file, no rename, no directory sync.
         Assert.Equal(new Dictionary<string, long> { ["file"] = 1 }, first);
