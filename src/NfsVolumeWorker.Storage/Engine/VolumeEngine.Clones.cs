@@ -108,9 +108,18 @@ public sealed partial class VolumeEngine
             ShareSpace.Require(target, ShareSpace.Needed(data), $"Copying {what} of volume {volumeId} to new volume {newVolumeId}", volumeId);
         }
 
-        Journal(share, Intent(snapshotId is null ? PendingOperationKind.CloneVolume : PendingOperationKind.CreateVolumeFromSnapshot,
-            volumeId, snapshotId, newVolumeId, targetFormat, newSizeBytes, targetShareName, baseFormat));
-        Step(OperationSteps.CloneJournaled, volumeId);
+        // A clone of the base alone by extent sharing changes nothing of the source and is one FICLONE into a temp file,
+        // then a rename: a crash leaves the temp file, which the re-run (the command is still in its inbox, or its
+        // message unacked) removes, or the finished copy, which it recognises. Nothing to resume, so no journal entry
+        // (3 syncs: as much again as the clone itself).
+        var fromBase = snapshotId is { } s2 ? chain.SnapshotData(s2).FileName == chain.Base.FileName : !chain.HasSnapshots;
+        var journal = !(sharing && fromBase && !resuming);
+        if (journal)
+        {
+            Journal(share, Intent(snapshotId is null ? PendingOperationKind.CloneVolume : PendingOperationKind.CreateVolumeFromSnapshot,
+                volumeId, snapshotId, newVolumeId, targetFormat, newSizeBytes, targetShareName, baseFormat));
+            Step(OperationSteps.CloneJournaled, volumeId);
+        }
         RemoveTempFilesOf(target, targetName, newVolumeId);
         var temp = target.PathOf(DurableFile.TempName(targetName));
         var howCopied = "copied";
@@ -168,12 +177,18 @@ public sealed partial class VolumeEngine
             // not left with a journal entry that every later operation would trip over.
             DurableFile.TryDelete(temp);
             await DropTemporarySnapshotAsync(share, volumeId, tempSnapshot, CancellationToken.None).ConfigureAwait(false);
-            OperationJournal.Clear(share, volumeId);
+            if (journal)
+            {
+                OperationJournal.Clear(share, volumeId);
+            }
             throw;
         }
 
         await DropTemporarySnapshotAsync(share, volumeId, tempSnapshot, ct).ConfigureAwait(false);
-        OperationJournal.Clear(share, volumeId);
+        if (journal)
+        {
+            OperationJournal.Clear(share, volumeId);
+        }
         return OperationResult.Done($"created volume {newVolumeId} ({format.ToQemuName()}, {size} bytes) from {what}: {howCopied}", targetName);
     }
 

@@ -2,6 +2,7 @@ using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Layout;
 using NfsVolumeWorker.Storage.Shares;
 using NfsVolumeWorker.Storage.Tests.Support;
+using static NfsVolumeWorker.Storage.Tests.Engine.CrashAssertions;
 using static NfsVolumeWorker.Storage.Tests.Support.EngineTestBed;
 
 namespace NfsVolumeWorker.Storage.Tests.Engine;
@@ -86,6 +87,32 @@ public sealed class ExtentSharingCloneSpecs : IDisposable
         Assert.True(_bed.ImageReads(_bed.PathOf(VolumeFileNames.Base(clone)), ImageFormat.Raw, 100 * MiB, 4 * MiB, 0x22));
         Assert.Single(_bed.Info(volume)!.Snapshots); // the temporary snapshot is gone again
         Assert.Empty(_bed.ShareProblems());
+    }
+
+    [Theory]
+    [InlineData(OperationSteps.CloneCopied)]
+    [InlineData(OperationSteps.CloneRenamed)]
+    public async Task A_clone_of_the_base_alone_writes_no_journal_entry_and_a_crash_in_it_is_finished_by_the_next_run(string step)
+    {
+        var volume = await _bed.CreateVolumeAsync(64 * MiB);
+        _bed.GuestWrite(volume, 0, 32 * MiB, 0x11);
+        var atBase = _bed.SaveReference(volume, "at-base");
+        var snapshot = Guid.NewGuid();
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, volume, snapshot));
+        _bed.GuestWrite(volume, 40 * MiB, 4 * MiB, 0x22);
+        var clone = Guid.NewGuid();
+
+        var engine = _bed.NewEngine(new CrashAtStep(step, 1));
+        await Assert.ThrowsAsync<InjectedCrash>(() => engine.CreateVolumeFromSnapshotAsync(new CreateVolumeFromSnapshotRequest(Export, volume, snapshot, clone)));
+        Assert.Empty(JournalEntries(_bed.Share)); // nothing to resume: the source is untouched
+        Assert.Empty(_bed.ShareProblems());
+
+        var again = await _bed.NewEngine().CreateVolumeFromSnapshotAsync(new CreateVolumeFromSnapshotRequest(Export, volume, snapshot, clone));
+        Assert.True(_bed.SameContents(_bed.PathOf(VolumeFileNames.Base(clone)), ImageFormat.Raw, atBase));
+        Assert.DoesNotContain(_bed.Listing(), f => f.Contains(".tmp-", StringComparison.Ordinal));
+        Assert.Empty(JournalEntries(_bed.Share));
+        Assert.Empty(_bed.ShareProblems());
+        Assert.Equal(step == OperationSteps.CloneRenamed ? OperationOutcome.AlreadyDone : OperationOutcome.Completed, again.Outcome);
     }
 
     [Theory]
