@@ -104,7 +104,9 @@ public static class DurableFile
             {
                 Mode = FileMode.CreateNew,
                 Access = FileAccess.Write,
-                Share = FileShare.None,
+                // Readers may open it while it is written (it is under its final name): they read a torn record as
+                // absent. FileShare.None would take an exclusive flock that makes their open throw instead.
+                Share = FileShare.Read,
                 UnixCreateMode = mode,
             });
         }
