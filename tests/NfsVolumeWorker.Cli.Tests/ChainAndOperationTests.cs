@@ -122,7 +122,10 @@ public sealed class ChainAndOperationTests
         var volume = TestShare.Id();
         await TestShare.Ok(share.Args("volume", "create", volume, "--size", "1M"));
         var s = ShareMap.FromDefinition("/unused", share.Path, null, null);
-        using (await VolumeLock.AcquireAsync(s, Ids.Parse(volume, "volume id"), TimeSpan.Zero, CancellationToken.None))
+        // Waits, not TimeSpan.Zero: a qemu-img started by a test running beside this one (same process) is forked
+        // with a copy of every descriptor until it execs, so the lock `volume create` just released can look held
+        // for an instant. What this test checks is the CLI's answer while the lock is held.
+        using (await VolumeLock.AcquireAsync(s, Ids.Parse(volume, "volume id"), TimeSpan.FromSeconds(30), CancellationToken.None))
         {
             var run = await Nfsvol.RunAsync(share.Args("--lock-timeout", "0", "snapshot", "create", volume, TestShare.Id()));
             Assert.Equal(4, run.ExitCode);

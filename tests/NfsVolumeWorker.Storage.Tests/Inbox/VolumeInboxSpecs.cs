@@ -55,6 +55,21 @@ public sealed class VolumeInboxSpecs : IDisposable
     /// <summary>What the sweep does with empty directories, without the grace period.</summary>
     private int RemoveEmpty() => VolumeInbox.RemoveEmpty(_share, VolumeInbox.Survey(_share, 1000, TimeSpan.Zero));
 
+    /// <summary>Sweeps until no empty directory is left (or 10 s pass), for tests where nothing holds a lock: a
+    /// child process that another test in this process is starting keeps a copy of every descriptor until it execs,
+    /// so a lock released a moment ago can still look held to one sweep (the worker's next sweep takes it).</summary>
+    private int RemoveAllEmpty()
+    {
+        var removed = RemoveEmpty();
+        var deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency * 10;
+        while (VolumeInbox.Survey(_share, 1000, TimeSpan.Zero).Empty.Count > 0 && Stopwatch.GetTimestamp() < deadline)
+        {
+            Thread.Sleep(10);
+            removed += RemoveEmpty();
+        }
+        return removed;
+    }
+
     /// <summary>A directory as a format-1 worker leaves it once its volume's commands ran: the two lock files.</summary>
     private string LegacyEmptyDirectory(Guid volumeId)
     {
@@ -91,7 +106,7 @@ public sealed class VolumeInboxSpecs : IDisposable
         Assert.Equal(0, VolumeInbox.RemoveEmpty(_share, recent));
         Assert.Equal(3, InboxDirectories().Count);
         // ...and go once it has passed.
-        Assert.Equal(2, RemoveEmpty());
+        Assert.Equal(2, RemoveAllEmpty());
         Assert.Equal(new[] { $"volume-{waiting}" }, InboxDirectories());
         var survey = VolumeInbox.Survey(_share, 100, TimeSpan.Zero);
         Assert.Equal(new[] { (waiting, 3) }, survey.Waiting);
@@ -266,7 +281,7 @@ public sealed class VolumeInboxSpecs : IDisposable
         var ran = new ConcurrentQueue<Guid>();
         Assert.True(Drain(volume, ran));
         Assert.Equal(commands.Skip(1), ran);
-        Assert.Equal(1, RemoveEmpty());
+        Assert.Equal(1, RemoveAllEmpty());
         Assert.Empty(InboxDirectories());
     }
 
