@@ -54,8 +54,9 @@ public sealed record CheckView(bool Healthy, IReadOnlyList<CheckFinding> Finding
 /// <summary>A checked share and what its file system offers (<c>check --json</c>).</summary>
 /// <param name="ServerSideCopy">The file system copies itself (<c>copy_file_range</c>; NFS 4.2 server-side COPY).</param>
 /// <param name="CopyMode">With <c>--measure-copy</c>: the faster copy mode (<c>DirectIo</c> or <c>PageCache</c>) and both rates.</param>
+/// <param name="CopiesOnServer">That copy runs on a file server, not in this host's kernel (only then do clones use it by default).</param>
 public sealed record ShareView(string Export, string LocalPath, bool ExtentSharing, long? MaxFileSize, long? FreeBytes, bool ServerSideCopy = false,
-    NfsVolumeWorker.Storage.Shares.CopyModeMeasurement? CopyMode = null)
+    NfsVolumeWorker.Storage.Shares.CopyModeMeasurement? CopyMode = null, bool CopiesOnServer = false)
 {
     public static ShareView Of(NfsVolumeWorker.Storage.Shares.Share share)
     {
@@ -68,7 +69,7 @@ public sealed record ShareView(string Export, string LocalPath, bool ExtentShari
         catch (IOException)
         {
         }
-        return new ShareView(share.Export, share.LocalPath, capabilities.ExtentSharing, capabilities.MaxFileSize, free, capabilities.ServerSideCopy, capabilities.CopyMode);
+        return new ShareView(share.Export, share.LocalPath, capabilities.ExtentSharing, capabilities.MaxFileSize, free, capabilities.ServerSideCopy, capabilities.CopyMode, capabilities.CopiesOnServer);
     }
 }
 
@@ -209,7 +210,9 @@ internal static class Output
         foreach (var share in shares)
         {
             console.MarkupLine(Markup.Escape($"share {share.Export}: {(share.ExtentSharing ? "extent sharing (reflink): clones share the base's extents" : "no extent sharing: clones copy")}"
-                + (share.ServerSideCopy ? ", server-side copy (copy_file_range)" : ", no server-side copy")
+                + (!share.ServerSideCopy ? ", no server-side copy"
+                    : share.CopiesOnServer ? ", server-side copy (copy_file_range)"
+                    : ", in-kernel copy (copy_file_range; local, not used)")
                 + (share.CopyMode is { } mode ? ", " + mode.Describe() : "")
                 + (share.FreeBytes is { } free ? $", {SizeParser.Format(free)} free" : "")));
         }

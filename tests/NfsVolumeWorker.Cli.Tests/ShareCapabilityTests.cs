@@ -37,6 +37,7 @@ public sealed class ShareCapabilityTests
         using var share = new TestShare();
         var plain = ShareOf(await Nfsvol.RunAsync(share.Args("--json", "check")));
         Assert.True(plain.GetProperty("serverSideCopy").GetBoolean(), "copy_file_range works within the test machine's ext4");
+        Assert.False(plain.GetProperty("copiesOnServer").GetBoolean(), "the test machine's ext4 copies in this host's kernel, not on a server");
         Assert.Equal(JsonValueKind.Null, plain.GetProperty("copyMode").ValueKind);
 
         var measured = ShareOf(await Nfsvol.RunAsync(share.Args("--json", "check", "--measure-copy", "--probe-size", "16M")));
@@ -49,7 +50,7 @@ public sealed class ShareCapabilityTests
         Assert.DoesNotContain(Directory.EnumerateFiles(share.Path, "*", SearchOption.AllDirectories), f => f.Contains("probe", StringComparison.Ordinal));
 
         var text = await Nfsvol.RunAsync(share.Args("check", "--measure-copy", "--probe-size", "16M"));
-        Assert.Contains("server-side copy (copy_file_range)", text.Stdout, StringComparison.Ordinal);
+        Assert.Contains("in-kernel copy (copy_file_range", text.Stdout, StringComparison.Ordinal);
         Assert.Contains("MB/s with O_DIRECT", text.Stdout, StringComparison.Ordinal);
     }
 }

@@ -223,14 +223,16 @@ public sealed partial class VolumeEngine
     }
 
     /// <summary>
-    /// How a full copy runs: within one share that copies itself, server-side (<c>convert -C</c>, through the page
-    /// cache: the data need not come back to this host, and the caller's fsync makes it durable); otherwise in the
+    /// How a full copy runs: within one share whose server copies itself, server-side (<c>convert -C</c>, through the
+    /// page cache: the data need not come back to this host, and the caller's fsync makes it durable; on a local file
+    /// system only with <see cref="VolumeEngineOptions.LocalKernelCopy"/>); otherwise in the
     /// pinned mode, or the one measured faster on the target share (measured now when due). A measurement that fails
     /// leaves O_DIRECT, the former default, and is tried again at the next copy.
     /// </summary>
     private async Task<ConvertRequest> FullCopyRequestAsync(Share source, Share target, ConvertRequest request, CancellationToken ct)
     {
-        if (_options.ServerSideCopy && source.LocalPath == target.LocalPath && ShareCapabilities.Of(target).ServerSideCopy)
+        if (_options.ServerSideCopy && source.LocalPath == target.LocalPath && ShareCapabilities.Of(target) is { ServerSideCopy: true } copies
+            && (copies.CopiesOnServer || _options.LocalKernelCopy))
         {
             return request with { CopyOffload = true, DirectIo = false };
         }

@@ -42,6 +42,12 @@ public sealed class VolumeEngineOptions
     /// writing. False: always read and write. Default true.</summary>
     public bool ServerSideCopy { get; set; } = true;
 
+    /// <summary>Also copy with <c>copy_file_range</c> on a local file system (ext4, XFS without reflink), where the
+    /// kernel copies through this host's page cache: barely faster than O_DIRECT there, and the gigabytes of dirty
+    /// pages it leaves make every fsync on the host (other volumes' commands, the broker's) wait behind their
+    /// writeback. Default false: local shares read and write in the measured copy mode.</summary>
+    public bool LocalKernelCopy { get; set; }
+
     /// <summary>Clones share the base's extents where the share's file system offers it (FICLONE: XFS with reflink,
     /// btrfs, NFS 4.2 CLONE), writing only what the overlays hold. False forces full copies. Default true.</summary>
     public bool ShareExtents { get; set; } = true;

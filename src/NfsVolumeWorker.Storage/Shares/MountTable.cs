@@ -10,6 +10,9 @@ public sealed record MountEntry(string MountPoint, string FileSystemType, string
     /// still accepts <c>copy_file_range</c>, but reads the data over the wire and writes it back.</summary>
     public bool IsNfsWithoutServerSideCopy =>
         FileSystemType == "nfs" || (FileSystemType == "nfs4" && !SuperOptions.Split(',').Contains("vers=4.2", StringComparer.Ordinal));
+
+    /// <summary>True for a file system served by another machine (NFS, CIFS/SMB3, CephFS), whose own copy runs there.</summary>
+    public bool IsNetworkFileSystem => FileSystemType is "nfs" or "nfs4" or "cifs" or "smb3" or "ceph";
 }
 
 /// <summary>Reads <c>/proc/self/mountinfo</c>.</summary>

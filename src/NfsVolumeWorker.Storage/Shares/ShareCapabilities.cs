@@ -12,7 +12,10 @@ namespace NfsVolumeWorker.Storage.Shares;
 /// overlay and give it the lower image's name. Without, merges only commit down.</param>
 /// <param name="ServerSideCopy">The file system copies between two of its files itself (<c>copy_file_range</c>: NFS
 /// 4.2 turns it into a server-side <c>COPY</c>, no data over the wire; a local file system copies in the kernel).</param>
-public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize, bool HardLinks = false, bool ServerSideCopy = false)
+/// <param name="CopiesOnServer">That copy happens on a file server (an <c>nfs4</c> mount of 4.2, CIFS/SMB3), not in this
+/// host's kernel: a local file system's in-kernel copy goes through this host's page cache, where gigabytes of dirty
+/// pages make every other fsync on the machine wait for their writeback.</param>
+public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize, bool HardLinks = false, bool ServerSideCopy = false, bool CopiesOnServer = false)
 {
     private static readonly ConcurrentDictionary<string, ShareCapabilities> Probed = new(StringComparer.Ordinal);
 
@@ -30,8 +33,10 @@ public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize, bo
         {
             try
             {
+                var serverSideCopy = ProbeServerSideCopy(share);
                 var found = new ShareCapabilities(ProbeExtentSharing(share), VolumeSizeLimit.MaxFileSize(share),
-                    HardLinks: ProbeHardLinks(share), ServerSideCopy: ProbeServerSideCopy(share));
+                    HardLinks: ProbeHardLinks(share), ServerSideCopy: serverSideCopy,
+                    CopiesOnServer: serverSideCopy && MountTable.Find(share.LocalPath) is { IsNetworkFileSystem: true });
                 known = Probed.GetOrAdd(share.LocalPath, found);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or Errors.StorageException)
@@ -45,7 +50,9 @@ public sealed record ShareCapabilities(bool ExtentSharing, long? MaxFileSize, bo
     /// <summary>One line for logs, health and <c>nfsvol check</c>.</summary>
     public string Describe() =>
         (ExtentSharing ? "extent sharing (reflink): clones share the base's extents" : "no extent sharing: clones copy")
-        + (ServerSideCopy ? "; server-side copy (copy_file_range)" : "; no server-side copy")
+        + (!ServerSideCopy ? "; no server-side copy"
+            : CopiesOnServer ? "; server-side copy (copy_file_range)"
+            : "; in-kernel copy (copy_file_range; local, not used)")
         + (CopyMode is { } mode ? "; " + mode.Describe() : "; copy mode not measured yet")
         + (MaxFileSize is { } max ? $"; largest file {max} bytes" : "")
         + (HardLinks ? "" : "; no hard links: merges only commit down");

@@ -29,6 +29,7 @@ public sealed class MountTableSpecs
         Assert.NotNull(mount);
         Assert.Equal(type, mount.FileSystemType);
         Assert.Equal(withoutCopy, mount.IsNfsWithoutServerSideCopy);
+        Assert.Equal(type.StartsWith("nfs", StringComparison.Ordinal), mount.IsNetworkFileSystem);
     }
 
     [Fact]
