@@ -30,4 +30,11 @@ public sealed class QemuImgOptions
     /// <summary>Run qemu-img under <c>setpriv --pdeathsig KILL</c> (util-linux) so that it dies with the worker
     /// instead of copying on alone after a kill -9. Default true; ignored when setpriv is not installed.</summary>
     public bool KillWithWorker { get; set; } = true;
+
+    /// <summary>Run long calls (convert, commit, rebase, resize) under <c>ionice -c 3</c> (util-linux; the idle I/O
+    /// class), so that the disk's scheduler (mq-deadline since Linux 5.14, BFQ) serves the short commands of other
+    /// volumes first instead of queueing them behind gigabytes of copy; mq-deadline ages waiting requests, so a copy is
+    /// slowed under sustained load, never stopped. Only local block devices honour it (an NFS server does not see
+    /// the client's priority). Default true; ignored when ionice is not installed.</summary>
+    public bool LongCallsAtIdleIoPriority { get; set; } = true;
 }

@@ -30,6 +30,7 @@ public sealed class QemuImgRunner
     private readonly QemuImgOptions _options;
     private readonly ILogger<QemuImgRunner> _logger;
     private readonly Lazy<string?> _dieWithParent;
+    private readonly Lazy<string?> _idleIo;
     private readonly ConcurrentDictionary<string, string> _resolved = new(StringComparer.Ordinal);
 
     public QemuImgRunner(IOptions<QemuImgOptions> options, ILogger<QemuImgRunner> logger)
@@ -39,6 +40,7 @@ public sealed class QemuImgRunner
         _options = options.Value;
         _logger = logger;
         _dieWithParent = new(() => _options.KillWithWorker ? ProcessLauncher.Resolve("setpriv") : null);
+        _idleIo = new(() => _options.LongCallsAtIdleIoPriority ? ProcessLauncher.Resolve("ionice") : null);
     }
 
     /// <summary>The absolute path of a program named on PATH, looked up once: setpriv and prlimit exec what they are
@@ -399,7 +401,8 @@ public sealed class QemuImgRunner
         // A worker killed outright must not leave qemu-img running on the share: run it under
         // setpriv --pdeathsig (util-linux), started from the launcher thread.
         var dieWithParent = _dieWithParent.Value;
-        if (dieWithParent is not null && ProcessLauncher.Resolve(fileName) is null)
+        var idleIo = command.Kind == QemuImgCallKind.Long ? _idleIo.Value : null;
+        if ((dieWithParent ?? idleIo) is not null && ProcessLauncher.Resolve(fileName) is null)
         {
             // Through setpriv a missing binary would only show as exit 127; say it the way a failed start does.
             throw Missing(command, fileName, commandLine, viaPrlimit, new Win32Exception(2, "No such file or directory"));
@@ -415,10 +418,28 @@ public sealed class QemuImgRunner
         };
         if (dieWithParent is not null)
         {
-            foreach (var argument in new[] { "--pdeathsig", "KILL", "--", fileName })
+            foreach (var argument in new[] { "--pdeathsig", "KILL", "--" })
             {
                 startInfo.ArgumentList.Add(argument);
             }
+        }
+        // ionice execs what it is given, so the class holds for qemu-img and every thread it starts; -t: a kernel
+        // that refuses the class still runs the copy.
+        if (idleIo is not null)
+        {
+            startInfo.FileName = dieWithParent is null ? idleIo : startInfo.FileName;
+            if (dieWithParent is not null)
+            {
+                startInfo.ArgumentList.Add(idleIo);
+            }
+            foreach (var argument in new[] { "-c", "3", "-t", "--" })
+            {
+                startInfo.ArgumentList.Add(argument);
+            }
+        }
+        if (dieWithParent is not null || idleIo is not null)
+        {
+            startInfo.ArgumentList.Add(fileName);
         }
         foreach (var argument in argv)
         {
@@ -574,7 +595,7 @@ public sealed class QemuImgRunner
     {
         var stderr = result.StandardError;
         if (result.ExitCode is 126 or 127
-            && (stderr.Contains("prlimit: failed to execute", StringComparison.Ordinal) || stderr.Contains("setpriv: failed to execute", StringComparison.Ordinal)))
+            && (stderr.Contains("prlimit: failed to execute", StringComparison.Ordinal) || stderr.Contains("setpriv: failed to execute", StringComparison.Ordinal) || stderr.Contains("ionice: failed to execute", StringComparison.Ordinal)))
         {
             return new QemuImgException(
                 StorageErrorCode.QemuImgMissing,

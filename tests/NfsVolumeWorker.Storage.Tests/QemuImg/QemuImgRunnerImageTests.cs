@@ -320,4 +320,28 @@ public sealed class QemuImgRunnerImageTests : IDisposable
         file.Position = blockOffset;
         file.Write(new byte[count * 2]); // 16-bit refcounts, the default
     }
+
+    /// <summary>A long copy runs in the idle I/O class, so the disk serves other volumes' short commands first; short
+    /// calls keep the worker's class. The executable is a wrapper that notes its own class (`ionice -p $$`, which
+    /// ionice's exec leaves to qemu-img and its threads) and execs the real qemu-img.</summary>
+    [Theory]
+    [InlineData(true, "idle")]
+    [InlineData(false, "none")]
+    public async Task Long_calls_run_in_the_idle_io_class_and_short_ones_in_the_workers(bool idle, string longClass)
+    {
+        var noted = _dir.File("classes");
+        var wrapper = _dir.File("qemu-img-noting-its-io-class");
+        File.WriteAllText(wrapper, $"#!/bin/sh\nionice -p $$ >> {noted}\nexec {RequiredTool.QemuImg} \"$@\"\n");
+        File.SetUnixFileMode(wrapper, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var runner = Runner(o => { o.Executable = wrapper; o.LongCallsAtIdleIoPriority = idle; });
+        var source = _dir.File("source.raw");
+        await runner.CreateAsync(new CreateImageRequest(source, ImageFormat.Raw, 4 * MiB));
+
+        await runner.ConvertAsync(new ConvertRequest(source, ImageFormat.Raw, _dir.File("copy.raw"), ImageFormat.Raw));
+
+        var classes = File.ReadAllLines(noted);
+        Assert.Equal(2, classes.Length);
+        Assert.StartsWith("none", classes[0], StringComparison.Ordinal); // create: short
+        Assert.StartsWith(longClass, classes[1], StringComparison.Ordinal); // convert: long
+    }
 }
