@@ -33,6 +33,7 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         report.Row("c.qemu", "c qemu-img's own syncs: create | commit -d", "");
         report.Row("d.p99", "d p99 on B, clone of A in B's partition", "<= 2x unloaded");
         report.Row("d.clone", "d clone of A: duration, B commands during it", "");
+        report.Row("d.fsync", "d the disk alone: 4 KiB write+fsync p99, clone | idle", "");
         report.Row("e.idle", "e idle CPU, inbox with N volume dirs", "<= 1% core");
         report.Row("f.rss", "f worker max RSS with N commands queued", "<= 200 MiB");
         report.Row("f.queued", "f published, finished while measured", "");
@@ -327,11 +328,14 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         {
             unloaded.AddRange(await SnapshotPairAsync(s, b, ct));
         }
+        // The disk's own share of the figure: what one small durable write costs beside the clone, against idle.
+        var fsyncIdle = await SyncLatenciesAsync(s.BackingPath, () => false, TimeSpan.FromSeconds(2), ct);
 
         var clone = new CloneVolume { CommandId = Guid.NewGuid(), VolumeId = a, NewVolumeId = Guid.NewGuid() };
         var cloneDone = s.Driver.Expect(clone.CommandId);
         var cloneStart = Stopwatch.GetTimestamp();
         await s.Driver.PublishAsync(0, clone, ct);
+        var fsyncDuring = SyncLatenciesAsync(s.BackingPath, () => cloneDone.IsCompleted, TimeSpan.FromHours(1), ct);
         var loaded = new List<(TimeSpan Latency, long End)>();
         while (!cloneDone.IsCompleted)
         {
@@ -367,6 +371,37 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         var p99Unloaded = Percentile(unloaded, 0.99);
         var ratio = p99Loaded / p99Unloaded;
         report.Set("d.p99", Column, new Cell(Report.Ms(p99Loaded), Report.Ms(p99Unloaded), Report.Times(ratio), ratio <= 2));
+        var during99 = Percentile(await fsyncDuring, 0.99);
+        var idle99 = Percentile(fsyncIdle, 0.99);
+        report.Set("d.fsync", Column, new Cell(Report.Ms(during99), Report.Ms(idle99), Report.Times(during99 / idle99)));
+    }
+
+    /// <summary>A 4 KiB write and fsync of one file in <paramref name="directory"/> every 20 ms, until
+    /// <paramref name="stop"/> or <paramref name="limit"/>: the latency of the smallest durable write.</summary>
+    private static async Task<List<TimeSpan>> SyncLatenciesAsync(string directory, Func<bool> stop, TimeSpan limit, CancellationToken ct)
+    {
+        var path = Path.Combine(directory, $"fsync-probe-{Guid.NewGuid():N}");
+        var block = new byte[4096];
+        var latencies = new List<TimeSpan>();
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            await using var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.None);
+            while (!stop() && Stopwatch.GetElapsedTime(started) < limit)
+            {
+                var t = Stopwatch.GetTimestamp();
+                file.Position = 0;
+                file.Write(block);
+                file.Flush(flushToDisk: true);
+                latencies.Add(Stopwatch.GetElapsedTime(t));
+                await Task.Delay(20, ct);
+            }
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+        return latencies;
     }
 
     private async Task<TimeSpan[]> SnapshotPairAsync(WorkerSession s, Guid volume, CancellationToken ct)
