@@ -69,7 +69,7 @@ public sealed partial class VolumeEngine
             using var volumeLock = await VolumeLock.AcquireAsync(share, request.VolumeId, request.LockTimeout ?? _options.LockTimeout, cancellationToken).ConfigureAwait(false);
             var key = (share.LocalPath, request.VolumeId);
             var inProcess = !_running.TryAdd(key, operation);
-            var otherProcess = RunningMarker.Enter(share, request.VolumeId, operation);
+            var otherProcess = RunningMarker.Enter(volumeLock, operation);
             if (inProcess || otherProcess is not null)
             {
                 Interlocked.Increment(ref _overlaps);
@@ -92,7 +92,7 @@ public sealed partial class VolumeEngine
             }
             finally
             {
-                RunningMarker.Exit(share, request.VolumeId);
+                RunningMarker.Exit(volumeLock);
                 _running.TryRemove(key, out _);
             }
         }

@@ -86,6 +86,14 @@ public sealed class VolumeLock : IDisposable
         }
     }
 
+    /// <summary>The note the lock file holds (<see cref="RunningMarker"/> keeps its marker there while the lock is held).</summary>
+    internal string ReadNote() => OfdLockFile.ReadNote(Descriptor, FilePath);
+
+    /// <summary>Replaces the lock file's note ("" empties it); no sync.</summary>
+    internal void WriteNote(string note) => OfdLockFile.WriteNote(Descriptor, FilePath, note);
+
+    private int Descriptor => _fd >= 0 ? _fd : throw new ObjectDisposedException(FilePath);
+
     /// <summary>True when some open file description (this process or another) holds the lock now.</summary>
     public static bool IsHeld(Share share, Guid volumeId) => OfdLockFile.IsHeld(PathFor(share, volumeId));
 
