@@ -101,16 +101,25 @@ internal static class OfdLockFile
         }
     }
 
-    /// <summary>Replaces the note with <paramref name="note"/> ("" empties the file), without any sync: written at 0,
-    /// then cut to its length, so no new file (inode) is made for it.</summary>
-    public static void WriteNote(int fd, string path, string note)
+    /// <summary>Replaces the note with <paramref name="note"/>, without any sync: written at 0, then cut to its length
+    /// when the file held more (<paramref name="previousBytes"/>), so no new file (inode) is made for it.</summary>
+    public static void WriteNote(int fd, string path, string note, int previousBytes)
     {
         var bytes = System.Text.Encoding.UTF8.GetBytes(note);
         if (bytes.Length > 0 && NativeMethods.Pwrite(fd, ref bytes[0], (nuint)bytes.Length, 0) != bytes.Length)
         {
             throw DurableFile.IoError($"write of lock file {path}", Marshal.GetLastPInvokeError());
         }
-        if (NativeMethods.Ftruncate(fd, bytes.Length) != 0)
+        if (previousBytes > bytes.Length && NativeMethods.Ftruncate(fd, bytes.Length) != 0)
+        {
+            throw DurableFile.IoError($"truncate of lock file {path}", Marshal.GetLastPInvokeError());
+        }
+    }
+
+    /// <summary>Empties the lock file (its note), without any sync.</summary>
+    public static void ClearNote(int fd, string path)
+    {
+        if (NativeMethods.Ftruncate(fd, 0) != 0)
         {
             throw DurableFile.IoError($"truncate of lock file {path}", Marshal.GetLastPInvokeError());
         }

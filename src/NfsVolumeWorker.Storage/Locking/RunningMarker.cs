@@ -31,7 +31,7 @@ public static class RunningMarker
         ArgumentNullException.ThrowIfNull(held);
         var found = held.ReadNote();
         var mine = string.Create(CultureInfo.InvariantCulture, $"{Environment.MachineName} {Environment.ProcessId} {StartTime(Environment.ProcessId)} {operation}");
-        held.WriteNote(mine);
+        held.ReplaceNote(found, mine);
         if (IsLive(found))
         {
             return found;
@@ -45,7 +45,7 @@ public static class RunningMarker
         ArgumentNullException.ThrowIfNull(held);
         try
         {
-            held.WriteNote("");
+            held.ClearNote();
         }
         catch (IOException)
         {
