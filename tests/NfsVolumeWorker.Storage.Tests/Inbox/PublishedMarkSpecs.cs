@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using NfsVolumeWorker.Storage.Inbox;
 using NfsVolumeWorker.Storage.Shares;
 using NfsVolumeWorker.Storage.Tests.Support;
@@ -56,6 +57,24 @@ public sealed class PublishedMarkSpecs : IDisposable
     }
 
     [Fact]
+    public void A_record_this_user_may_not_chmod_is_marked_with_a_published_file_as_older_workers_do()
+    {
+        var id = Guid.NewGuid();
+        CommandOutcomes.Write(_share, id, "{}"u8, Mode);
+        var record = CommandOutcomes.PathOf(_share, id);
+        File.SetUnixFileMode(record, Mode | UnixFileMode.OtherWrite);
+        Chown(record, 65534); // another instance's user (nobody) owns it
+
+        // The tests run as root, who may chmod any file: the mark runs on a thread without CAP_FOWNER, as another user would.
+        var marked = WithoutFileOwnerCapability(() => CommandOutcomes.MarkPublished(_share, id, Mode));
+
+        Assert.False(marked);
+        Assert.True(File.Exists(CommandOutcomes.PublishedMarkOf(_share, id)));
+        Assert.Equal(Mode | UnixFileMode.OtherWrite, File.GetUnixFileMode(record)); // untouched
+        Assert.True(CommandOutcomes.IsMarkedPublished(_share, id));
+    }
+
+    [Fact]
     public void Marking_a_record_that_was_pruned_meanwhile_makes_nothing()
     {
         var id = Guid.NewGuid();
@@ -93,4 +112,76 @@ public sealed class PublishedMarkSpecs : IDisposable
         Assert.False(CommandOutcomes.IsMarkedPublished(_share, old));
         Assert.False(CommandOutcomes.IsMarkedPublished(_share, oldLegacy));
     }
+
+    private static void Chown(string path, int uid)
+    {
+        if (Native.chown(path, uid, -1) != 0)
+        {
+            throw new IOException($"chown {path}: errno {Marshal.GetLastPInvokeError()}");
+        }
+    }
+
+    /// <summary>Runs <paramref name="action"/> on a thread of its own whose effective capabilities lack CAP_FOWNER
+    /// (capabilities are per thread on Linux), so chmod of a file this user does not own fails as for any other user.</summary>
+    private static T WithoutFileOwnerCapability<T>(Func<T> action)
+    {
+        const int CapFowner = 3;
+        T result = default!;
+        Exception? failure = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                var header = new Native.CapHeader { Version = 0x20080522 };
+                var data = new Native.CapData[2];
+                if (Native.capget(ref header, data) != 0)
+                {
+                    throw new IOException($"capget: errno {Marshal.GetLastPInvokeError()}");
+                }
+                Assert.True((data[0].Effective & (1u << CapFowner)) != 0, "the tests run as root with CAP_FOWNER");
+                data[0].Effective &= ~(1u << CapFowner);
+                if (Native.capset(ref header, data) != 0)
+                {
+                    throw new IOException($"capset: errno {Marshal.GetLastPInvokeError()}");
+                }
+                result = action();
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        });
+        thread.Start();
+        thread.Join();
+        return failure is null ? result : throw new InvalidOperationException("on the thread without CAP_FOWNER", failure);
+    }
+
+#pragma warning disable SYSLIB1054, CA5392, SA1300, IDE1006 // plain P/Invoke of three libc calls, for this test only
+    private static class Native
+    {
+        [StructLayout(LayoutKind.Sequential)]
+        public struct CapHeader
+        {
+            public uint Version;
+            public int Pid;
+        }
+
+        [StructLayout(LayoutKind.Sequential)]
+        public struct CapData
+        {
+            public uint Effective;
+            public uint Permitted;
+            public uint Inheritable;
+        }
+
+        [DllImport("libc", SetLastError = true)]
+        public static extern int capget(ref CapHeader header, [In, Out] CapData[] data);
+
+        [DllImport("libc", SetLastError = true)]
+        public static extern int capset(ref CapHeader header, [In] CapData[] data);
+
+        [DllImport("libc", SetLastError = true, CharSet = CharSet.Ansi)]
+        public static extern int chown(string path, int owner, int group);
+    }
+#pragma warning restore SYSLIB1054, CA5392, SA1300, IDE1006
 }
