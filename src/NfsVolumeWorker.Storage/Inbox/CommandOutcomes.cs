@@ -59,7 +59,7 @@ public static class CommandOutcomes
     /// without a new file: the record gets <see cref="PublishedBit"/> (one chmod; a create of a new name cost an inode
     /// allocation, and on NFS a server round trip, per command). A mark a crash loses costs one more publish of the
     /// same event, which subscribers drop by its message id. Where the share does not keep the bit (a server that
-    /// drops it: the mode read back lacks it), the mark is an empty <c>&lt;id&gt;.published</c> file beside the record,
+    /// drops it: the mode read back lacks it) or another user owns the record (only the owner may chmod), the mark is an empty <c>&lt;id&gt;.published</c> file beside the record,
     /// as older workers make. Returns false when it had to fall back to that file.</summary>
     public static bool MarkPublished(Share share, Guid commandId, UnixFileMode mode)
     {

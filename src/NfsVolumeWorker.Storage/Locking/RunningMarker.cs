@@ -39,7 +39,8 @@ public static class RunningMarker
         return ReadLegacy(LegacyPathBeside(held.FilePath, held.VolumeId)) is { } old && IsLive(old) ? old : null;
     }
 
-    /// <summary>Empties the marker at the end of the operation (no sync: a marker a crash keeps names a dead process).</summary>
+    /// <summary>Empties the marker at the end of the operation (no sync: a marker a crash keeps names a dead process).
+    /// Never throws: it runs after the operation, whose own result or error is what the caller must see.</summary>
     public static void Exit(VolumeLock held)
     {
         ArgumentNullException.ThrowIfNull(held);
@@ -47,9 +48,10 @@ public static class RunningMarker
         {
             held.ClearNote();
         }
-        catch (IOException)
+        catch (Errors.StorageException)
         {
-            // The lock file went with its directory: there is no marker left to empty.
+            // The share failed under the operation (which then failed too): a marker left behind names this process,
+            // as a .running file an older worker could not delete did.
         }
     }
 
