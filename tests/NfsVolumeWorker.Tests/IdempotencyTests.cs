@@ -61,13 +61,15 @@ public sealed class IdempotencyTests(ITestOutputHelper output)
         var first = await bed.RunOkAsync(snap, nameof(SnapshotCreated));
 
         // What a crash after the broker confirmed the event, but before the outcome was marked published
-        // (and before the message was acked), leaves on the share: the record without its .published mark.
+        // (and before the message was acked), leaves on the share: the record without its published mark (the sticky bit).
         var share = new Share(bed.Share, bed.Share, null);
         // (The worker marks the outcome published just after the broker confirms the event.)
         Assert.True(await Eventually.WaitAsync(() => CommandOutcomes.IsMarkedPublished(share, snap.CommandId), marked => marked, TimeSpan.FromSeconds(10)));
-        var mark = Path.ChangeExtension(CommandOutcomes.PathOf(share, snap.CommandId), ".published");
-        Assert.True(File.Exists(mark));
-        File.Delete(mark);
+        var record = CommandOutcomes.PathOf(share, snap.CommandId);
+        Assert.True(File.GetUnixFileMode(record).HasFlag(UnixFileMode.StickyBit));
+        Assert.False(File.Exists(CommandOutcomes.PublishedMarkOf(share, snap.CommandId))); // no file made for the mark
+        File.SetUnixFileMode(record, File.GetUnixFileMode(record) & ~UnixFileMode.StickyBit);
+        Assert.False(CommandOutcomes.IsMarkedPublished(share, snap.CommandId));
         Assert.False(JsonNode.Parse(CommandOutcomes.Read(share, snap.CommandId)!)!["published"]!.GetValue<bool>()); // format 2 marks apart
         var files = Tools.Tree(bed.Share).Where(p => !p.StartsWith(".nfsvolumeworker", StringComparison.Ordinal)).ToList();
 

@@ -44,6 +44,55 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
         Assert.Equal(2, queued.Syncs - inline.Syncs);
     }
 
+    [Fact]
+    public async Task A_snapshot_create_and_delete_make_no_new_file_but_the_ones_they_need()
+    {
+        await using var bed = await WorkerTestBed.StartAsync(output, "new-files");
+        var share = new Share(bed.Share, bed.Share, null);
+        var vol = Guid.NewGuid();
+        await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = vol, SizeBytes = 4 * MiB }, nameof(VolumeCreated));
+        await Tools.WaitForEmptyInboxAsync(bed.Share);
+
+        var created = new ConcurrentQueue<string>();
+        using var watcher = new FileSystemWatcher(bed.Share) { IncludeSubdirectories = true, NotifyFilter = NotifyFilters.FileName | NotifyFilters.DirectoryName };
+        watcher.Created += (_, e) => created.Enqueue(e.Name ?? "");
+        watcher.EnableRaisingEvents = true;
+
+        async Task<(List<string> Created, long Syncs)> RunAsync<T>(T command, string expected) where T : VolumeCommand
+        {
+            created.Clear();
+            using var counter = new SyncCounter();
+            await bed.RunOkAsync(command, expected);
+            Assert.True(await Eventually.WaitAsync(() => CommandOutcomes.IsMarkedPublished(share, command.CommandId), m => m, TimeSpan.FromSeconds(10)));
+            await Tools.WaitForEmptyInboxAsync(bed.Share);
+            var syncs = counter.Total;
+            // inotify reports in order: once this file is seen, every earlier create was too.
+            var sentinel = Path.Combine(bed.Share, "test-sentinel");
+            await File.WriteAllTextAsync(sentinel, "");
+            await Eventually.WaitAsync(() => created.Contains("test-sentinel"), c => c, TimeSpan.FromSeconds(10));
+            File.Delete(sentinel);
+            var names = created.Where(n => n != "test-sentinel")
+                .Select(n => n.Replace(vol.ToString(), "<vol>", StringComparison.Ordinal).Replace(command.CommandId.ToString("N"), "<cmd>", StringComparison.Ordinal))
+                .Select(n => System.Text.RegularExpressions.Regex.Replace(n, "tmp-[0-9a-f]{32}", "tmp-<t>"))
+                .ToList();
+            output.WriteLine($"{command.GetType().Name}: {syncs} syncs, new files: {string.Join(", ", names)}");
+            return (names, syncs);
+        }
+
+        var snapshotId = Guid.NewGuid();
+        var create = await RunAsync(new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = vol, SnapshotId = snapshotId }, nameof(SnapshotCreated));
+        var delete = await RunAsync(new DeleteSnapshot { CommandId = Guid.NewGuid(), VolumeId = vol, SnapshotId = snapshotId }, nameof(SnapshotDeleted));
+
+        // The overlay (a create), the .info's temp file (Cinder reads the .info: it is replaced atomically) and the
+        // outcome record: no published mark file, no running marker file (5 and 4 new files each before).
+        Assert.Equal([$"volume-<vol>.{snapshotId}", ".volume-<vol>.info.tmp-<t>", ".nfsvolumeworker/outcomes/<cmd>.json"], create.Created);
+        Assert.Equal([".volume-<vol>.info.tmp-<t>", ".nfsvolumeworker/outcomes/<cmd>.json"], delete.Created);
+        Assert.Equal((4, 4), (create.Syncs, delete.Syncs)); // unchanged: the marks were never synced
+        Assert.Empty(Directory.EnumerateFiles(Path.Combine(bed.Share, ".nfsvolumeworker", "locks"), "*.running"));
+        Assert.Equal("", RunningMarker.Read(share, vol));
+        Assert.Equal("", await Tools.CheckShareAsync(bed.Share));
+    }
+
     private sealed record SnapshotRun(long Syncs, IReadOnlyList<string> InboxFiles, int RunInline, int Accepted);
 
     private async Task<SnapshotRun> SnapshotOfAnIdleVolumeAsync(bool inlineShortCommands)
@@ -229,6 +278,39 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_redelivered_command_whose_record_an_older_worker_marked_with_a_published_file_publishes_nothing_and_one_without_a_mark_is_republished()
+    {
+        await using var bed = await WorkerTestBed.StartAsync(output, "inline-older-mark");
+        var share = new Share(bed.Share, bed.Share, null);
+        var vol = Guid.NewGuid();
+        await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = vol, SizeBytes = 4 * MiB }, nameof(VolumeCreated));
+        var snap = new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = vol, SnapshotId = Guid.NewGuid() };
+        var first = await bed.RunOkAsync(snap, nameof(SnapshotCreated));
+        Assert.True(await Eventually.WaitAsync(() => CommandOutcomes.IsMarkedPublished(share, snap.CommandId), m => m, TimeSpan.FromSeconds(10)));
+
+        // What a worker before the mode-bit mark leaves: the record without the bit, an empty <id>.published beside it.
+        var record = CommandOutcomes.PathOf(share, snap.CommandId);
+        File.SetUnixFileMode(record, File.GetUnixFileMode(record) & ~UnixFileMode.StickyBit);
+        var olderMark = CommandOutcomes.PublishedMarkOf(share, snap.CommandId);
+        File.WriteAllBytes(olderMark, []);
+
+        await SendToPartitionAsync(bed, snap, redelivered: true);
+        await Eventually.WaitAsync(() => bed.Worker.Logs.Count(DuplicateLog), n => n >= 1, TimeSpan.FromSeconds(30));
+        Assert.Equal(1, bed.Worker.Logs.Count(DuplicateLog));
+        Assert.Single(bed.Events.TerminalOf(snap.CommandId));
+
+        // Without that file the same redelivery finds no mark: the event goes out again, and the record is marked.
+        File.Delete(olderMark);
+        await SendToPartitionAsync(bed, snap, redelivered: true);
+        var events = await Eventually.WaitAsync(() => bed.Events.TerminalOf(snap.CommandId), l => l.Count >= 2, TimeSpan.FromSeconds(30));
+        Assert.Equal(2, events.Count);
+        Assert.Equal((first.MessageId, first.MessageJson), (events[1].MessageId, events[1].MessageJson));
+        Assert.True(await Eventually.WaitAsync(() => File.GetUnixFileMode(record).HasFlag(UnixFileMode.StickyBit), m => m, TimeSpan.FromSeconds(10)));
+        Assert.False(File.Exists(olderMark));
+        Assert.Equal(1, LogsOf(bed, RunningInlineLog, snap.CommandId));
+    }
+
+    [Fact]
     public async Task An_outcome_record_torn_by_a_crash_counts_as_absent_the_redelivered_command_runs_again_to_AlreadyDone_and_the_record_is_replaced()
     {
         await using var bed = await WorkerTestBed.StartAsync(output, "inline-torn");
@@ -245,7 +327,7 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
         var record = CommandOutcomes.PathOf(share, snap.CommandId);
         var whole = File.ReadAllBytes(record);
         File.WriteAllBytes(record, whole[..(whole.Length / 2)]);
-        File.Delete(Path.ChangeExtension(record, ".published"));
+        File.SetUnixFileMode(record, File.GetUnixFileMode(record) & ~UnixFileMode.StickyBit); // no mark: its event never went out
         Assert.Null(OutcomeRecord.TryFromBytes(File.ReadAllBytes(record)));
 
         await SendToPartitionAsync(bed, snap, redelivered: true);

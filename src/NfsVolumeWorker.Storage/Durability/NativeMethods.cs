@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace NfsVolumeWorker.Storage.Durability;
 
-/// <summary>The few libc calls .NET does not expose: fsync of a directory, OFD locks, FICLONE(RANGE), copy_file_range, fallocate, and hard links.</summary>
+/// <summary>The few libc calls .NET does not expose: fsync of a directory, OFD locks, FICLONE(RANGE), copy_file_range, fallocate, hard links, and positioned I/O on a raw descriptor (the volume lock's file).</summary>
 internal static partial class NativeMethods
 {
     internal const int O_RDONLY = 0;
@@ -86,4 +86,13 @@ internal static partial class NativeMethods
 
     [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
     internal static partial int FcntlLock(int fd, int cmd, ref Flock flock);
+
+    [LibraryImport("libc", EntryPoint = "pread", SetLastError = true)]
+    internal static partial nint Pread(int fd, ref byte buffer, nuint count, long offset);
+
+    [LibraryImport("libc", EntryPoint = "pwrite", SetLastError = true)]
+    internal static partial nint Pwrite(int fd, ref byte buffer, nuint count, long offset);
+
+    [LibraryImport("libc", EntryPoint = "ftruncate", SetLastError = true)]
+    internal static partial int Ftruncate(int fd, long length);
 }

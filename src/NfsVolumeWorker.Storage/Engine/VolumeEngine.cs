@@ -69,15 +69,16 @@ public sealed partial class VolumeEngine
             using var volumeLock = await VolumeLock.AcquireAsync(share, request.VolumeId, request.LockTimeout ?? _options.LockTimeout, cancellationToken).ConfigureAwait(false);
             var key = (share.LocalPath, request.VolumeId);
             var inProcess = !_running.TryAdd(key, operation);
-            var otherProcess = RunningMarker.Enter(share, request.VolumeId, operation);
-            if (inProcess || otherProcess is not null)
-            {
-                Interlocked.Increment(ref _overlaps);
-                StorageTelemetry.Overlaps.Add(1);
-                EngineLog.OverlapDetected(_logger, request.VolumeId, otherProcess ?? _running.GetValueOrDefault(key) ?? "?", operation);
-            }
             try
             {
+                // Inside the try: a marker that cannot be written (the share failing) must not leave the key behind.
+                var otherProcess = RunningMarker.Enter(volumeLock, operation);
+                if (inProcess || otherProcess is not null)
+                {
+                    Interlocked.Increment(ref _overlaps);
+                    StorageTelemetry.Overlaps.Add(1);
+                    EngineLog.OverlapDetected(_logger, request.VolumeId, otherProcess ?? _running.GetValueOrDefault(key) ?? "?", operation);
+                }
                 var finished = await FinishInterruptedAsync(share, request.VolumeId, intent, operation, cancellationToken).ConfigureAwait(false);
                 var result = await body(share, cancellationToken).ConfigureAwait(false);
                 if (finished.Count > 0)
@@ -92,7 +93,7 @@ public sealed partial class VolumeEngine
             }
             finally
             {
-                RunningMarker.Exit(share, request.VolumeId);
+                RunningMarker.Exit(volumeLock);
                 _running.TryRemove(key, out _);
             }
         }

@@ -51,23 +51,69 @@ public static class CommandOutcomes
         }
     }
 
-    /// <summary>Notes that the command's terminal event went out (the broker confirmed it): an empty file beside the
-    /// record, made without any sync. A mark a crash loses costs one more publish of the same event, which subscribers
-    /// drop by its message id; rewriting the record durably instead cost two syncs per command.</summary>
-    public static void MarkPublished(Share share, Guid commandId, UnixFileMode mode)
+    /// <summary>The mode bit that marks a record published. The sticky bit means nothing on a regular file to Linux,
+    /// to NFS servers or to older workers (they read the record's bytes, never its mode).</summary>
+    internal const UnixFileMode PublishedBit = UnixFileMode.StickyBit;
+
+    /// <summary>Notes that the command's terminal event went out (the broker confirmed it), without any sync and
+    /// without a new file: the record gets <see cref="PublishedBit"/> (one chmod; a create of a new name cost an inode
+    /// allocation, and on NFS a server round trip, per command). A mark a crash loses costs one more publish of the
+    /// same event, which subscribers drop by its message id. Where the share does not keep the bit (a server that
+    /// drops it: the mode read back lacks it) or another user owns the record (only the owner may chmod), the mark is an empty <c>&lt;id&gt;.published</c> file beside the record,
+    /// as older workers make. Returns false when it had to fall back to that file.</summary>
+    public static bool MarkPublished(Share share, Guid commandId, UnixFileMode mode)
     {
+        var record = PathOf(share, commandId);
+        DurableFile.EnsureNotSymlink(record);
+        try
+        {
+            var current = File.GetUnixFileMode(record);
+            if ((current & PublishedBit) != 0)
+            {
+                return true;
+            }
+            File.SetUnixFileMode(record, current | PublishedBit);
+            if ((File.GetUnixFileMode(record) & PublishedBit) != 0)
+            {
+                return true;
+            }
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return true; // pruned meanwhile: nothing left that a mark would answer for
+        }
+        catch (UnauthorizedAccessException)
+        {
+            // Another instance's user owns the record (only the owner may chmod): the file mark needs no ownership.
+        }
         var path = PublishedMarkOf(share, commandId);
         DurableFile.EnsureNotSymlink(path);
         using var _ = new FileStream(path, new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.Write, UnixCreateMode = mode });
+        return false;
     }
 
-    /// <summary>True when <see cref="MarkPublished"/> noted the command's event as sent.</summary>
-    public static bool IsMarkedPublished(Share share, Guid commandId) => File.Exists(PublishedMarkOf(share, commandId));
+    /// <summary>True when the command's event is noted as sent: the record carries <see cref="PublishedBit"/>, or an
+    /// <c>&lt;id&gt;.published</c> file (an older worker's mark, or this one's on a share that drops the bit) is there.</summary>
+    public static bool IsMarkedPublished(Share share, Guid commandId)
+    {
+        try
+        {
+            if ((File.GetUnixFileMode(PathOf(share, commandId)) & PublishedBit) != 0)
+            {
+                return true;
+            }
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+        }
+        return File.Exists(PublishedMarkOf(share, commandId));
+    }
 
-    private static string PublishedMarkOf(Share share, Guid commandId) =>
+    /// <summary>The separate mark of older workers (and of this one where the share drops <see cref="PublishedBit"/>).</summary>
+    public static string PublishedMarkOf(Share share, Guid commandId) =>
         Path.Combine(share.WorkerDirectory, Folder, $"{commandId:N}.published");
 
-    /// <summary>Deletes outcome records (and their published marks) older than <paramref name="maxAge"/>; returns how many records.</summary>
+    /// <summary>Deletes outcome records (and the <c>.published</c> files of older workers) older than <paramref name="maxAge"/>; returns how many records.</summary>
     public static int Prune(Share share, TimeSpan maxAge)
     {
         PruneFolder(share, Folder, maxAge, "*.published");

@@ -69,5 +69,61 @@ internal static class OfdLockFile
     public static bool IsStillAt(int fd, string path) =>
         FileOwnership.IdentityOf(fd) is { } held && FileOwnership.IdentityOf(path) is { } named && held == named;
 
+    /// <summary>The largest note <see cref="ReadNote(int, string)"/> reads; a note is one short line.</summary>
+    private const int NoteLimit = 4096;
+
+    /// <summary>The note the lock file holds (UTF-8, read from offset 0), "" when empty. The lock file's bytes are
+    /// free: the lock is on the file, not on its content.</summary>
+    public static string ReadNote(int fd, string path)
+    {
+        var buffer = new byte[NoteLimit];
+        var read = NativeMethods.Pread(fd, ref buffer[0], (nuint)buffer.Length, 0);
+        return read >= 0 ? System.Text.Encoding.UTF8.GetString(buffer, 0, (int)read) : throw DurableFile.IoError($"read of lock file {path}", Marshal.GetLastPInvokeError());
+    }
+
+    /// <summary>The note of the lock file at <paramref name="path"/>, read without taking or testing any lock (a
+    /// FileStream would take a flock, which NFS maps onto the byte-range lock the holder has); null when no such file.</summary>
+    public static string? ReadNote(string path)
+    {
+        var fd = NativeMethods.Open(path, NativeMethods.O_RDONLY | NativeMethods.O_NOFOLLOW | NativeMethods.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            return errno == ENOENT ? null : throw DurableFile.IoError($"open of lock file {path}", errno);
+        }
+        try
+        {
+            return ReadNote(fd, path);
+        }
+        finally
+        {
+            _ = NativeMethods.Close(fd);
+        }
+    }
+
+    /// <summary>Replaces the note with <paramref name="note"/>, without any sync: written at 0, then cut to its length
+    /// when the file held more (<paramref name="previousBytes"/>), so no new file (inode) is made for it.</summary>
+    public static void WriteNote(int fd, string path, string note, int previousBytes)
+    {
+        var bytes = System.Text.Encoding.UTF8.GetBytes(note);
+        if (bytes.Length > 0 && NativeMethods.Pwrite(fd, ref bytes[0], (nuint)bytes.Length, 0) != bytes.Length)
+        {
+            throw DurableFile.IoError($"write of lock file {path}", Marshal.GetLastPInvokeError());
+        }
+        if (previousBytes > bytes.Length && NativeMethods.Ftruncate(fd, bytes.Length) != 0)
+        {
+            throw DurableFile.IoError($"truncate of lock file {path}", Marshal.GetLastPInvokeError());
+        }
+    }
+
+    /// <summary>Empties the lock file (its note), without any sync.</summary>
+    public static void ClearNote(int fd, string path)
+    {
+        if (NativeMethods.Ftruncate(fd, 0) != 0)
+        {
+            throw DurableFile.IoError($"truncate of lock file {path}", Marshal.GetLastPInvokeError());
+        }
+    }
+
     public static void Close(int fd) => _ = NativeMethods.Close(fd);
 }

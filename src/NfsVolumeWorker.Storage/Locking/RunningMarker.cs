@@ -1,4 +1,5 @@
 using System.Globalization;
+using NfsVolumeWorker.Storage.Durability;
 using NfsVolumeWorker.Storage.Layout;
 using NfsVolumeWorker.Storage.Shares;
 
@@ -6,53 +7,72 @@ namespace NfsVolumeWorker.Storage.Locking;
 
 /// <summary>
 /// A second, independent witness that operations on one volume never overlap, across processes and hosts:
-/// while it holds the volume lock, an operation keeps a marker <c>.nfsvolumeworker/locks/volume-&lt;id&gt;.running</c> (next to the lock it belongs to)
-/// naming its host, process and operation. Finding a marker of a live process when starting means two
-/// operations overlap (the lock failed); a marker of a dead process is what a crash leaves, and is ignored.
+/// while it holds the volume lock, an operation keeps a marker naming its host, process and operation in the
+/// content of the lock file itself (<c>.nfsvolumeworker/locks/volume-&lt;id&gt;.lock</c>, which exists for good: no
+/// new file per operation), and empties it when it ends. Detection is by content, not by the lock: an operation that
+/// wrongly got the lock while another runs still finds that one's marker. Finding a marker of a live process when
+/// starting means two operations overlap (the lock failed); a marker of a dead process is what a crash leaves, and
+/// is ignored. Workers before this kept the marker in a file of its own, <c>volume-&lt;id&gt;.running</c> beside the
+/// lock; during a rolling upgrade one may still run, so that file is looked for too (one lookup, nothing created).
 /// </summary>
 public static class RunningMarker
 {
-    private const string Folder = "locks";
+    /// <summary>Where workers before this one kept the marker (they still write it while an upgrade rolls).</summary>
+    public static string LegacyPathFor(Share share, Guid volumeId) => LegacyPathBeside(VolumeLock.PathFor(share, volumeId), volumeId);
 
-    public static string PathFor(Share share, Guid volumeId) => Path.Combine(share.WorkerDirectory, Folder, VolumeFileNames.Base(volumeId) + ".running");
+    /// <summary>The marker the volume's lock file holds now ("" when none; null when there is no lock file), read
+    /// without touching the lock.</summary>
+    public static string? Read(Share share, Guid volumeId) => OfdLockFile.ReadNote(VolumeLock.PathFor(share, volumeId));
 
-    /// <summary>Writes this process's marker; returns the marker of another live operation found there, or null.</summary>
-    public static string? Enter(Share share, Guid volumeId, string operation)
+    /// <summary>Writes this process's marker into the held lock's file; returns the marker of another live operation
+    /// found there or in an older worker's <c>.running</c> file, or null.</summary>
+    public static string? Enter(VolumeLock held, string operation)
     {
-        WorkerDirectories.Ensure(share, Folder);
-        var path = PathFor(share, volumeId);
+        ArgumentNullException.ThrowIfNull(held);
+        var found = held.ReadNote();
         var mine = string.Create(CultureInfo.InvariantCulture, $"{Environment.MachineName} {Environment.ProcessId} {StartTime(Environment.ProcessId)} {operation}");
+        held.ReplaceNote(found, mine);
+        if (IsLive(found))
+        {
+            return found;
+        }
+        return ReadLegacy(LegacyPathBeside(held.FilePath, held.VolumeId)) is { } old && IsLive(old) ? old : null;
+    }
+
+    /// <summary>Empties the marker at the end of the operation (no sync: a marker a crash keeps names a dead process).
+    /// Never throws: it runs after the operation, whose own result or error is what the caller must see.</summary>
+    public static void Exit(VolumeLock held)
+    {
+        ArgumentNullException.ThrowIfNull(held);
         try
         {
-            using var created = new FileStream(path, new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write });
-            created.Write(System.Text.Encoding.UTF8.GetBytes(mine));
-            return null;
+            held.ClearNote();
         }
-        catch (IOException) when (File.Exists(path))
+        catch (Errors.StorageException)
         {
-            string existing;
-            try
-            {
-                existing = File.ReadAllText(path);
-            }
-            catch (FileNotFoundException)
-            {
-                existing = "";
-            }
-            File.WriteAllText(path, mine);
-            return IsLive(existing) ? existing : null;
+            // The share failed under the operation (which then failed too): a marker left behind names this process,
+            // as a .running file an older worker could not delete did.
         }
     }
 
-    /// <summary>Removes the marker at the end of the operation.</summary>
-    public static void Exit(Share share, Guid volumeId)
+    private static string LegacyPathBeside(string lockPath, Guid volumeId) =>
+        Path.Combine(Path.GetDirectoryName(lockPath)!, VolumeFileNames.Base(volumeId) + ".running");
+
+    /// <summary>An older worker's marker file, or null when there is none (the usual case: one failed lookup).</summary>
+    private static string? ReadLegacy(string path)
     {
+        if (!File.Exists(path))
+        {
+            return null;
+        }
         try
         {
-            File.Delete(PathFor(share, volumeId));
+            DurableFile.EnsureNotSymlink(path);
+            return File.ReadAllText(path);
         }
-        catch (IOException)
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
+            return null; // its operation ended meanwhile
         }
     }
 

@@ -86,6 +86,19 @@ public sealed class VolumeLock : IDisposable
         }
     }
 
+    /// <summary>The note the lock file holds (<see cref="RunningMarker"/> keeps its marker there while the lock is held).</summary>
+    internal string ReadNote() => OfdLockFile.ReadNote(Descriptor, FilePath);
+
+    /// <summary>Replaces the lock file's note, <paramref name="previous"/> (as read), with <paramref name="note"/>; no sync.
+    /// (Decoding never shortens: an invalid byte reads as U+FFFD, 3 bytes, so the count never misses a byte to cut.)</summary>
+    internal void ReplaceNote(string previous, string note) =>
+        OfdLockFile.WriteNote(Descriptor, FilePath, note, System.Text.Encoding.UTF8.GetByteCount(previous));
+
+    /// <summary>Empties the lock file's note; no sync.</summary>
+    internal void ClearNote() => OfdLockFile.ClearNote(Descriptor, FilePath);
+
+    private int Descriptor => _fd >= 0 ? _fd : throw new ObjectDisposedException(FilePath);
+
     /// <summary>True when some open file description (this process or another) holds the lock now.</summary>
     public static bool IsHeld(Share share, Guid volumeId) => OfdLockFile.IsHeld(PathFor(share, volumeId));
 

@@ -119,7 +119,10 @@ public sealed class CommandRunner(
     {
         var e = outcome.ToEvent();
         await events.PublishTerminalAsync(e, cancellationToken).ConfigureAwait(false);
-        CommandOutcomes.MarkPublished(share, e.CommandId, engineOptions.Value.NewFileMode);
+        if (!CommandOutcomes.MarkPublished(share, e.CommandId, engineOptions.Value.NewFileMode))
+        {
+            WorkerLog.PublishedMarkAsFile(logger, e.CommandId, share.Export);
+        }
     }
 
     /// <summary>The command's terminal event; null when <paramref name="deferTransient"/> and the first attempt failed

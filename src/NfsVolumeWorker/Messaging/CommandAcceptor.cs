@@ -80,7 +80,10 @@ public sealed class CommandAcceptor(
             await events.PublishTerminalAsync(outcome.ToEvent(), cancellationToken).ConfigureAwait(false);
             if (!published)
             {
-                CommandOutcomes.MarkPublished(share, command.CommandId, engineOptions.Value.NewFileMode);
+                if (!CommandOutcomes.MarkPublished(share, command.CommandId, engineOptions.Value.NewFileMode))
+                {
+                    WorkerLog.PublishedMarkAsFile(logger, command.CommandId, share.Export);
+                }
             }
             WorkerLog.Republished(logger, commandType, command.CommandId, command.VolumeId, outcome.Code);
             return;

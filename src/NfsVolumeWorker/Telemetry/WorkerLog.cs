@@ -75,6 +75,9 @@ internal static partial class WorkerLog
     [LoggerMessage(3042, LogLevel.Debug, "{CommandType} {CommandId} of volume {VolumeId} would move data, so it does not run inline; queued in its inbox")]
     public static partial void InlineNotStarted(ILogger logger, string commandType, Guid commandId, Guid volumeId);
 
+    [LoggerMessage(3050, LogLevel.Debug, "Outcome record of {CommandId} on share {Share} kept no sticky bit (the share drops it, or another user owns the record): marked published with a {CommandId}.published file instead, one more new file")]
+    public static partial void PublishedMarkAsFile(ILogger logger, Guid commandId, string share);
+
     [LoggerMessage(3020, LogLevel.Information, "oslo adapter for {Host} is a standby: another instance serves it ({Reason}); taking over when that one stops or dies (lease on {Share})")]
     public static partial void AdapterStandby(ILogger logger, string host, string share, string reason);
 
