@@ -225,6 +225,17 @@ public sealed partial class VolumeEngine
         }
     }
 
+    /// <summary>Removes one temp file a crashed run may have left, known by its name.</summary>
+    private void RemoveLeftover(string temp, Guid volumeId)
+    {
+        DurableFile.EnsureNotSymlink(temp);
+        if (File.Exists(temp))
+        {
+            File.Delete(temp);
+            EngineLog.RemovedLeftover(_logger, volumeId, Path.GetFileName(temp));
+        }
+    }
+
     /// <summary>Gives a new file the configured mode and (as root) the owner of the file it derives from.</summary>
     private void SetPermissions(string path, string? ownerReference)
     {
