@@ -35,6 +35,9 @@ internal sealed class Series(string scenario, string variant, string? reference)
         }
     }
 
+    /// <summary>Every timing in the order taken (a median hides whether the slow runs were the first or random).</summary>
+    public IReadOnlyList<double> Samples => _seconds;
+
     public double Min => _seconds.Count == 0 ? double.NaN : _seconds.Min();
 
     public double Max => _seconds.Count == 0 ? double.NaN : _seconds.Max();

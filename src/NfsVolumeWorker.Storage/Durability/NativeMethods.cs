@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace NfsVolumeWorker.Storage.Durability;
 
-/// <summary>The few libc calls .NET does not expose: fsync of a directory, OFD locks, FICLONE(RANGE), copy_file_range, fallocate, hard links, and positioned I/O on a raw descriptor (the volume lock's file).</summary>
+/// <summary>The few libc calls .NET does not expose: fsync of a directory, OFD locks, FICLONE(RANGE), copy_file_range, fallocate, hard links, positioned I/O on a raw descriptor (the volume lock's file), and read-ahead advice.</summary>
 internal static partial class NativeMethods
 {
     internal const int O_RDONLY = 0;
@@ -95,4 +95,11 @@ internal static partial class NativeMethods
 
     [LibraryImport("libc", EntryPoint = "ftruncate", SetLastError = true)]
     internal static partial int Ftruncate(int fd, long length);
+
+    /// <summary><c>posix_fadvise(2)</c> advice: start reading the range into the page cache now, without waiting.</summary>
+    internal const int POSIX_FADV_WILLNEED = 3;
+
+    /// <summary><c>posix_fadvise(2)</c>; returns the error number itself (0 on success), it does not set errno.</summary>
+    [LibraryImport("libc", EntryPoint = "posix_fadvise")]
+    internal static partial int PosixFadvise(int fd, long offset, long length, int advice);
 }

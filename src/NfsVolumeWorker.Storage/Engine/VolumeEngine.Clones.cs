@@ -119,8 +119,20 @@ public sealed partial class VolumeEngine
                 volumeId, snapshotId, newVolumeId, targetFormat, newSizeBytes, targetShareName, baseFormat));
             Step(OperationSteps.CloneJournaled, volumeId);
         }
-        RemoveTempFilesOf(target, targetName, newVolumeId);
-        var temp = target.PathOf(DurableFile.TempName(targetName));
+        string temp;
+        if (journal)
+        {
+            RemoveTempFilesOf(target, targetName, newVolumeId);
+            temp = target.PathOf(DurableFile.TempName(targetName));
+        }
+        else
+        {
+            // Without a journal entry the temp file's name comes from the new volume's id, so a re-run after a crash
+            // removes it by name instead of listing the share's directory (an entry per volume file: cold, or on NFS,
+            // many round trips; cp reads one name).
+            temp = target.PathOf($".{targetName}.tmp-{newVolumeId:N}");
+            RemoveLeftover(temp, newVolumeId);
+        }
         var howCopied = "copied";
         try
         {

@@ -139,6 +139,27 @@ public static class ImageHeaderReader
         }
     }
 
+    /// <summary>
+    /// Asks the kernel to start reading the first <see cref="InitialReadLength"/> bytes of each file now, all at once,
+    /// so that the <see cref="Read"/> calls that follow (one after the other: each header names the next file) find
+    /// them in the page cache or in flight. With a cold cache a chain walk is otherwise one disk round trip per image.
+    /// Only advice: a file that is missing, a symlink or not a regular file is skipped here and refused by
+    /// <see cref="Read"/>; nothing is read into this process.
+    /// </summary>
+    public static void Prefetch(IEnumerable<string> paths)
+    {
+        ArgumentNullException.ThrowIfNull(paths);
+        foreach (var path in paths)
+        {
+            var fd = NativeMethods.Open(path, NativeMethods.O_RDONLY | NativeMethods.O_NOFOLLOW | NativeMethods.O_CLOEXEC | O_NONBLOCK, 0);
+            if (fd >= 0)
+            {
+                _ = NativeMethods.PosixFadvise(fd, 0, InitialReadLength, NativeMethods.POSIX_FADV_WILLNEED);
+                _ = NativeMethods.Close(fd);
+            }
+        }
+    }
+
     /// <summary>Parses a qcow2 header from the first bytes of a file (at least the header and its
     /// extensions; 64 KiB is always enough for images qemu writes). Throws <see cref="InvalidDataException"/> on nonsense.</summary>
     /// <remarks>

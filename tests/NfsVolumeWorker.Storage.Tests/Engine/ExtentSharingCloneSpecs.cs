@@ -106,6 +106,8 @@ public sealed class ExtentSharingCloneSpecs : IDisposable
         await Assert.ThrowsAsync<InjectedCrash>(() => engine.CreateVolumeFromSnapshotAsync(new CreateVolumeFromSnapshotRequest(Export, volume, snapshot, clone)));
         Assert.Empty(JournalEntries(_bed.Share)); // nothing to resume: the source is untouched
         Assert.Empty(_bed.ShareProblems());
+        // The temp file is named after the new volume, so that the re-run removes it by name (no directory listing).
+        Assert.Equal(step == OperationSteps.CloneCopied, _bed.Listing().Contains($".{VolumeFileNames.Base(clone)}.tmp-{clone:N}"));
 
         var again = await _bed.NewEngine().CreateVolumeFromSnapshotAsync(new CreateVolumeFromSnapshotRequest(Export, volume, snapshot, clone));
         Assert.True(_bed.SameContents(_bed.PathOf(VolumeFileNames.Base(clone)), ImageFormat.Raw, atBase));
