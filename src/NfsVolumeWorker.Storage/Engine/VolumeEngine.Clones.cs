@@ -228,10 +228,13 @@ public sealed partial class VolumeEngine
                 && copy.VirtualSize == (newSizeBytes ?? data.VirtualSize)
                 && await _qemuImg.CompareAsync(source.PathOf(data.FileName), data.Format, made.PathOf(copy.FileName), copy.Format, ct).ConfigureAwait(false);
         }
-        catch (StorageException)
+        catch (StorageException e) when (!e.IsTransient && e.Code is not (StorageErrorCode.QemuImgTimeout or StorageErrorCode.QemuImgMissing
+            or StorageErrorCode.ShareUnavailable or StorageErrorCode.Cancelled))
         {
             return false; // not a chain this clone could have made: VolumeExists
         }
+        // A passing failure (qemu-img out of time, a flaky mount) goes up as what it is: the command is retried and
+        // then finds its copy, instead of ending for good with VolumeExists for a volume it made itself.
     }
 
     /// <summary>

@@ -1,5 +1,6 @@
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Layout;
+using NfsVolumeWorker.Storage.QemuImg;
 using NfsVolumeWorker.Storage.Shares;
 using NfsVolumeWorker.Storage.Tests.Support;
 using static NfsVolumeWorker.Storage.Tests.Engine.CrashAssertions;
@@ -115,6 +116,34 @@ public sealed class ExtentSharingCloneSpecs : IDisposable
         Assert.Empty(JournalEntries(_bed.Share));
         Assert.Empty(_bed.ShareProblems());
         Assert.Equal(step == OperationSteps.CloneRenamed ? OperationOutcome.AlreadyDone : OperationOutcome.Completed, again.Outcome);
+    }
+
+    /// <summary>The re-run's check that the volume already there is its own finished copy must not turn a passing
+    /// failure (here qemu-img compare out of time) into VolumeExists, a final answer for a volume it made itself: the
+    /// error goes up as what it is, the command is retried, and the retry recognises the copy.</summary>
+    [Fact]
+    public async Task A_passing_failure_while_recognising_a_finished_clone_is_not_reported_as_VolumeExists()
+    {
+        var volume = await _bed.CreateVolumeAsync(64 * MiB);
+        _bed.GuestWrite(volume, 0, 8 * MiB, 0x11);
+        var snapshot = Guid.NewGuid();
+        await _bed.Engine.CreateSnapshotAsync(new CreateSnapshotRequest(Export, volume, snapshot));
+        var clone = Guid.NewGuid();
+        var request = new CreateVolumeFromSnapshotRequest(Export, volume, snapshot, clone);
+        await Assert.ThrowsAsync<InjectedCrash>(() => _bed.NewEngine(new CrashAtStep(OperationSteps.CloneRenamed, 1)).CreateVolumeFromSnapshotAsync(request));
+        var slowCompare = Path.Combine(_bed.References, "qemu-img-slow-compare");
+        File.WriteAllText(slowCompare, $"#!/bin/sh\n[ \"$1\" = compare ] && exec sleep 30\nexec {RequiredTool.QemuImg} \"$@\"\n");
+        File.SetUnixFileMode(slowCompare, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var qemu = new QemuImgRunner(Microsoft.Extensions.Options.Options.Create(new QemuImgOptions { Executable = slowCompare, ShortCallTimeout = TimeSpan.FromSeconds(1) }),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<QemuImgRunner>.Instance);
+        var engine = new VolumeEngine(new ShareMap([_bed.Share]), qemu, Microsoft.Extensions.Options.Options.Create(_bed.Options_),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<VolumeEngine>.Instance);
+
+        var failure = await Assert.ThrowsAnyAsync<Errors.StorageException>(() => engine.CreateVolumeFromSnapshotAsync(request));
+
+        Assert.Equal(Errors.StorageErrorCode.QemuImgTimeout, failure.Code);
+        var again = await _bed.NewEngine().CreateVolumeFromSnapshotAsync(request);
+        Assert.Equal(OperationOutcome.AlreadyDone, again.Outcome);
     }
 
     [Theory]
