@@ -75,7 +75,7 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         }
     }
 
-    private string Slug => share.Name.StartsWith("fuse", StringComparison.Ordinal) ? "fuse" : "local";
+    private string Slug => share.Name.StartsWith("fuse", StringComparison.Ordinal) ? "fuse" : share.Name.StartsWith("ext4", StringComparison.Ordinal) ? "ext4" : "local";
 
     private async Task GuardAsync(string figure, Func<Task> run)
     {

@@ -18,7 +18,9 @@ internal sealed record PipelineSettings
                                  e  idle sweep: CPU of an idle worker on a share whose inbox holds N volume dirs
                                  f  worker RSS with N commands queued
           --shares LIST        local,fuse (default both): a local directory, and a FUSE passthrough this mounts
-                               (ops/bench/delay-fs) that delays every create, rename, unlink, fsync, readdir
+                               (ops/bench/delay-fs) that delays every create, rename, unlink, fsync, readdir;
+                               also ext4: a journaled ext4 this loop-mounts (root) on the same disk, for a machine
+                               whose own file system is unusual (these VMs' root ext4 has no journal)
           --fuse-delay-ms X    the FUSE share's delay per operation (default 0.5)
           --dir DIR            parent of the working directory (default /var/tmp); removed at the end
           --samples N          a and d: timed commands of each kind (default 200; --quick 10)
@@ -120,7 +122,7 @@ internal sealed record PipelineSettings
     /// <summary>The local column first, whatever the order given.</summary>
     private static string[] ParseShares(string value, string option)
     {
-        string[] known = ["local", "fuse"];
+        string[] known = ["local", "ext4", "fuse"];
         var chosen = ParseList(value, known.ToHashSet(), option);
         return [.. known.Where(chosen.Contains)];
     }

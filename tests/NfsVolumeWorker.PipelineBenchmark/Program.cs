@@ -56,9 +56,12 @@ try
         BenchShare share;
         try
         {
-            share = kind == "local"
-                ? BenchShare.Local(Path.Combine(work, "local"))
-                : await BenchShare.MountDelayedAsync(Path.Combine(work, "fuse"), settings.FuseDelayMs, cancel.Token);
+            share = kind switch
+            {
+                "local" => BenchShare.Local(Path.Combine(work, "local")),
+                "ext4" => BenchShare.LoopExt4(Path.Combine(work, "ext4")),
+                _ => await BenchShare.MountDelayedAsync(Path.Combine(work, "fuse"), settings.FuseDelayMs, cancel.Token),
+            };
         }
         catch (HarnessException e)
         {
