@@ -26,13 +26,13 @@ public static class VolumeChainReader
     /// taken for qcow2 because of what a guest wrote into it); null to read it from the header.</param>
     public static VolumeChain Read(Share share, Guid volumeId, ImageFormat? baseFormat = null)
     {
-        // The .info and the base are read in any case; then every image the .info names, before the walk reads their
-        // headers one by one: with a cold cache that is one disk round trip for all, not one per image.
-        ImageHeaderReader.Prefetch([share.PathOf(VolumeFileNames.Info(volumeId)), share.PathOf(VolumeFileNames.Base(volumeId))]);
         var info = ReadInfo(share, volumeId);
         if (info is not null)
         {
-            ImageHeaderReader.Prefetch(info.Snapshots.Values.Prepend(info.Active).Distinct(StringComparer.Ordinal).Select(share.PathOf));
+            // Every image the .info names and the base, before the walk reads their headers one by one (each names
+            // the next): with a cold cache that is one disk round trip for all, not one per image.
+            ImageHeaderReader.Prefetch(info.Snapshots.Values.Prepend(info.Active).Append(VolumeFileNames.Base(volumeId))
+                .Distinct(StringComparer.Ordinal).Select(share.PathOf));
         }
         var activeName = info?.Active ?? VolumeFileNames.Base(volumeId);
         var images = new List<ChainImage>();

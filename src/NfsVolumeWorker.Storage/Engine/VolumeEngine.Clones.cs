@@ -113,15 +113,12 @@ public sealed partial class VolumeEngine
         // (3 syncs: as much again as the clone itself).
         var fromBase = snapshotId is { } s2 ? chain.SnapshotData(s2).FileName == chain.Base.FileName : !chain.HasSnapshots;
         var journal = !(sharing && fromBase && !resuming);
+        string temp;
         if (journal)
         {
             Journal(share, Intent(snapshotId is null ? PendingOperationKind.CloneVolume : PendingOperationKind.CreateVolumeFromSnapshot,
                 volumeId, snapshotId, newVolumeId, targetFormat, newSizeBytes, targetShareName, baseFormat));
             Step(OperationSteps.CloneJournaled, volumeId);
-        }
-        string temp;
-        if (journal)
-        {
             RemoveTempFilesOf(target, targetName, newVolumeId);
             temp = target.PathOf(DurableFile.TempName(targetName));
         }
@@ -131,6 +128,7 @@ public sealed partial class VolumeEngine
             // removes it by name instead of listing the share's directory (an entry per volume file: cold, or on NFS,
             // many round trips; cp reads one name).
             temp = target.PathOf($".{targetName}.tmp-{newVolumeId:N}");
+            DurableFile.EnsureNotSymlink(temp);
             RemoveLeftover(temp, newVolumeId);
         }
         var howCopied = "copied";
@@ -228,13 +226,13 @@ public sealed partial class VolumeEngine
                 && copy.VirtualSize == (newSizeBytes ?? data.VirtualSize)
                 && await _qemuImg.CompareAsync(source.PathOf(data.FileName), data.Format, made.PathOf(copy.FileName), copy.Format, ct).ConfigureAwait(false);
         }
+        // Only what says "not a chain this clone could have made" answers VolumeExists. A passing failure (qemu-img out
+        // of time, a flaky mount) goes up as what it is: the command is retried and then finds its own copy.
         catch (StorageException e) when (!e.IsTransient && e.Code is not (StorageErrorCode.QemuImgTimeout or StorageErrorCode.QemuImgMissing
             or StorageErrorCode.ShareUnavailable or StorageErrorCode.Cancelled))
         {
-            return false; // not a chain this clone could have made: VolumeExists
+            return false;
         }
-        // A passing failure (qemu-img out of time, a flaky mount) goes up as what it is: the command is retried and
-        // then finds its copy, instead of ending for good with VolumeExists for a volume it made itself.
     }
 
     /// <summary>

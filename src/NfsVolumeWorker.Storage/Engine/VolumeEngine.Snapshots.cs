@@ -62,7 +62,7 @@ public sealed partial class VolumeEngine
             // file at the final name, which is kept only when its bytes are exactly this overlay.
             if (!native.Matches(overlayPath))
             {
-                RemoveUnrecordedFile(share, overlayName, volumeId);
+                RemoveLeftover(share.PathOf(overlayName), volumeId); // an unrecorded file under the new overlay's name
                 try
                 {
                     native.Create(overlayPath, FileMode);
@@ -93,7 +93,7 @@ public sealed partial class VolumeEngine
         else if (!IsUnrecordedOverlayOn(overlayPath, active, size))
         {
             // qemu-img's file is known only once it exists: made under a temp name and renamed into place whole.
-            RemoveUnrecordedFile(share, overlayName, volumeId);
+            RemoveLeftover(share.PathOf(overlayName), volumeId); // an unrecorded file under the new overlay's name
             RemoveTempFilesOf(share, overlayName, volumeId);
             var temp = share.PathOf(DurableFile.TempName(overlayName));
             try
@@ -150,15 +150,6 @@ public sealed partial class VolumeEngine
             return null;
         }
         return new OverlayImage(size, backingFile, backingFormat);
-    }
-
-    /// <summary>Removes an unrecorded file that has a new overlay's name (nothing references it: it is not in the chain).</summary>
-    private void RemoveUnrecordedFile(Share share, string fileName, Guid volumeId)
-    {
-        if (DurableFile.TryDelete(share.PathOf(fileName)))
-        {
-            EngineLog.RemovedLeftover(_logger, volumeId, fileName);
-        }
     }
 
     /// <summary>True when <paramref name="path"/> is an overlay already made for this snapshot on the current

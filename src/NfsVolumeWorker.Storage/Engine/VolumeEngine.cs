@@ -230,14 +230,12 @@ public sealed partial class VolumeEngine
         }
     }
 
-    /// <summary>Removes one temp file a crashed run may have left, known by its name.</summary>
-    private void RemoveLeftover(string temp, Guid volumeId)
+    /// <summary>Removes one file a crashed run may have left, known by its name (nothing references it), and logs it.</summary>
+    private void RemoveLeftover(string path, Guid volumeId)
     {
-        DurableFile.EnsureNotSymlink(temp);
-        if (File.Exists(temp))
+        if (DurableFile.TryDelete(path))
         {
-            File.Delete(temp);
-            EngineLog.RemovedLeftover(_logger, volumeId, Path.GetFileName(temp));
+            EngineLog.RemovedLeftover(_logger, volumeId, Path.GetFileName(path));
         }
     }
 

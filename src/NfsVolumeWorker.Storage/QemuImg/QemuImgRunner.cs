@@ -407,7 +407,20 @@ public sealed class QemuImgRunner
             // Through setpriv a missing binary would only show as exit 127; say it the way a failed start does.
             throw Missing(command, fileName, commandLine, viaPrlimit, new Win32Exception(2, "No such file or directory"));
         }
-        var startInfo = new ProcessStartInfo(dieWithParent ?? fileName)
+        // Each wrapper execs the next, so what it sets holds for qemu-img and every thread it starts. ionice -t: a
+        // kernel that refuses the idle class still runs the copy.
+        List<string> execChain = [];
+        if (dieWithParent is not null)
+        {
+            execChain.AddRange([dieWithParent, "--pdeathsig", "KILL", "--"]);
+        }
+        if (idleIo is not null)
+        {
+            execChain.AddRange([idleIo, "-c", "3", "-t", "--"]);
+        }
+        execChain.Add(fileName);
+        execChain.AddRange(argv);
+        var startInfo = new ProcessStartInfo(execChain[0])
         {
             UseShellExecute = false,
             RedirectStandardInput = true,
@@ -416,32 +429,7 @@ public sealed class QemuImgRunner
             StandardOutputEncoding = Encoding.UTF8,
             StandardErrorEncoding = Encoding.UTF8,
         };
-        if (dieWithParent is not null)
-        {
-            foreach (var argument in new[] { "--pdeathsig", "KILL", "--" })
-            {
-                startInfo.ArgumentList.Add(argument);
-            }
-        }
-        // ionice execs what it is given, so the class holds for qemu-img and every thread it starts; -t: a kernel
-        // that refuses the class still runs the copy.
-        if (idleIo is not null)
-        {
-            startInfo.FileName = dieWithParent is null ? idleIo : startInfo.FileName;
-            if (dieWithParent is not null)
-            {
-                startInfo.ArgumentList.Add(idleIo);
-            }
-            foreach (var argument in new[] { "-c", "3", "-t", "--" })
-            {
-                startInfo.ArgumentList.Add(argument);
-            }
-        }
-        if (dieWithParent is not null || idleIo is not null)
-        {
-            startInfo.ArgumentList.Add(fileName);
-        }
-        foreach (var argument in argv)
+        foreach (var argument in execChain.Skip(1))
         {
             startInfo.ArgumentList.Add(argument);
         }

@@ -119,9 +119,16 @@ public sealed class CommandRunner(
     {
         var e = outcome.ToEvent();
         await events.PublishTerminalAsync(e, cancellationToken).ConfigureAwait(false);
-        if (!CommandOutcomes.MarkPublished(share, e.CommandId, engineOptions.Value.NewFileMode))
+        MarkPublished(share, e.CommandId, engineOptions.Value.NewFileMode, logger);
+    }
+
+    /// <summary>Notes on the share that the command's terminal event went out (after the broker confirmed it), saying
+    /// so in the log when the share kept no mark bit and a file had to be made.</summary>
+    internal static void MarkPublished(Share share, Guid commandId, UnixFileMode mode, ILogger logger)
+    {
+        if (!CommandOutcomes.MarkPublished(share, commandId, mode))
         {
-            WorkerLog.PublishedMarkAsFile(logger, e.CommandId, share.Export);
+            WorkerLog.PublishedMarkAsFile(logger, commandId, share.Export);
         }
     }
 

@@ -80,10 +80,7 @@ public sealed class CommandAcceptor(
             await events.PublishTerminalAsync(outcome.ToEvent(), cancellationToken).ConfigureAwait(false);
             if (!published)
             {
-                if (!CommandOutcomes.MarkPublished(share, command.CommandId, engineOptions.Value.NewFileMode))
-                {
-                    WorkerLog.PublishedMarkAsFile(logger, command.CommandId, share.Export);
-                }
+                CommandRunner.MarkPublished(share, command.CommandId, engineOptions.Value.NewFileMode, logger);
             }
             WorkerLog.Republished(logger, commandType, command.CommandId, command.VolumeId, outcome.Code);
             return;
