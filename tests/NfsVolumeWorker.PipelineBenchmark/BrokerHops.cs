@@ -7,10 +7,12 @@ namespace NfsVolumeWorker.PipelineBenchmark;
 
 /// <summary>
 /// The broker's part of a command's trip with no work in it: a persistent message published with a confirm into a
-/// durable queue, relayed (consume, publish confirmed, ack) by a consumer on a connection of its own into a second
-/// durable queue, relayed again into a third, and read there by the client. Those are the three hops every native
-/// command makes (client → ingress, router → partition, worker → event exchange), so its median is the least any
-/// worker built on this topology can take, on the same broker in the same run.
+/// quorum queue, relayed (consume, publish confirmed, ack) by a consumer on a connection of its own into a second
+/// quorum queue, relayed again into the client's own exclusive queue and read there. Those are the three hops every
+/// native command makes (client → ingress, router → partition, worker → the subscriber's queue), with the worker's
+/// queue types: a quorum queue hands a message to its consumer only once its log has it on disk (an fsync of the
+/// broker's), a classic queue at once. So its median is the least any worker built on this topology can take, on the
+/// same broker in the same run.
 /// </summary>
 internal sealed class BrokerHops : IAsyncDisposable
 {
@@ -28,17 +30,22 @@ internal sealed class BrokerHops : IAsyncDisposable
         var client = await broker.ConnectAsync("bench-hops-client", ConnectionRecovery.ByCaller, ct);
         var hops = new BrokerHops(await client.CreateChannelAsync(confirmed, ct));
         hops._connections.Add(client);
-        for (var i = 1; i <= 3; i++)
+        // As the worker's ingress and partition queues (PartitionSubscriptions.DeclareTopologyAsync): quorum.
+        var quorum = new Dictionary<string, object?> { ["x-queue-type"] = "quorum" };
+        for (var i = 1; i <= 2; i++)
         {
-            await hops._publisher.QueueDeclareAsync(Prefix + i, durable: true, exclusive: false, autoDelete: false, cancellationToken: ct);
+            await hops._publisher.QueueDeclareAsync(Prefix + i, durable: true, exclusive: false, autoDelete: false, quorum, cancellationToken: ct);
             await hops._publisher.QueuePurgeAsync(Prefix + i, ct);
         }
+        // As the benchmark's event subscription (EventSubscription.OpenAsync): server-named, exclusive, classic.
+        var reader = await client.CreateChannelAsync(cancellationToken: ct);
+        var last = (await reader.QueueDeclareAsync("", durable: false, exclusive: true, autoDelete: true, cancellationToken: ct)).QueueName;
         for (var i = 1; i <= 2; i++)
         {
             var connection = await broker.ConnectAsync($"bench-hops-relay-{i}", ConnectionRecovery.ByCaller, ct);
             hops._connections.Add(connection);
             var channel = await connection.CreateChannelAsync(confirmed, ct);
-            var next = Prefix + (i + 1);
+            var next = i == 1 ? Prefix + 2 : last;
             var consumer = new AsyncEventingBasicConsumer(channel);
             consumer.ReceivedAsync += async (_, delivery) =>
             {
@@ -47,7 +54,6 @@ internal sealed class BrokerHops : IAsyncDisposable
             };
             await channel.BasicConsumeAsync(Prefix + i, autoAck: false, consumer, ct);
         }
-        var reader = await client.CreateChannelAsync(cancellationToken: ct);
         var end = new AsyncEventingBasicConsumer(reader);
         end.ReceivedAsync += async (_, delivery) =>
         {
@@ -55,7 +61,7 @@ internal sealed class BrokerHops : IAsyncDisposable
             await reader.BasicAckAsync(delivery.DeliveryTag, false, CancellationToken.None);
             hops._arrived?.TrySetResult(at);
         };
-        await reader.BasicConsumeAsync(Prefix + 3, autoAck: false, end, ct);
+        await reader.BasicConsumeAsync(last, autoAck: false, end, ct);
         return hops;
     }
 
@@ -71,7 +77,7 @@ internal sealed class BrokerHops : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        for (var i = 1; i <= 3; i++)
+        for (var i = 1; i <= 2; i++)
         {
             try
             {
