@@ -15,6 +15,11 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
     /// <summary>The worker's fsync counter as the Prometheus exporter names it (StorageTelemetry.Syncs).</summary>
     private const string SyncsMetric = "nfsvolumeworker_storage_syncs_total";
 
+    /// <summary>The worker's own histograms (sum and count) for figure a's breakdown: the engine operation, and the
+    /// command from its start to its terminal event confirmed (WorkerTelemetry.CommandDuration).</summary>
+    private const string EngineMetric = "nfsvolumeworker_operation_duration_seconds";
+    private const string CommandMetric = "nfsvolumeworker_command_duration_seconds";
+
     private string Column => share.Name;
 
     public static void DefineRows(Report report)
@@ -26,6 +31,7 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         report.Row("a.delete.p99", "a delete newest p99 (vs the floor's p99)", "<= 1.0x floor");
         report.Row("a.delete.p99m", "a delete newest p99 (vs the floor's p50)", "");
         report.Row("a.broker", "a broker's 3 hops alone p50 (vs qemu-img create)", "");
+        report.Row("a.worker", "a the worker's part, mean: engine | run to event confirmed", "");
         report.Row("a.floor.create", "a floor p99: qemu-img create", "");
         report.Row("a.floor.commit", "a floor p99: qemu-img commit -d", "");
         report.Row("a.fsync", "a the disk alone: 4 KiB write+fsync p50 | p99", "");
@@ -106,6 +112,8 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         var bareSyncs = new List<TimeSpan>();
         await using var brokerHops = await BrokerHops.OpenAsync(s.VirtualHost.AmqpUri, ct);
         var syncs0 = await s.Worker.CounterAsync(SyncsMetric, ct);
+        var engine0 = await HistogramAsync(s.Worker, EngineMetric, ct);
+        var command0 = await HistogramAsync(s.Worker, CommandMetric, ct);
         for (var i = 0; i < warmUp + settings.Samples; i++)
         {
             // Interleaved, so the pipeline and its floor share whatever else the machine is doing at that moment.
@@ -129,6 +137,9 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
             }
         }
         var syncs = await SettledCounterAsync(s.Worker, ct) - syncs0;
+        var engine = await HistogramAsync(s.Worker, EngineMetric, ct) - engine0;
+        var command = await HistogramAsync(s.Worker, CommandMetric, ct) - command0;
+        report.Set("a.worker", Column, new Cell(Report.Ms(engine.Mean), Report.Ms(command.Mean)));
         Latency("a.create", creates, floorCreates);
         Latency("a.delete", deletes, floorCommits);
         var hops50 = Percentile(hops, 0.5);
@@ -137,6 +148,17 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         report.Set("a.floor.commit", Column, new Cell(Report.Ms(Percentile(floorCommits, 0.99))));
         report.Set("a.fsync", Column, new Cell(Report.Ms(Percentile(bareSyncs, 0.5)), Report.Ms(Percentile(bareSyncs, 0.99))));
         report.Set("c.serial", Column, new Cell(Report.Number(syncs / (2.0 * (warmUp + settings.Samples)), "F2")));
+    }
+
+    private static async Task<HistogramTotals> HistogramAsync(WorkerUnderTest worker, string name, CancellationToken ct) =>
+        new(await worker.CounterAsync(name + "_sum", ct), await worker.CounterAsync(name + "_count", ct));
+
+    /// <summary>A histogram's sum (seconds) and count over all its series; subtracting two gives the mean between them.</summary>
+    private readonly record struct HistogramTotals(double Sum, double Count)
+    {
+        public TimeSpan Mean => Count > 0 ? TimeSpan.FromSeconds(Sum / Count) : TimeSpan.Zero;
+
+        public static HistogramTotals operator -(HistogramTotals a, HistogramTotals b) => new(a.Sum - b.Sum, a.Count - b.Count);
     }
 
     /// <summary>Each percentile against the same percentile of the floor (the one qemu-img process Cinder cannot
