@@ -24,13 +24,18 @@ public static class RunningMarker
     /// without touching the lock.</summary>
     public static string? Read(Share share, Guid volumeId) => OfdLockFile.ReadNote(VolumeLock.PathFor(share, volumeId));
 
+    /// <summary>"host pid start-time" of this process: the same for its whole life, so read from /proc once, not at
+    /// every operation (a uname, and an open, read and close of /proc/self/stat each time).</summary>
+    private static readonly Lazy<string> Self = new(() =>
+        string.Create(CultureInfo.InvariantCulture, $"{Environment.MachineName} {Environment.ProcessId} {StartTime(Environment.ProcessId)}"));
+
     /// <summary>Writes this process's marker into the held lock's file; returns the marker of another live operation
     /// found there or in an older worker's <c>.running</c> file, or null.</summary>
     public static string? Enter(VolumeLock held, string operation)
     {
         ArgumentNullException.ThrowIfNull(held);
         var found = held.ReadNote();
-        var mine = string.Create(CultureInfo.InvariantCulture, $"{Environment.MachineName} {Environment.ProcessId} {StartTime(Environment.ProcessId)} {operation}");
+        var mine = $"{Self.Value} {operation}";
         held.ReplaceNote(found, mine);
         if (IsLive(found))
         {
