@@ -37,6 +37,7 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         report.Row("a.fsync", "a the disk alone: 4 KiB write+fsync p50 | p99", "");
         report.Row("b.rate", "b storm commands/s (floor: Cinder serial)", ">= 300, >= 50x");
         report.Row("b.order", "b storm per-volume order / failures", "intact, 0");
+        report.Row("b.cpu", "b storm CPU per command: worker | whole machine", "");
         report.Row("c.serial", "c syncs per snapshot command, serial (a)", "");
         report.Row("c.storm", "c syncs per command, amortised (storm b)", "<= 4");
         report.Row("c.qemu", "c qemu-img's own syncs: create | commit -d", "");
@@ -150,6 +151,17 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         report.Set("c.serial", Column, new Cell(Report.Number(syncs / (2.0 * (warmUp + settings.Samples)), "F2")));
     }
 
+    /// <summary>CPU time every core of the machine has spent busy since boot (/proc/stat: all but idle and iowait), in
+    /// seconds; read after the storm it includes the last moments after the final event, which is noise.</summary>
+    private static double MachineBusySeconds()
+    {
+        var cpu = File.ReadLines("/proc/stat").First(l => l.StartsWith("cpu ", StringComparison.Ordinal));
+        var ticks = cpu.Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(f => long.Parse(f, CultureInfo.InvariantCulture)).ToArray();
+        // user nice system idle iowait irq softirq steal ...: guest time is already counted in user.
+        var busy = ticks.Take(8).Sum() - ticks[3] - ticks[4];
+        return busy / WorkerUnderTest.ClockTicksPerSecond;
+    }
+
     private static async Task<HistogramTotals> HistogramAsync(WorkerUnderTest worker, string name, CancellationToken ct) =>
         new(await worker.CounterAsync(name + "_sum", ct), await worker.CounterAsync(name + "_count", ct));
 
@@ -219,6 +231,8 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         var total = position.Count;
         var expected = perVolume.SelectMany(c => c).Select(c => s.Driver.Expect(c.CommandId)).ToList();
         var syncs0 = await s.Worker.CounterAsync(SyncsMetric, ct);
+        var workerCpu0 = s.Worker.CpuSeconds();
+        var machineCpu0 = MachineBusySeconds();
         var start = Stopwatch.GetTimestamp();
         // Publisher p owns volumes p, p+n, ...; it sends round by round (every volume's first command, then every
         // volume's second, ...), so the worker sees many volumes at once and each volume's commands in order.
@@ -250,6 +264,8 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
             s.Driver.OnTerminal = null;
         }
         var elapsed = Stopwatch.GetElapsedTime(start, arrivals.Max(a => a.At));
+        var workerCpu = s.Worker.CpuSeconds() - workerCpu0;
+        var machineCpu = MachineBusySeconds() - machineCpu0;
         var failures = arrivals.Where(a => a.Event.IsFailure).ToList();
         var syncs = await SettledCounterAsync(s.Worker, ct) - syncs0;
         var rate = total / elapsed.TotalSeconds;
@@ -259,6 +275,7 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
             report.Note($"[{Column}] storm: first failure: {failures[0].Event.Message.ToJsonString()}");
         }
         report.Set("b.order", Column, new Cell(outOfOrder == 0 ? "intact" : $"{outOfOrder} out", failures.Count.ToString(CultureInfo.InvariantCulture) + " failed", "", outOfOrder == 0 && failures.Count == 0));
+        report.Set("b.cpu", Column, new Cell(Report.Ms(TimeSpan.FromSeconds(workerCpu / total)), Report.Ms(TimeSpan.FromSeconds(machineCpu / total))));
         report.Set("c.storm", Column, new Cell(Report.Number(syncs / total, "F2"), "", "", syncs / total <= 4));
 
         var cinder = await CinderSerialAsync(ct);

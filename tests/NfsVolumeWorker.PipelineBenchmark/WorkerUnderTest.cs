@@ -16,6 +16,9 @@ internal sealed class WorkerUnderTest : IAsyncDisposable
     public const int PartitionCount = PartitionKey.DefaultPartitionCount;
 
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };
+    /// <summary>The kernel's clock ticks per second (getconf CLK_TCK), the unit of /proc's CPU times.</summary>
+    public static double ClockTicksPerSecond => TicksPerSecond;
+
     private static readonly long TicksPerSecond = long.Parse(
         Proc.RunAsync("getconf", "CLK_TCK").GetAwaiter().GetResult().Stdout.Trim(), CultureInfo.InvariantCulture);
 
