@@ -151,14 +151,15 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         report.Set("c.serial", Column, new Cell(Report.Number(syncs / (2.0 * (warmUp + settings.Samples)), "F2")));
     }
 
-    /// <summary>CPU time every core of the machine has spent busy since boot (/proc/stat: all but idle and iowait), in
+    /// <summary>CPU time every core of the machine has spent busy since boot (/proc/stat: user, system and interrupts; not idle, iowait or steal), in
     /// seconds; read after the storm it includes the last moments after the final event, which is noise.</summary>
     private static double MachineBusySeconds()
     {
         var cpu = File.ReadLines("/proc/stat").First(l => l.StartsWith("cpu ", StringComparison.Ordinal));
         var ticks = cpu.Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(f => long.Parse(f, CultureInfo.InvariantCulture)).ToArray();
-        // user nice system idle iowait irq softirq steal ...: guest time is already counted in user.
-        var busy = ticks.Take(8).Sum() - ticks[3] - ticks[4];
+        // user nice system idle iowait irq softirq steal ...: idle and iowait are not work, steal is the host's (another
+        // guest's), and guest time is already counted in user.
+        var busy = ticks.Take(7).Sum() - ticks[3] - ticks[4];
         return busy / WorkerUnderTest.ClockTicksPerSecond;
     }
 
@@ -189,9 +190,42 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
 
     // ---- b (and c, amortised): the storm from several publishers against Cinder's driver run serially --------
 
+    /// <summary>A smaller storm first, untimed for the figure: a worker that has just started runs much of this path
+    /// for the first time, and spends a third of its CPU in the JIT and the runtime's tiering (perf, 2026-12-06) until
+    /// its hot code is compiled; a worker that has run for a minute does not. Its rate is printed as a note.</summary>
     private async Task StormAsync(WorkerSession s, CancellationToken ct)
     {
-        var volumes = Enumerable.Range(0, settings.StormVolumes).Select(_ => Guid.NewGuid()).ToArray();
+        if (settings.StormWarmUpVolumes > 0)
+        {
+            var cold = await StormRoundAsync(s, settings.StormWarmUpVolumes, ct);
+            report.Note($"[{Column}] storm warm-up (a worker that has just started, not the figure): {cold.Commands} commands over {settings.StormWarmUpVolumes} volumes, {cold.Rate:F1} commands/s, CPU per command {Report.Ms(cold.WorkerCpu)} in the worker, {Report.Ms(cold.MachineCpu)} in all");
+        }
+        var storm = await StormRoundAsync(s, settings.StormVolumes, ct);
+        report.Note($"[{Column}] storm: {storm.Commands} commands over {settings.StormVolumes} volumes from {s.Driver.Publishers} publishers, published in {storm.Published.TotalSeconds:F1} s, all terminal events in {storm.Elapsed.TotalSeconds:F1} s");
+        if (storm.FirstFailure is not null)
+        {
+            report.Note($"[{Column}] storm: first failure: {storm.FirstFailure}");
+        }
+        report.Set("b.order", Column, new Cell(storm.OutOfOrder == 0 ? "intact" : $"{storm.OutOfOrder} out", storm.Failures.ToString(CultureInfo.InvariantCulture) + " failed", "", storm.OutOfOrder == 0 && storm.Failures == 0));
+        report.Set("b.cpu", Column, new Cell(Report.Ms(storm.WorkerCpu), Report.Ms(storm.MachineCpu)));
+        report.Set("c.storm", Column, new Cell(Report.Number(storm.Syncs, "F2"), "", "", storm.Syncs <= 4));
+
+        var cinder = await CinderSerialAsync(ct);
+        var ratio = storm.Rate / cinder;
+        report.Set("b.rate", Column, new Cell(Report.Number(storm.Rate), Report.Number(cinder, "F2"), Report.Times(ratio), storm.Rate >= 300 && ratio >= 50));
+    }
+
+    /// <summary>What one storm measured: its rate, order, failures, syncs and CPU per command.</summary>
+    private sealed record StormResult(int Commands, TimeSpan Published, TimeSpan Elapsed, int OutOfOrder, int Failures, string? FirstFailure,
+        double Syncs, TimeSpan WorkerCpu, TimeSpan MachineCpu)
+    {
+        public double Rate => Commands / Elapsed.TotalSeconds;
+    }
+
+    /// <summary>Creates <paramref name="volumeCount"/> volumes and runs their snapshot pairs, from every publisher at once.</summary>
+    private async Task<StormResult> StormRoundAsync(WorkerSession s, int volumeCount, CancellationToken ct)
+    {
+        var volumes = Enumerable.Range(0, volumeCount).Select(_ => Guid.NewGuid()).ToArray();
         var perVolume = volumes.Select(v =>
         {
             var list = new List<VolumeCommand> { new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = v, SizeBytes = VolumeBytes, Format = VolumeFormat.Raw } };
@@ -268,19 +302,8 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         var machineCpu = MachineBusySeconds() - machineCpu0;
         var failures = arrivals.Where(a => a.Event.IsFailure).ToList();
         var syncs = await SettledCounterAsync(s.Worker, ct) - syncs0;
-        var rate = total / elapsed.TotalSeconds;
-        report.Note($"[{Column}] storm: {total} commands over {volumes.Length} volumes from {s.Driver.Publishers} publishers, published in {published.TotalSeconds:F1} s, all terminal events in {elapsed.TotalSeconds:F1} s");
-        if (failures.Count > 0)
-        {
-            report.Note($"[{Column}] storm: first failure: {failures[0].Event.Message.ToJsonString()}");
-        }
-        report.Set("b.order", Column, new Cell(outOfOrder == 0 ? "intact" : $"{outOfOrder} out", failures.Count.ToString(CultureInfo.InvariantCulture) + " failed", "", outOfOrder == 0 && failures.Count == 0));
-        report.Set("b.cpu", Column, new Cell(Report.Ms(TimeSpan.FromSeconds(workerCpu / total)), Report.Ms(TimeSpan.FromSeconds(machineCpu / total))));
-        report.Set("c.storm", Column, new Cell(Report.Number(syncs / total, "F2"), "", "", syncs / total <= 4));
-
-        var cinder = await CinderSerialAsync(ct);
-        var ratio = rate / cinder;
-        report.Set("b.rate", Column, new Cell(Report.Number(rate), Report.Number(cinder, "F2"), Report.Times(ratio), rate >= 300 && ratio >= 50));
+        return new StormResult(total, published, elapsed, outOfOrder, failures.Count, failures.FirstOrDefault()?.Event.Message.ToJsonString(),
+            syncs / total, TimeSpan.FromSeconds(workerCpu / total), TimeSpan.FromSeconds(machineCpu / total));
     }
 
     /// <summary>Cinder's driver, serially, on the same kind of files (ops/bench/cinder-serial-storm): commands/s.</summary>

@@ -26,6 +26,8 @@ internal sealed record PipelineSettings
           --samples N          a and d: timed commands of each kind (default 200; --quick 10)
           --storm-volumes N    b: volumes (default 500; --quick 20)
           --storm-pairs N      b: snapshot create+delete pairs per volume (default 3; --quick 1)
+          --storm-warm-up N    b: volumes of a storm run first and not timed for the figure, so that the worker's
+                               hot code is compiled (default 100; --quick 10; 0 for none); its rate is a note
           --publishers N       b, f: concurrent publishers, each with its own connection (default 4)
           --cinder-pairs N     b: snapshot pairs Cinder's driver runs serially (default 50; --quick 6)
           --clone-gib X        d: data in the cloned volume A (default 4; --quick 0.25)
@@ -48,6 +50,9 @@ internal sealed record PipelineSettings
     public int Samples { get; init; } = 200;
     public int StormVolumes { get; init; } = 500;
     public int StormPairs { get; init; } = 3;
+
+    /// <summary>Volumes of the untimed storm run before figure b's (0: none).</summary>
+    public int StormWarmUpVolumes { get; init; } = 100;
     public int Publishers { get; init; } = 4;
     public int CinderPairs { get; init; } = 50;
     public double CloneGiB { get; init; } = 4;
@@ -70,7 +75,7 @@ internal sealed record PipelineSettings
     public static PipelineSettings Parse(string[] args)
     {
         var s = args.Contains("--quick")
-            ? new PipelineSettings { Quick = true, Samples = 10, StormVolumes = 20, StormPairs = 1, CinderPairs = 6, CloneGiB = 0.25, IdleVolumes = 5000, IdleSeconds = 10, Queued = 5000 }
+            ? new PipelineSettings { Quick = true, Samples = 10, StormVolumes = 20, StormPairs = 1, StormWarmUpVolumes = 10, CinderPairs = 6, CloneGiB = 0.25, IdleVolumes = 5000, IdleSeconds = 10, Queued = 5000 }
             : new PipelineSettings();
         var workerArgs = new List<string>();
         for (var i = 0; i < args.Length; i++)
@@ -85,6 +90,8 @@ internal sealed record PipelineSettings
             string Next() => inline ?? (i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{arg} needs a value"));
             int NextInt() => int.TryParse(Next(), NumberStyles.None, CultureInfo.InvariantCulture, out var v) && v > 0
                 ? v : throw new ArgumentException($"{arg} needs a positive integer");
+            int NextCount() => int.TryParse(Next(), NumberStyles.None, CultureInfo.InvariantCulture, out var v)
+                ? v : throw new ArgumentException($"{arg} needs 0 or a positive integer");
             double NextDouble() => double.TryParse(Next(), NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v >= 0 && double.IsFinite(v)
                 ? v : throw new ArgumentException($"{arg} needs a non-negative number");
             s = arg switch
@@ -99,6 +106,7 @@ internal sealed record PipelineSettings
                 "--samples" => s with { Samples = NextInt() },
                 "--storm-volumes" => s with { StormVolumes = NextInt() },
                 "--storm-pairs" => s with { StormPairs = NextInt() },
+                "--storm-warm-up" => s with { StormWarmUpVolumes = NextCount() },
                 "--publishers" => s with { Publishers = NextInt() },
                 "--cinder-pairs" => s with { CinderPairs = NextInt() },
                 "--clone-gib" => s with { CloneGiB = NextDouble() is > 0 and var g ? g : throw new ArgumentException("--clone-gib must be above 0") },

@@ -4,6 +4,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Partitions;
+using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Tests.Support;
 
 namespace NfsVolumeWorker.Tests;
@@ -95,20 +96,56 @@ public sealed class ClusterFaultTests(ClusterFixture fixture, ITestOutputHelper 
     public async Task When_two_of_three_nodes_die_the_quorum_is_lost_health_turns_degraded_and_once_they_return_nothing_is_lost()
     {
         var cluster = fixture.Cluster;
+        using var hold = new NextStepHold();
         var report = await RunOnClusterAsync("quorum-lost", async (leader, probe, _) =>
         {
+            // The worker must hold a command when the quorum goes: with nothing to publish it cannot tell (and a worker
+            // that keeps up with the producer has often finished all it was sent). The next operation to change the
+            // disk is held until the nodes are dead; its event then waits for a confirmation that cannot come.
+            hold.Arm();
+            await hold.Reached.WaitAsync(TimeSpan.FromSeconds(60)); // throws when no operation reached a step to hold
             // kill -9, both at once: the quorum goes at one instant, while commands are on their way (a stop_app takes
             // seconds per node, during which the two left still commit and the worker may finish all it holds).
             var others = cluster.Nodes.Where(n => n != leader).ToList();
             await probe.FaultAsync($"kill -9 of {string.Join(" and ", others)} (quorum lost: 1 of 3 left)",
                 () => Task.WhenAll(others.Select(n => cluster.KillAsync(n.Index))));
+            hold.Release();
             // Longer than PartitionHealthCheck.StalledAfter: what /health says while nothing can be committed.
             var seen = await probe.SampleHealthAsync(TimeSpan.FromSeconds(40));
             probe.Note($"/health during the quorum loss: {seen}");
             Assert.Contains("Degraded", seen, StringComparison.Ordinal);
             await probe.StepAsync("both nodes started again", () => Task.WhenAll(others.Select(n => cluster.RestartAsync(n.Index))));
-        });
+        }, s => s.AddSingleton<IStepObserver>(hold));
         Assert.Contains("failures 0", report, StringComparison.Ordinal);
+    }
+
+    /// <summary>Once armed, holds the next operation that reaches a step (any volume) until released, at most a minute.</summary>
+    private sealed class NextStepHold : IStepObserver, IDisposable
+    {
+        private readonly ManualResetEventSlim _released = new();
+        private readonly TaskCompletionSource _reached = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _armed;
+
+        public Task Reached => _reached.Task;
+
+        public void Arm() => Interlocked.Exchange(ref _armed, 1);
+
+        public void Release() => _released.Set();
+
+        public void OnStep(string stepName, Guid volumeId)
+        {
+            if (Interlocked.CompareExchange(ref _armed, 0, 1) == 1)
+            {
+                _reached.TrySetResult();
+                _released.Wait(TimeSpan.FromMinutes(1));
+            }
+        }
+
+        public void Dispose()
+        {
+            _released.Set();
+            _released.Dispose();
+        }
     }
 
     [Fact]
@@ -127,7 +164,7 @@ public sealed class ClusterFaultTests(ClusterFixture fixture, ITestOutputHelper 
     /// <summary>A fresh vhost on the cluster; the worker on node 1 with nodes 2 and 3 in Broker:Hosts; the producer and
     /// the event collector on node 3 first. Checks that every partition queue is a quorum queue with a replica on each
     /// node, then hands <paramref name="fault"/> the node that leads most of them.</summary>
-    private async Task<string> RunOnClusterAsync(string name, Func<ClusterNode, LoadProbe, string, Task> fault)
+    private async Task<string> RunOnClusterAsync(string name, Func<ClusterNode, LoadProbe, string, Task> fault, Action<IServiceCollection>? services = null)
     {
         var cluster = fixture.Cluster;
         var (allRunning, status) = await cluster.StatusAsync();
@@ -137,7 +174,7 @@ public sealed class ClusterFaultTests(ClusterFixture fixture, ITestOutputHelper 
         try
         {
             var clientNodes = new[] { cluster.Node(3), cluster.Node(2), cluster.Node(1) }.Select(n => n.Endpoint).ToList();
-            return await RunLoadAsync(name, cluster.UriFor(vhost, 1), cluster.HostsExcept(1), cluster.UriFor(vhost, 3), clientNodes, async probe =>
+            return await RunLoadAsync(name, cluster.UriFor(vhost, 1), cluster.HostsExcept(1), cluster.UriFor(vhost, 3), clientNodes, services: services, fault: async probe =>
             {
                 var queues = await cluster.ListQueuesAsync(vhost);
                 var partitions = queues.Where(IsPartitionQueue).ToList();
@@ -168,7 +205,8 @@ public sealed class ClusterFaultTests(ClusterFixture fixture, ITestOutputHelper 
     private static bool IsPartitionQueue(ClusterQueueInfo q) =>
         q.Name.StartsWith("nfsvol.partition.", StringComparison.Ordinal) || q.Name == Messaging.Topology.IngressQueue;
 
-    private async Task<string> RunLoadAsync(string name, Uri workerUri, string? hosts, Uri clientUri, IReadOnlyList<string>? clientNodes, Func<LoadProbe, Task> fault)
+    private async Task<string> RunLoadAsync(string name, Uri workerUri, string? hosts, Uri clientUri, IReadOnlyList<string>? clientNodes, Func<LoadProbe, Task> fault,
+        Action<IServiceCollection>? services = null)
     {
         using var root = new TempDirectory();
         var share = Directory.CreateDirectory(Path.Combine(root.Path, "share")).FullName;
@@ -180,7 +218,7 @@ public sealed class ClusterFaultTests(ClusterFixture fixture, ITestOutputHelper 
             // load outlasts a node's restart.
             ["Worker:MaxParallelVolumes"] = "2",
         };
-        await using var worker = await InProcessWorker.StartAsync(workerUri, share, output, settings);
+        await using var worker = await InProcessWorker.StartAsync(workerUri, share, output, settings, services: services);
         var subscriptions = worker.Services.GetRequiredService<PartitionSubscriptions>();
         await using var producer = await CommandBus.StartAsync(clientUri, $"{name}-producer", clientNodes);
         var probe = new LoadProbe(subscriptions, worker.Services.GetRequiredService<HealthCheckService>(), output);

@@ -185,16 +185,21 @@ public sealed class ShutdownTests(ITestOutputHelper output)
             var all = scripts.Values.SelectMany(c => c).ToList();
             Assert.Equal(all.Count, await vhost.MessageCountAsync(Messaging.Topology.IngressQueue));
 
-            // Two routers start together. The first to become active is frozen (SIGSTOP) so that the backlog
-            // cannot drain before the second one waits behind it, however slowly that one starts; then the active
-            // router is resumed and stopped at once. Exactly r1 or r2: the management API may still list the
-            // stopped set-up run's consumer for a moment.
-            workers.Add(WorkerProcess.Start(vhost.AmqpUri, share, "r1"));
-            workers.Add(WorkerProcess.Start(vhost.AmqpUri, share, "r2"));
+            // Two routers start together. Both are frozen (SIGSTOP) the moment the backlog starts to shrink, so that
+            // the active one cannot drain it (it routes a thousand commands a second, faster than the management API
+            // says who is active) before the second one waits behind it, however slowly that one starts; then the
+            // other is resumed, and once it waits, the active router is resumed and stopped at once. Exactly r1 or r2:
+            // the management API may still list the stopped set-up run's consumer for a moment.
+            var r1 = WorkerProcess.Start(vhost.AmqpUri, share, "r1");
+            workers.Add(r1);
+            var r2 = WorkerProcess.Start(vhost.AmqpUri, share, "r2");
+            workers.Add(r2);
+            await Eventually.WaitAsync(() => vhost.MessageCountAsync(Messaging.Topology.IngressQueue), n => n < all.Count, TimeSpan.FromSeconds(120), 1);
+            await Task.WhenAll(r1.SignalAsync("STOP"), r2.SignalAsync("STOP"));
             var activeFirst = await Eventually.WaitAsync(() => Ownership.ReadAsync(vhost),
                 o => o[Messaging.Topology.IngressQueue].Active is ["r1" or "r2"], TimeSpan.FromSeconds(60), 50);
             var router = workers.Single(w => w.InstanceName == activeFirst[Messaging.Topology.IngressQueue].Active[0]);
-            await router.SignalAsync("STOP");
+            await (router == r1 ? r2 : r1).SignalAsync("CONT");
             var both = await Eventually.WaitAsync(() => Ownership.ReadAsync(vhost),
                 o => o[Messaging.Topology.IngressQueue] is { Instances: ["r1", "r2"], Active.Count: 1 }, TimeSpan.FromSeconds(60), 100);
             Assert.True(both[Messaging.Topology.IngressQueue] is { Instances: ["r1", "r2"] }, Ownership.Describe(both));

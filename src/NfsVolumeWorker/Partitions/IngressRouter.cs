@@ -12,11 +12,13 @@ namespace NfsVolumeWorker.Partitions;
 
 /// <summary>
 /// Assigns native commands to their partition. Runs on the ingress queue, which has a single active consumer
-/// and is handled one message at a time on a channel of <see cref="PartitionSubscriptions"/>, so one volume's
-/// commands leave in the order they came: each is forwarded unchanged to its partition's exchange, publisher
-/// confirmed, before it is acknowledged (the consumption itself is <see cref="OrderedCommandConsumer"/>'s). A router that stops closes its channel (it never sends
-/// <c>basic.cancel</c>): its unrouted messages go back to the head of the queue before the next router is
-/// activated.
+/// and is delivered one message at a time on a channel of <see cref="PartitionSubscriptions"/>: each is forwarded
+/// unchanged to its partition's exchange and acknowledged once the broker confirmed the forward (the consumption itself
+/// is <see cref="OrderedCommandConsumer"/>'s). Forwards to different partitions are in flight together, a forward to a
+/// partition only once the one before it to that partition is confirmed: one volume's commands (one partition) leave
+/// in the order they came, and the router's rate is not one confirm round trip per command (a quorum queue's confirm
+/// waits for its log on disk). A router that stops closes its channel (it never sends <c>basic.cancel</c>): its
+/// unacknowledged messages go back to the head of the queue before the next router is activated.
 /// </summary>
 /// <remarks>
 /// A message that is not a command goes to <c>nfsvol.ingress_error</c> (unreadable) or
@@ -33,6 +35,54 @@ public sealed class IngressRouter(IOptions<WorkerOptions> options, BrokerWaits w
 
     /// <summary>Set by <see cref="PartitionSubscriptions"/>: the ingress subscription, for its retry mark.</summary>
     internal PartitionSubscription? Subscription { get; set; }
+
+    /// <summary>The last forward started to each partition (deliveries come one at a time, so only the delivery in
+    /// hand reads and writes this).</summary>
+    private readonly Dictionary<int, Task> _lastForward = [];
+
+    /// <summary>Starts the forward and returns, so that the next delivery can go to another partition meanwhile; a
+    /// forward to a partition with a forward in flight starts only when that one ended (in order, even while it retries,
+    /// and without holding up the deliveries for other partitions behind it).</summary>
+    protected override Task DispatchAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, VolumeCommand command, string? traceParent, CancellationToken stopped)
+    {
+        var target = PartitionKey.PartitionOf(command.VolumeId, options.Value.PartitionCount);
+        var previous = _lastForward.GetValueOrDefault(target) ?? Task.CompletedTask;
+        // The body is the client library's buffer only until this handler returns: the forward keeps its own copy.
+        var detached = new BasicDeliverEventArgs(delivery.ConsumerTag, delivery.DeliveryTag, delivery.Redelivered, delivery.Exchange, delivery.RoutingKey,
+            new BasicProperties(delivery.BasicProperties), delivery.Body.ToArray(), CancellationToken.None);
+        var forward = ForwardAfterAsync(previous, channel, partition, detached, command, traceParent, target, stopped);
+        _lastForward[target] = forward;
+        Subscription?.Track(forward);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>One forward to its acknowledgement. What escapes the ordered step (an acknowledgement the closed channel
+    /// refused, a defect) closes the channel, so that no later command of the partition passes this one: the broker
+    /// returns every unacknowledged message to the head of the queue, in order, and the next subscription starts again.</summary>
+    private async Task ForwardAfterAsync(Task previous, IChannel channel, int partition, BasicDeliverEventArgs delivery, VolumeCommand command, string? traceParent, int target, CancellationToken stopped)
+    {
+        await previous.ConfigureAwait(false); // never throws: it is one of these
+        try
+        {
+            await RunUntilAcknowledgedAsync(channel, partition, delivery, command, traceParent, stopped).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            if (channel.IsOpen)
+            {
+                PartitionLog.ForwardFailed(logger, command.GetType().Name, command.CommandId, command.VolumeId, target, e.Message);
+                try
+                {
+                    await channel.CloseAsync(Constants.InternalError, "nfsvol: a forward failed; returning unacknowledged commands in order", abort: true, CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (Exception closing) when (closing is RabbitMQ.Client.Exceptions.AlreadyClosedException or ObjectDisposedException or IOException
+                    or RabbitMQ.Client.Exceptions.OperationInterruptedException or OperationCanceledException)
+                {
+                    // closed meanwhile: the same outcome
+                }
+            }
+        }
+    }
 
     protected override string SpanName(int partition) => $"{Topology.IngressQueue} route";
 

@@ -12,7 +12,9 @@ namespace NfsVolumeWorker.Partitions;
 /// the envelope is decoded once (the typed command travels from there); what is not a command is dead-lettered,
 /// so no delivery stays unacknowledged; the consumer span continues the producer's trace; the queue's step
 /// (forward to a partition, accept into an inbox) is run until it succeeds, backing off while the subscription
-/// shows it is retrying, because a later command must not pass this one; then the message is acknowledged.
+/// shows it is retrying, because a later command must not pass this one; then the message is acknowledged. A
+/// partition consumer runs it before it takes the next delivery; the router keeps forwards to different partitions
+/// in flight together (<see cref="IngressRouter"/>).
 /// Stopping, or a channel that closed, leaves it unacknowledged: the broker gives it to the next consumer first.
 /// </summary>
 public abstract class OrderedCommandConsumer
@@ -33,8 +35,22 @@ public abstract class OrderedCommandConsumer
             return;
         }
 
-        var command = decoded.Command;
-        ActivityContext.TryParse(decoded.TraceParent, null, out var parent);
+        await DispatchAsync(channel, partition, delivery, decoded.Command, decoded.TraceParent, stopped).ConfigureAwait(false);
+    }
+
+    /// <summary>Runs the queue's step for a decoded command, and acknowledges it once the step succeeded. By default
+    /// here and now: the next delivery waits for this one. The router overrides it to keep several forwards in flight.</summary>
+    protected virtual Task DispatchAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, VolumeCommand command, string? traceParent, CancellationToken stopped) =>
+        RunUntilAcknowledgedAsync(channel, partition, delivery, command, traceParent, stopped);
+
+    /// <summary>The step, retried in place until it succeeds, then the acknowledgement; returns without one when stopping
+    /// or when the channel closed (the broker then gives the message to the next consumer first).</summary>
+    protected async Task RunUntilAcknowledgedAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, VolumeCommand command, string? traceParent, CancellationToken stopped)
+    {
+        ArgumentNullException.ThrowIfNull(channel);
+        ArgumentNullException.ThrowIfNull(delivery);
+        ArgumentNullException.ThrowIfNull(command);
+        ActivityContext.TryParse(traceParent, null, out var parent);
         using var activity = WorkerTelemetry.ActivitySource.StartActivity(SpanName(partition), ActivityKind.Consumer, parent);
         activity?.SetTag("messaging.system", "rabbitmq");
         activity?.SetTag("nfsvol.command_id", command.CommandId);

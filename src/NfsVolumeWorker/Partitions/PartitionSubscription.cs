@@ -197,6 +197,15 @@ public sealed class PartitionSubscription : IDisposable
         }
     }
 
+    /// <summary>Counts work that a handler started and left running (the router's forwards, which end in their
+    /// acknowledgement) as in flight until it ends: a hand-over or a stop waits for it like for a delivery.</summary>
+    internal void Track(Task work)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        Interlocked.Increment(ref _inFlight);
+        work.ContinueWith(_ => Interlocked.Decrement(ref _inFlight), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
     private async Task OnDeliveryAsync(IChannel channel, BasicDeliverEventArgs delivery)
     {
         Interlocked.Increment(ref _inFlight);

@@ -287,6 +287,9 @@ internal static partial class PartitionLog
 
     [LoggerMessage(3127, LogLevel.Error, "Message {MessageId} on the ingress queue is not a command; moved to {Queue}: {Reason}")]
     public static partial void IngressUndecodable(ILogger logger, string messageId, string queue, string reason);
+
+    [LoggerMessage(3128, LogLevel.Error, "Forwarding {CommandType} {CommandId} of volume {VolumeId} to partition {Partition} failed unexpectedly; the ingress channel is closed so that the broker returns every unacknowledged command, in order: {Reason}")]
+    public static partial void ForwardFailed(ILogger logger, string commandType, Guid commandId, Guid volumeId, int partition, string reason);
 }
 
 /// <summary>Validates <see cref="PartitionOptions"/>.</summary>
