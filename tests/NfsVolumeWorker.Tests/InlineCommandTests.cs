@@ -173,6 +173,34 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_CreateSnapshot_runs_inline_while_long_operations_hold_every_MaxParallelVolumes_slot()
+    {
+        await using var root = new TempDirectoryHandle();
+        var settings = SlowQemuImg.Settings(root.Path, "32M");
+        settings["Worker:MaxParallelVolumes"] = "1";
+        await using var bed = await WorkerTestBed.StartAsync(output, "inline-no-slot", settings);
+        var busy = Guid.NewGuid();
+        var idle = Guid.NewGuid();
+        await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = busy, SizeBytes = 256 * MiB }, nameof(VolumeCreated));
+        await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = idle, SizeBytes = 4 * MiB }, nameof(VolumeCreated));
+        await Tools.WriteAsync(bed.PathOf($"volume-{busy}"), "raw", 0x5a, 0, 96 * MiB);
+
+        // The clone (seconds at 32 MiB/s) holds the only slot: its drain loop runs it.
+        var clone = new CloneVolume { CommandId = Guid.NewGuid(), VolumeId = busy, NewVolumeId = Guid.NewGuid() };
+        await bed.Producer.PublishAsync(clone);
+        await Eventually.WaitAsync(() => Task.FromResult(bed.Events.Progress.Any(e => e.CommandId == clone.CommandId)), p => p, TimeSpan.FromSeconds(60));
+        var snap = new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = idle, SnapshotId = Guid.NewGuid() };
+        await bed.RunOkAsync(snap, nameof(SnapshotCreated));
+        await bed.Events.WaitForAsync(clone.CommandId, TimeSpan.FromSeconds(120));
+
+        // Short work of another volume does not wait for the slots of long work: it ran inline, before the clone ended.
+        Assert.Equal(1, LogsOf(bed, RunningInlineLog, snap.CommandId));
+        Assert.Equal(0, LogsOf(bed, AcceptedLog, snap.CommandId));
+        Assert.True(bed.Events.TerminalOf(snap.CommandId)[0].Order < bed.Events.TerminalOf(clone.CommandId)[0].Order, "the snapshot waited for the clone");
+        Assert.Equal("", await Tools.CheckShareAsync(bed.Share));
+    }
+
+    [Fact]
     public async Task A_DeleteSnapshot_runs_inline_only_when_it_moves_no_data_and_otherwise_goes_through_the_inbox_untouched_by_the_attempt()
     {
         await using var bed = await WorkerTestBed.StartAsync(output, "inline-delete");

@@ -15,7 +15,8 @@ public sealed class WorkerOptions
     [Range(1, 256)]
     public int PartitionCount { get; set; } = PartitionKey.DefaultPartitionCount;
 
-    /// <summary>Volumes worked on at once by this instance. Default 8.</summary>
+    /// <summary>Volumes whose queued commands this instance runs at once (drain loops: copies, merges, anything that
+    /// waited in an inbox). Short commands of idle volumes run inline beside them, one per partition at most. Default 8.</summary>
     [Range(1, 256)]
     public int MaxParallelVolumes { get; set; } = 8;
 

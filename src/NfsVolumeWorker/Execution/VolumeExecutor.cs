@@ -78,8 +78,11 @@ public sealed class VolumeExecutor : IAsyncDisposable
 
     /// <summary>
     /// Runs a short command now, in the caller, without an inbox entry, when nothing of its volume waits or runs:
-    /// no drain loop of this instance, a free slot, the drain lock taken at once, and under that lock an empty
-    /// inbox. The drain lock keeps the volume's order across instances: a drainer elsewhere holds it while it
+    /// no drain loop of this instance, the drain lock taken at once, and under that lock an empty inbox. It takes no
+    /// <see cref="WorkerOptions.MaxParallelVolumes"/> slot: those bound the long work of the drain loops, and an inline
+    /// run is short and at most one per partition this instance owns (with a slot required, a storm whose partitions
+    /// all ran inline at once sent the rest through the inbox, two syncs dearer, and a short command waited while long
+    /// copies held every slot). The drain lock keeps the volume's order across instances: a drainer elsewhere holds it while it
     /// works through entries, and entries appended by another instance (after a hand-over) are seen under it.
     /// Appends that land while this runs (possible only when the partition moved meanwhile) are drained after it.
     /// </summary>
@@ -102,10 +105,9 @@ public sealed class VolumeExecutor : IAsyncDisposable
             return false;
         }
         var ran = false;
-        var slotTaken = false;
         try
         {
-            if (!_accepting || !(slotTaken = _slots.Wait(0, CancellationToken.None)))
+            if (!_accepting)
             {
                 return false;
             }
@@ -133,10 +135,6 @@ public sealed class VolumeExecutor : IAsyncDisposable
         }
         finally
         {
-            if (slotTaken)
-            {
-                _slots.Release();
-            }
             _loops.TryRemove(key, out _);
             done.SetResult();
             // A drain loop that found the drain lock taken meanwhile left its entries to the holder: this run, which
