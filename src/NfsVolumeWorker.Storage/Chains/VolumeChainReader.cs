@@ -24,9 +24,13 @@ public static class VolumeChainReader
     /// <param name="volumeId">The volume.</param>
     /// <param name="baseFormat">The base image's format when the caller knows it (a raw volume is then never
     /// taken for qcow2 because of what a guest wrote into it); null to read it from the header.</param>
-    public static VolumeChain Read(Share share, Guid volumeId, ImageFormat? baseFormat = null)
+    public static VolumeChain Read(Share share, Guid volumeId, ImageFormat? baseFormat = null) =>
+        Read(share, volumeId, ReadInfo(share, volumeId), baseFormat);
+
+    /// <summary>Reads the chain that <paramref name="info"/> (from <see cref="ReadInfo"/>, under the same volume lock)
+    /// names: the caller read the .info file already, and on NFS each read of it is a round trip.</summary>
+    internal static VolumeChain Read(Share share, Guid volumeId, VolumeInfo? info, ImageFormat? baseFormat)
     {
-        var info = ReadInfo(share, volumeId);
         if (info is not null)
         {
             // Every image the .info names and the base, before the walk reads their headers one by one (each names

@@ -211,8 +211,8 @@ public sealed partial class VolumeEngine
         }
 
         // Read (and so validate) the chain before journaling: a refused delete must leave no journal entry
-        // behind, or every later operation on the volume would trip over it.
-        var chain = VolumeChainReader.Read(share, volumeId, baseFormat);
+        // behind, or every later operation on the volume would trip over it. From the .info read above (the lock is held).
+        var chain = VolumeChainReader.Read(share, volumeId, info, baseFormat);
         var intent = Intent(PendingOperationKind.DeleteSnapshot, volumeId, snapshotId, baseFormat: baseFormat);
         MergePlan? plan = null;
         var resumed = false;
