@@ -8,6 +8,21 @@ internal static partial class Machine
     [LibraryImport("libc", EntryPoint = "sync")]
     private static partial void LibcSync();
 
+    /// <summary>The kernel's clock ticks per second (getconf CLK_TCK), the unit of /proc's CPU times.</summary>
+    public static readonly long ClockTicksPerSecond = long.Parse(
+        Proc.RunAsync("getconf", "CLK_TCK").GetAwaiter().GetResult().Stdout.Trim(), System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>CPU time every core has spent busy since boot (/proc/stat: user, system and interrupts; not idle, iowait
+    /// or steal), in seconds: the difference over an interval is what every process of the machine used in it.</summary>
+    public static double BusyCpuSeconds()
+    {
+        var cpu = File.ReadLines("/proc/stat").First(l => l.StartsWith("cpu ", StringComparison.Ordinal));
+        var ticks = cpu.Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(f => long.Parse(f, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        // user nice system idle iowait irq softirq steal ...: idle and iowait are not work, steal is the host's (another
+        // guest's), and guest time is already counted in user.
+        return (ticks.Take(7).Sum() - ticks[3] - ticks[4]) / (double)ClockTicksPerSecond;
+    }
+
     /// <summary>sync(2): flushes every dirty page, so one run's writes are not paid for by the next.</summary>
     public static void Sync() => LibcSync();
 

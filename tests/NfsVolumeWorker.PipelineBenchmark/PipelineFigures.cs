@@ -113,8 +113,8 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         var bareSyncs = new List<TimeSpan>();
         await using var brokerHops = await BrokerHops.OpenAsync(s.VirtualHost.AmqpUri, ct);
         var syncs0 = await s.Worker.CounterAsync(SyncsMetric, ct);
-        var engine0 = await HistogramAsync(s.Worker, EngineMetric, ct);
-        var command0 = await HistogramAsync(s.Worker, CommandMetric, ct);
+        var engine0 = await s.Worker.HistogramAsync(EngineMetric, ct);
+        var command0 = await s.Worker.HistogramAsync(CommandMetric, ct);
         for (var i = 0; i < warmUp + settings.Samples; i++)
         {
             // Interleaved, so the pipeline and its floor share whatever else the machine is doing at that moment.
@@ -138,8 +138,8 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
             }
         }
         var syncs = await SettledCounterAsync(s.Worker, ct) - syncs0;
-        var engine = await HistogramAsync(s.Worker, EngineMetric, ct) - engine0;
-        var command = await HistogramAsync(s.Worker, CommandMetric, ct) - command0;
+        var engine = await s.Worker.HistogramAsync(EngineMetric, ct) - engine0;
+        var command = await s.Worker.HistogramAsync(CommandMetric, ct) - command0;
         report.Set("a.worker", Column, new Cell(Report.Ms(engine.Mean), Report.Ms(command.Mean)));
         Latency("a.create", creates, floorCreates);
         Latency("a.delete", deletes, floorCommits);
@@ -149,29 +149,6 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         report.Set("a.floor.commit", Column, new Cell(Report.Ms(Percentile(floorCommits, 0.99))));
         report.Set("a.fsync", Column, new Cell(Report.Ms(Percentile(bareSyncs, 0.5)), Report.Ms(Percentile(bareSyncs, 0.99))));
         report.Set("c.serial", Column, new Cell(Report.Number(syncs / (2.0 * (warmUp + settings.Samples)), "F2")));
-    }
-
-    /// <summary>CPU time every core of the machine has spent busy since boot (/proc/stat: user, system and interrupts; not idle, iowait or steal), in
-    /// seconds; read after the storm it includes the last moments after the final event, which is noise.</summary>
-    private static double MachineBusySeconds()
-    {
-        var cpu = File.ReadLines("/proc/stat").First(l => l.StartsWith("cpu ", StringComparison.Ordinal));
-        var ticks = cpu.Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(f => long.Parse(f, CultureInfo.InvariantCulture)).ToArray();
-        // user nice system idle iowait irq softirq steal ...: idle and iowait are not work, steal is the host's (another
-        // guest's), and guest time is already counted in user.
-        var busy = ticks.Take(7).Sum() - ticks[3] - ticks[4];
-        return busy / WorkerUnderTest.ClockTicksPerSecond;
-    }
-
-    private static async Task<HistogramTotals> HistogramAsync(WorkerUnderTest worker, string name, CancellationToken ct) =>
-        new(await worker.CounterAsync(name + "_sum", ct), await worker.CounterAsync(name + "_count", ct));
-
-    /// <summary>A histogram's sum (seconds) and count over all its series; subtracting two gives the mean between them.</summary>
-    private readonly record struct HistogramTotals(double Sum, double Count)
-    {
-        public TimeSpan Mean => Count > 0 ? TimeSpan.FromSeconds(Sum / Count) : TimeSpan.Zero;
-
-        public static HistogramTotals operator -(HistogramTotals a, HistogramTotals b) => new(a.Sum - b.Sum, a.Count - b.Count);
     }
 
     /// <summary>Each percentile against the same percentile of the floor (the one qemu-img process Cinder cannot
@@ -266,7 +243,7 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         var expected = perVolume.SelectMany(c => c).Select(c => s.Driver.Expect(c.CommandId)).ToList();
         var syncs0 = await s.Worker.CounterAsync(SyncsMetric, ct);
         var workerCpu0 = s.Worker.CpuSeconds();
-        var machineCpu0 = MachineBusySeconds();
+        var machineCpu0 = Machine.BusyCpuSeconds();
         var start = Stopwatch.GetTimestamp();
         // Publisher p owns volumes p, p+n, ...; it sends round by round (every volume's first command, then every
         // volume's second, ...), so the worker sees many volumes at once and each volume's commands in order.
@@ -299,7 +276,7 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         }
         var elapsed = Stopwatch.GetElapsedTime(start, arrivals.Max(a => a.At));
         var workerCpu = s.Worker.CpuSeconds() - workerCpu0;
-        var machineCpu = MachineBusySeconds() - machineCpu0;
+        var machineCpu = Machine.BusyCpuSeconds() - machineCpu0;
         var failures = arrivals.Where(a => a.Event.IsFailure).ToList();
         var syncs = await SettledCounterAsync(s.Worker, ct) - syncs0;
         return new StormResult(total, published, elapsed, outOfOrder, failures.Count, failures.FirstOrDefault()?.Event.Message.ToJsonString(),

@@ -16,11 +16,6 @@ internal sealed class WorkerUnderTest : IAsyncDisposable
     public const int PartitionCount = PartitionKey.DefaultPartitionCount;
 
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };
-    /// <summary>The kernel's clock ticks per second (getconf CLK_TCK), the unit of /proc's CPU times.</summary>
-    public static double ClockTicksPerSecond => TicksPerSecond;
-
-    private static readonly long TicksPerSecond = long.Parse(
-        Proc.RunAsync("getconf", "CLK_TCK").GetAwaiter().GetResult().Stdout.Trim(), CultureInfo.InvariantCulture);
 
     private readonly Process _process;
     private readonly Uri _http;
@@ -152,6 +147,10 @@ internal sealed class WorkerUnderTest : IAsyncDisposable
         return sum;
     }
 
+    /// <summary>A histogram's sum and count on <c>/metrics</c> (<c>&lt;name&gt;_sum</c>, <c>&lt;name&gt;_count</c>, all tags).</summary>
+    public async Task<HistogramTotals> HistogramAsync(string prometheusName, CancellationToken cancellationToken) =>
+        new(await CounterAsync(prometheusName + "_sum", cancellationToken), await CounterAsync(prometheusName + "_count", cancellationToken));
+
     /// <summary>CPU time (user + system) the worker process has used so far, in seconds (/proc/&lt;pid&gt;/stat).</summary>
     public double CpuSeconds()
     {
@@ -159,7 +158,7 @@ internal sealed class WorkerUnderTest : IAsyncDisposable
         // Fields after the command name, which is in parentheses and may hold spaces: utime and stime are the 14th and 15th.
         var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
         var ticks = long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
-        return ticks / (double)TicksPerSecond;
+        return ticks / (double)Machine.ClockTicksPerSecond;
     }
 
     /// <summary>Resident set size now and at its highest so far (VmRSS, VmHWM of /proc/&lt;pid&gt;/status), in bytes.</summary>
@@ -206,4 +205,12 @@ internal sealed class WorkerUnderTest : IAsyncDisposable
         }
         _process.Dispose();
     }
+}
+
+/// <summary>A histogram's sum (seconds) and count over all its series; subtracting two gives the mean between them.</summary>
+internal readonly record struct HistogramTotals(double Sum, double Count)
+{
+    public TimeSpan Mean => Count > 0 ? TimeSpan.FromSeconds(Sum / Count) : TimeSpan.Zero;
+
+    public static HistogramTotals operator -(HistogramTotals a, HistogramTotals b) => new(a.Sum - b.Sum, a.Count - b.Count);
 }

@@ -63,7 +63,7 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
             created.Clear();
             using var counter = new SyncCounter();
             await bed.RunOkAsync(command, expected);
-            Assert.True(await Eventually.WaitAsync(() => CommandOutcomes.IsMarkedPublished(share, command.CommandId), m => m, TimeSpan.FromSeconds(10)));
+            await WaitMarkedPublishedAsync(share, command.CommandId);
             await Tools.WaitForEmptyInboxAsync(bed.Share);
             var syncs = counter.Total;
             // inotify reports in order: once this file is seen, every earlier create was too.
@@ -95,6 +95,23 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
 
     private sealed record SnapshotRun(long Syncs, IReadOnlyList<string> InboxFiles, int RunInline, int Accepted);
 
+    /// <summary>A volume, and a CreateSnapshot of it run inline to its event and its published mark.</summary>
+    private static async Task<(Share Share, Guid Volume, CreateSnapshot Snap, ReceivedEvent First)> InlineSnapshotPublishedAsync(WorkerTestBed bed)
+    {
+        var share = new Share(bed.Share, bed.Share, null);
+        var vol = Guid.NewGuid();
+        await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = vol, SizeBytes = 4 * MiB }, nameof(VolumeCreated));
+        var snap = new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = vol, SnapshotId = Guid.NewGuid() };
+        var first = await bed.RunOkAsync(snap, nameof(SnapshotCreated));
+        await WaitMarkedPublishedAsync(share, snap.CommandId);
+        return (share, vol, snap, first);
+    }
+
+    /// <summary>The runner marks the record published after the event's confirm, which the event itself may beat.</summary>
+    private static async Task WaitMarkedPublishedAsync(Share share, Guid commandId) =>
+        Assert.True(await Eventually.WaitAsync(() => CommandOutcomes.IsMarkedPublished(share, commandId), m => m, TimeSpan.FromSeconds(10)),
+            $"command {commandId}'s outcome record was not marked published");
+
     private async Task<SnapshotRun> SnapshotOfAnIdleVolumeAsync(bool inlineShortCommands)
     {
         await using var bed = await WorkerTestBed.StartAsync(output, inlineShortCommands ? "inline" : "queued",
@@ -118,7 +135,7 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
             var e = await bed.RunOkAsync(snap, nameof(SnapshotCreated));
             Assert.False(e.AlreadyDone);
             // The runner's last step (no sync), and the queued path's entry removal (no sync) after it.
-            Assert.True(await Eventually.WaitAsync(() => CommandOutcomes.IsMarkedPublished(share, snap.CommandId), m => m, TimeSpan.FromSeconds(10)));
+            await WaitMarkedPublishedAsync(share, snap.CommandId);
             await Tools.WaitForEmptyInboxAsync(bed.Share);
             syncs = counter.Total;
         }
@@ -276,13 +293,8 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
     public async Task An_inline_command_redelivered_after_its_event_went_out_is_answered_from_its_outcome_record_and_runs_nothing()
     {
         await using var bed = await WorkerTestBed.StartAsync(output, "inline-redeliver");
-        var share = new Share(bed.Share, bed.Share, null);
-        var vol = Guid.NewGuid();
-        await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = vol, SizeBytes = 4 * MiB }, nameof(VolumeCreated));
-        var snap = new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = vol, SnapshotId = Guid.NewGuid() };
-        var first = await bed.RunOkAsync(snap, nameof(SnapshotCreated));
+        var (share, vol, snap, first) = await InlineSnapshotPublishedAsync(bed);
         Assert.Equal(1, LogsOf(bed, RunningInlineLog, snap.CommandId));
-        Assert.True(await Eventually.WaitAsync(() => CommandOutcomes.IsMarkedPublished(share, snap.CommandId), m => m, TimeSpan.FromSeconds(10)));
         await Tools.WaitForEmptyInboxAsync(bed.Share);
         var files = VolumeFiles(bed);
         var info = File.ReadAllText(bed.PathOf($"volume-{vol}.info"));
@@ -309,12 +321,7 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
     public async Task A_redelivered_command_whose_record_an_older_worker_marked_with_a_published_file_publishes_nothing_and_one_without_a_mark_is_republished()
     {
         await using var bed = await WorkerTestBed.StartAsync(output, "inline-older-mark");
-        var share = new Share(bed.Share, bed.Share, null);
-        var vol = Guid.NewGuid();
-        await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = vol, SizeBytes = 4 * MiB }, nameof(VolumeCreated));
-        var snap = new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = vol, SnapshotId = Guid.NewGuid() };
-        var first = await bed.RunOkAsync(snap, nameof(SnapshotCreated));
-        Assert.True(await Eventually.WaitAsync(() => CommandOutcomes.IsMarkedPublished(share, snap.CommandId), m => m, TimeSpan.FromSeconds(10)));
+        var (share, vol, snap, first) = await InlineSnapshotPublishedAsync(bed);
 
         // What a worker before the mode-bit mark leaves: the record without the bit, an empty <id>.published beside it.
         var record = CommandOutcomes.PathOf(share, snap.CommandId);
@@ -342,12 +349,7 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
     public async Task An_outcome_record_torn_by_a_crash_counts_as_absent_the_redelivered_command_runs_again_to_AlreadyDone_and_the_record_is_replaced()
     {
         await using var bed = await WorkerTestBed.StartAsync(output, "inline-torn");
-        var share = new Share(bed.Share, bed.Share, null);
-        var vol = Guid.NewGuid();
-        await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = vol, SizeBytes = 4 * MiB }, nameof(VolumeCreated));
-        var snap = new CreateSnapshot { CommandId = Guid.NewGuid(), VolumeId = vol, SnapshotId = Guid.NewGuid() };
-        var first = await bed.RunOkAsync(snap, nameof(SnapshotCreated));
-        Assert.True(await Eventually.WaitAsync(() => CommandOutcomes.IsMarkedPublished(share, snap.CommandId), m => m, TimeSpan.FromSeconds(10)));
+        var (share, vol, snap, first) = await InlineSnapshotPublishedAsync(bed);
         var files = VolumeFiles(bed);
         var info = File.ReadAllText(bed.PathOf($"volume-{vol}.info"));
 
@@ -370,7 +372,7 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
         var replaced = OutcomeRecord.TryFromBytes(File.ReadAllBytes(record));
         Assert.NotNull(replaced);
         Assert.True(((SnapshotCreated)replaced.ToEvent()).AlreadyDone);
-        Assert.True(await Eventually.WaitAsync(() => CommandOutcomes.IsMarkedPublished(share, snap.CommandId), m => m, TimeSpan.FromSeconds(10)));
+        await WaitMarkedPublishedAsync(share, snap.CommandId);
         Assert.Empty(Directory.EnumerateFiles(Path.GetDirectoryName(record)!, "*.unreadable"));
         Assert.Empty(Directory.EnumerateFiles(Path.GetDirectoryName(record)!, ".*tmp-*")); // the slow path's temp file went
         Assert.Equal(files, VolumeFiles(bed));

@@ -71,15 +71,7 @@ public sealed class IngressRouter(IOptions<WorkerOptions> options, BrokerWaits w
             if (channel.IsOpen)
             {
                 PartitionLog.ForwardFailed(logger, command.GetType().Name, command.CommandId, command.VolumeId, target, e.Message);
-                try
-                {
-                    await channel.CloseAsync(Constants.InternalError, "nfsvol: a forward failed; returning unacknowledged commands in order", abort: true, CancellationToken.None).ConfigureAwait(false);
-                }
-                catch (Exception closing) when (closing is RabbitMQ.Client.Exceptions.AlreadyClosedException or ObjectDisposedException or IOException
-                    or RabbitMQ.Client.Exceptions.OperationInterruptedException or OperationCanceledException)
-                {
-                    // closed meanwhile: the same outcome
-                }
+                await PartitionSubscription.CloseIfOpenAsync(channel, Constants.InternalError, "nfsvol: a forward failed; returning unacknowledged commands in order", abort: true).ConfigureAwait(false);
             }
         }
     }

@@ -234,19 +234,29 @@ public sealed class PartitionSubscription : IDisposable
     {
         try
         {
+            await CloseIfOpenAsync(channel, 200, "nfsvol: partition released", abort: false).ConfigureAwait(false);
+        }
+        finally
+        {
+            channel.Dispose();
+        }
+    }
+
+    /// <summary>Closes the channel unless it is closed already (or closes meanwhile): either way the broker returns
+    /// its unacknowledged messages, in order. The channel object stays usable for those still holding it.</summary>
+    internal static async Task CloseIfOpenAsync(IChannel channel, ushort replyCode, string reason, bool abort)
+    {
+        try
+        {
             if (channel.IsOpen)
             {
-                await channel.CloseAsync(200, "nfsvol: partition released", abort: false).ConfigureAwait(false);
+                await channel.CloseAsync(replyCode, reason, abort, CancellationToken.None).ConfigureAwait(false);
             }
         }
         catch (Exception e) when (e is RabbitMQ.Client.Exceptions.AlreadyClosedException or ObjectDisposedException or OperationCanceledException
             or RabbitMQ.Client.Exceptions.OperationInterruptedException or IOException)
         {
             // The channel or its connection is already gone: the broker has returned its messages.
-        }
-        finally
-        {
-            channel.Dispose();
         }
     }
 }
