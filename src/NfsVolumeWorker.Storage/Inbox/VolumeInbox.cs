@@ -311,13 +311,32 @@ public static class VolumeInbox
         {
             // The one sync this layout adds, when a volume gets work after being idle: the new directory's
             // name must be durable before an entry in it is acknowledged.
-            Directory.CreateDirectory(dir);
+            CreateDirectoryRacingRemoval(dir);
             if (durable)
             {
                 DurableFile.FsyncDirectory(root);
             }
         }
         return dir;
+    }
+
+    /// <summary>Makes the directory while an idle sweep may be removing it: .NET's CreateDirectory throws "already
+    /// exists" when mkdir found the name taken (the directory, about to be renamed away) and the directory is gone by
+    /// the time it looks again. The name is free then: try again.</summary>
+    private static void CreateDirectoryRacingRemoval(string dir)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                Directory.CreateDirectory(dir);
+                return;
+            }
+            catch (IOException) when (attempt < 10 && !Directory.Exists(dir) && !File.Exists(dir))
+            {
+                // removed in between: the next mkdir makes it
+            }
+        }
     }
 
     private static string FileName(long sequence, Guid commandId) =>
