@@ -106,7 +106,7 @@ public sealed class LoopFileSystem : IDisposable
         File.Delete(_image);
     }
 
-    private static string Sbin(string name, string package)
+    internal static string Sbin(string name, string package)
     {
         foreach (var dir in new[] { "/usr/sbin", "/sbin", "/usr/bin", "/bin" })
         {
