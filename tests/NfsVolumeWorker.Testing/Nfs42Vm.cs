@@ -30,7 +30,9 @@ public static class Nfs42Vm
         return new Nfs42VmRun(process.ExitCode, output);
     }
 
-    private static string Tail(string text, int characters) => text.Length <= characters ? text : text[^characters..];
+    // The console holds the firmware's terminal resets (ESC c), which would blank a terminal showing the message.
+    private static string Tail(string text, int characters) =>
+        (text.Length <= characters ? text : text[^characters..]).Replace('\u001b', '^');
 }
 
 /// <summary>What a command run in the NFS 4.2 VM returned.</summary>
