@@ -18,7 +18,7 @@ public sealed partial class Nfs42VmSpecs
         }
         var expected = typeof(Nfs42ShareSpecs).GetMethods().Count(m => m.GetCustomAttribute<Nfs42FactAttribute>() is not null);
         var assembly = typeof(Nfs42ShareSpecs).Assembly.Location;
-        var command = $"exec dotnet test '{assembly}' --filter 'FullyQualifiedName~{typeof(Nfs42ShareSpecs).FullName}' --results-directory \"$TMPDIR/test-results\"";
+        var command = $"exec dotnet test '{assembly}' --filter 'FullyQualifiedName~{typeof(Nfs42ShareSpecs).FullName}' --results-directory /tmp/test-results";
 
         var run = await Nfs42Vm.RunAsync(command, TimeSpan.FromMinutes(12));
 
