@@ -5,7 +5,7 @@ namespace NfsVolumeWorker.Testing;
 /// <summary>
 /// A fresh directory of the NFS 4.2 export served inside the VM of <c>ops/dev/nfs42-vm</c>, mounted over a directory
 /// with <c>vers=4.2</c> (an NFS client on loopback, the kernel's nfsd on an XFS with reflink behind it); unmounted and
-/// removed on dispose. Only inside that VM (<see cref="Available"/>): these machines' own kernel has no NFS.
+/// removed on dispose. Only inside that VM: these machines' own kernel has no NFS.
 /// </summary>
 public sealed class Nfs42Export : IDisposable
 {
@@ -20,9 +20,6 @@ public sealed class Nfs42Export : IDisposable
         MountPoint = mountPoint;
         _serverDirectory = serverDirectory;
     }
-
-    /// <summary>True inside the VM, where the export can be mounted.</summary>
-    public static bool Available => Environment.GetEnvironmentVariable(ServerVariable) is { Length: > 0 };
 
     public string MountPoint { get; }
 
