@@ -62,8 +62,7 @@ public sealed class MultiInstanceTests(ITestOutputHelper output)
             await Task.WhenAll(workers.Select(w => w.DisposeAsync().AsTask()));
             foreach (var w in workers)
             {
-                output.WriteLine($"--- {w.InstanceName} ---{Environment.NewLine}{Tail(w.Output)}");
-                await File.WriteAllTextAsync(Path.Combine(Path.GetTempPath(), $"nfsvol-worker-{vhost.Name}-{w.InstanceName}.log"), w.Output);
+                await w.ReportAsync(output, vhost.Name);
             }
         }
     }
@@ -170,13 +169,8 @@ public sealed class MultiInstanceTests(ITestOutputHelper output)
             await Task.WhenAll(workers.Select(w => w.DisposeAsync().AsTask()));
             foreach (var w in workers)
             {
-                output.WriteLine($"--- {w.InstanceName} ---{Environment.NewLine}{Tail(w.Output)}");
-                await File.WriteAllTextAsync(Path.Combine(Path.GetTempPath(), $"nfsvol-worker-{vhost.Name}-{w.InstanceName}.log"), w.Output);
+                await w.ReportAsync(output, vhost.Name);
             }
         }
     }
-
-    private static string Tail(string log) => string.Join(Environment.NewLine, log.Split('\n')
-        .Where(l => l.Contains("warn", StringComparison.Ordinal) || l.Contains("fail", StringComparison.Ordinal) || l.Contains("crit", StringComparison.Ordinal))
-        .TakeLast(40));
 }

@@ -1,10 +1,12 @@
 using NfsVolumeWorker.Contracts;
+using NfsVolumeWorker.Hosting;
 using NfsVolumeWorker.Testing;
 using NfsVolumeWorker.Tests.Support;
 
 namespace NfsVolumeWorker.Tests;
 
-/// <summary>SIGTERM of a worker process that is in the middle of a long clone, with a second instance running.</summary>
+/// <summary>A worker process that stops: SIGTERM in the middle of a long clone with a second instance running, the
+/// ingress router's hand-over with a backlog waiting, a start that fails after the consumers subscribed.</summary>
 public sealed class ShutdownTests(ITestOutputHelper output)
 {
     private const long MiB = WorkerTestBed.MiB;
@@ -98,7 +100,7 @@ public sealed class ShutdownTests(ITestOutputHelper output)
             await Task.WhenAll(_workers.Select(w => w.DisposeAsync().AsTask()));
             foreach (var w in _workers)
             {
-                _output.WriteLine($"--- {w.InstanceName} ---{Environment.NewLine}{string.Join(Environment.NewLine, w.Output.Split('\n').TakeLast(30))}");
+                await w.ReportAsync(_output, VirtualHost.Name);
             }
             await Producer.DisposeAsync();
             await Events.DisposeAsync();
@@ -220,6 +222,83 @@ public sealed class ShutdownTests(ITestOutputHelper output)
         finally
         {
             await Task.WhenAll(workers.Select(w => w.DisposeAsync().AsTask()));
+            foreach (var w in workers)
+            {
+                await w.ReportAsync(output, vhost.Name);
+            }
         }
+    }
+
+    /// <summary>A worker that fails to start after its consumers subscribed (its HTTP port is taken, Kestrel binds
+    /// last) must hand back every command it took and exit: before, it kept the ingress queue's single active
+    /// consumer while the disposed host waited for its forwards, and nothing moved (a CI run, under load).</summary>
+    [Fact]
+    public async Task A_worker_that_fails_to_start_with_a_backlog_waiting_releases_it_and_exits_1()
+    {
+        var broker = await RabbitMqBroker.SharedAsync();
+        await using var vhost = await broker.CreateVirtualHostAsync("failed-start");
+        using var root = new TempDirectory();
+        var share = Directory.CreateDirectory(Path.Combine(root.Path, "share")).FullName;
+        var workers = new List<WorkerProcess>();
+        try
+        {
+            var first = WorkerProcess.Start(vhost.AmqpUri, share, "setup");
+            workers.Add(first);
+            await Ownership.WaitForAsync(vhost, ["setup"], TimeSpan.FromSeconds(60));
+            Assert.Equal(0, await first.TerminateAsync(TimeSpan.FromSeconds(60)));
+
+            await using var events = await EventCollector.StartAsync(vhost.AmqpUri);
+            await using var producer = await CommandBus.StartAsync(vhost.AmqpUri);
+            var scripts = Enumerable.Range(0, 30).Select(_ => Guid.NewGuid()).ToDictionary(v => v, LoadTests.Script);
+            for (var step = 0; step < 20; step++)
+            {
+                foreach (var commands in scripts.Values)
+                {
+                    await LoadTests.Publish(producer, commands[step]);
+                }
+            }
+            var all = scripts.Values.SelectMany(c => c).ToList();
+
+            using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+            taken.Start();
+            var broken = WorkerProcess.Start(vhost.AmqpUri, share, "broken",
+                new Dictionary<string, string?> { ["Http:Urls"] = $"http://127.0.0.1:{((System.Net.IPEndPoint)taken.LocalEndpoint).Port}" });
+            workers.Add(broken);
+            Assert.Equal(WorkerRun.StartFailed, await broken.WaitForExitAsync(TimeSpan.FromSeconds(90)));
+            Assert.Contains($"Subscribed to {WorkerSettings.Partitions} partition queues as broken", broken.Output, StringComparison.Ordinal);
+            Assert.Contains("could not start: Failed to bind to address", broken.Output, StringComparison.Ordinal);
+            Assert.Contains("Released " + WorkerSettings.Partitions + " partitions and the ingress queue", broken.Output, StringComparison.Ordinal);
+
+            workers.Add(WorkerProcess.Start(vhost.AmqpUri, share, "next"));
+            await events.WaitForAllAsync(all.Select(c => c.CommandId).ToList(), TimeSpan.FromMinutes(3));
+            var failures = events.Terminal.Where(e => e.Type == nameof(CommandFailed)).ToList();
+            Assert.Equal(0, events.OrderingViolations(scripts.Values));
+            Assert.True(failures.Count == 0, string.Join(Environment.NewLine, failures.Take(5)));
+            Assert.Equal(0, events.AssertOneTerminalEventEach(all.Select(c => c.CommandId)));
+            Assert.Equal("", await Tools.CheckShareAsync(share));
+        }
+        finally
+        {
+            await Task.WhenAll(workers.Select(w => w.DisposeAsync().AsTask()));
+            foreach (var w in workers)
+            {
+                await w.ReportAsync(output, vhost.Name);
+            }
+        }
+    }
+
+    /// <summary>qemu-img is checked before any consumer subscribes: a worker that cannot run it takes no command.</summary>
+    [Fact]
+    public async Task A_worker_without_qemu_img_exits_1_before_it_takes_a_command()
+    {
+        var broker = await RabbitMqBroker.SharedAsync();
+        await using var vhost = await broker.CreateVirtualHostAsync("no-qemu-img");
+        using var root = new TempDirectory();
+        var share = Directory.CreateDirectory(Path.Combine(root.Path, "share")).FullName;
+        await using var worker = WorkerProcess.Start(vhost.AmqpUri, share, "without",
+            new Dictionary<string, string?> { ["QemuImg:Executable"] = Path.Combine(root.Path, "no-such-qemu-img") });
+        Assert.Equal(WorkerRun.StartFailed, await worker.WaitForExitAsync(TimeSpan.FromSeconds(60)));
+        Assert.Contains("could not start: qemu-img could not be started from", worker.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Subscribed to", worker.Output, StringComparison.Ordinal);
     }
 }

@@ -172,16 +172,28 @@ public static class WorkerHostExtensions
     }
 }
 
-/// <summary>Logs one line at start saying what this instance serves.</summary>
-internal sealed class StartupReport(ShareMap shares, QemuImgRunner qemuImg, IOptions<WorkerOptions> worker, IOptions<BrokerOptions> broker, ILogger<StartupReport> logger) : IHostedService
+/// <summary>Checks qemu-img before anything starts (a worker that cannot run it takes no command), and logs one line
+/// once everything started saying what this instance serves.</summary>
+internal sealed class StartupReport(ShareMap shares, QemuImgRunner qemuImg, IOptions<WorkerOptions> worker, IOptions<BrokerOptions> broker, ILogger<StartupReport> logger) : IHostedLifecycleService
 {
-    public async Task StartAsync(CancellationToken cancellationToken)
+    private string _qemuImgVersion = "";
+
+    public async Task StartingAsync(CancellationToken cancellationToken) =>
+        _qemuImgVersion = await qemuImg.VersionAsync(cancellationToken).ConfigureAwait(false);
+
+    public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken cancellationToken)
     {
-        var version = await qemuImg.VersionAsync(cancellationToken).ConfigureAwait(false);
         WorkerLog.Started(logger, worker.Value.InstanceName, shares.All.Count,
             string.Join(", ", shares.All.Select(s => $"{s.Export} -> {s.LocalPath}")), worker.Value.PartitionCount,
-            BrokerAddress.Parse(broker.Value.Url, broker.Value.Hosts).Redacted, version);
+            BrokerAddress.Parse(broker.Value.Url, broker.Value.Hosts).Redacted, _qemuImgVersion);
+        return Task.CompletedTask;
     }
 
+    public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }

@@ -236,10 +236,16 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
             or RabbitMQ.Client.Exceptions.OperationInterruptedException or RabbitMQ.Client.Exceptions.ConnectFailureException
             or IOException or System.Net.Sockets.SocketException or TimeoutException or ObjectDisposedException;
 
+    /// <summary>Releases the partitions first if no stop did (a host that failed to start is disposed without one):
+    /// closing the connection under a delivery that still retries would wait for that delivery forever.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (!_stopping.IsCancellationRequested)
+        {
+            await StoppingAsync(CancellationToken.None).ConfigureAwait(false);
+        }
         await StoppedAsync(CancellationToken.None).ConfigureAwait(false);
-        foreach (var p in _partitions)
+        foreach (var p in _partitions.Append(_ingress))
         {
             p.Dispose();
         }

@@ -63,6 +63,15 @@ internal static partial class WorkerLog
     [LoggerMessage(3019, LogLevel.Information, "Share {Share} is available again; its waiting commands run")]
     public static partial void ShareAvailableAgain(ILogger logger, string share);
 
+    [LoggerMessage(3022, LogLevel.Information, "Stopped while starting: what had started (partition consumers, the bus) was stopped as at any stop; the other instances take the partitions over")]
+    public static partial void StoppedWhileStarting(ILogger logger);
+
+    [LoggerMessage(3023, LogLevel.Critical, "Could not start, so stopped what had started and exits with 1: {Reason}")]
+    public static partial void StartFailed(ILogger logger, string reason);
+
+    [LoggerMessage(3024, LogLevel.Error, "Stopping after a failed start failed too: {Reason}")]
+    public static partial void StopAfterFailedStartFailed(ILogger logger, string reason);
+
     [LoggerMessage(3030, LogLevel.Information, "Removed {Count} empty inbox directories on {Share} ({Left} more to go): the sweep's cost falls to the volumes with waiting work")]
     public static partial void RemovedEmptyInboxes(ILogger logger, int count, string share, int left);
 

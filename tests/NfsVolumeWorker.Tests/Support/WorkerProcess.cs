@@ -80,6 +80,18 @@ public sealed class WorkerProcess : IAsyncDisposable
         return worker;
     }
 
+    /// <summary>After a test: the warnings and errors the worker logged (its last 40) to the test's output, and
+    /// everything it wrote to <c>$TMPDIR/nfsvol-worker-RUN-INSTANCE.log</c>, for the failure that needs more.</summary>
+    public async Task ReportAsync(ITestOutputHelper output, string run)
+    {
+        var log = Output;
+        var problems = log.Split('\n').Where(l => l.Contains("warn", StringComparison.Ordinal)
+            || l.Contains("fail", StringComparison.Ordinal) || l.Contains("crit", StringComparison.Ordinal)).TakeLast(40);
+        var path = Path.Combine(Path.GetTempPath(), $"nfsvol-worker-{run}-{InstanceName}.log");
+        await File.WriteAllTextAsync(path, log);
+        output.WriteLine($"--- {InstanceName} (whole log: {path}) ---{Environment.NewLine}{string.Join(Environment.NewLine, problems)}");
+    }
+
     private void Append(string? line)
     {
         if (line is null)
