@@ -9,6 +9,4 @@ if (CommandLineHelp.IsRequested(args))
 
 var builder = WebApplication.CreateBuilder(args);
 builder.AddNfsVolumeWorker();
-var app = builder.Build();
-app.MapWorkerEndpoints();
-return await WorkerRun.RunAsync(app);
+return await WorkerRun.RunAsync(builder);

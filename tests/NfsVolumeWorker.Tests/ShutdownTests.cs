@@ -156,77 +156,127 @@ public sealed class ShutdownTests(ITestOutputHelper output)
         await bed.AssertShareIsWholeAsync();
     }
 
+    /// <summary>A share and a vhost whose ingress queue holds every command of <c>volumes</c> volumes (20 each,
+    /// <see cref="LoadTests.Script"/>), published while no worker runs (a first run declared the topology); the
+    /// workers a test starts, reported (their warnings, whole logs kept) when it ends.</summary>
+    private sealed class Backlog : IAsyncDisposable
+    {
+        private readonly ITestOutputHelper _output;
+        private readonly TempDirectory _root = new();
+
+        private Backlog(ITestOutputHelper output, VirtualHost vhost, EventCollector events, CommandBus producer)
+        {
+            _output = output;
+            VirtualHost = vhost;
+            Events = events;
+            Producer = producer;
+            Share = Directory.CreateDirectory(Path.Combine(_root.Path, "share")).FullName;
+        }
+
+        public VirtualHost VirtualHost { get; }
+
+        public string Share { get; }
+
+        public EventCollector Events { get; }
+
+        public CommandBus Producer { get; }
+
+        public List<WorkerProcess> Workers { get; } = [];
+
+        public Dictionary<Guid, List<VolumeCommand>> Scripts { get; } = [];
+
+        public List<VolumeCommand> All => Scripts.Values.SelectMany(c => c).ToList();
+
+        public static async Task<Backlog> PublishAsync(ITestOutputHelper output, string name, int volumes)
+        {
+            var broker = await RabbitMqBroker.SharedAsync();
+            var vhost = await broker.CreateVirtualHostAsync(name);
+            var bed = new Backlog(output, vhost, await EventCollector.StartAsync(vhost.AmqpUri), await CommandBus.StartAsync(vhost.AmqpUri));
+            var setup = bed.Start("setup");
+            await Ownership.WaitForAsync(vhost, ["setup"], TimeSpan.FromSeconds(60));
+            Assert.Equal(0, await setup.TerminateAsync(TimeSpan.FromSeconds(60)));
+            foreach (var volume in Enumerable.Range(0, volumes).Select(_ => Guid.NewGuid()))
+            {
+                bed.Scripts[volume] = LoadTests.Script(volume);
+            }
+            for (var step = 0; step < 20; step++)
+            {
+                foreach (var commands in bed.Scripts.Values)
+                {
+                    await LoadTests.Publish(bed.Producer, commands[step]);
+                }
+            }
+            Assert.Equal(bed.All.Count, await vhost.MessageCountAsync(Messaging.Topology.IngressQueue));
+            return bed;
+        }
+
+        public WorkerProcess Start(string instance, IDictionary<string, string?>? extra = null)
+        {
+            var worker = WorkerProcess.Start(VirtualHost.AmqpUri, Share, instance, extra);
+            Workers.Add(worker);
+            return worker;
+        }
+
+        /// <summary>Every command ends once, without failure, each volume's in the order published; the share checks clean.</summary>
+        public async Task AssertAllFinishedInOrderAsync()
+        {
+            var all = All;
+            await Events.WaitForAllAsync(all.Select(c => c.CommandId).ToList(), TimeSpan.FromMinutes(3));
+            var failures = Events.Terminal.Where(e => e.Type == nameof(CommandFailed)).ToList();
+            var violations = Events.OrderingViolations(Scripts.Values);
+            _output.WriteLine($"{all.Count} commands over {Scripts.Count} volumes: ordering violations {violations}, failures {failures.Count}");
+            Assert.Equal(0, violations);
+            Assert.True(failures.Count == 0, string.Join(Environment.NewLine, failures.Take(5)));
+            Assert.Equal(0, Events.AssertOneTerminalEventEach(all.Select(c => c.CommandId)));
+            Assert.Equal("", await Tools.CheckShareAsync(Share));
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Task.WhenAll(Workers.Select(w => w.DisposeAsync().AsTask()));
+            foreach (var w in Workers)
+            {
+                await w.ReportAsync(_output, VirtualHost.Name);
+            }
+            await Producer.DisposeAsync();
+            await Events.DisposeAsync();
+            await VirtualHost.DisposeAsync();
+            _root.Dispose();
+        }
+    }
+
     /// <summary>The ingress router hands over at SIGTERM while a backlog waits: the next router must not route
     /// newer commands of a volume before the ones the stopping router had prefetched.</summary>
     [Fact]
     public async Task SIGTERM_of_the_router_with_a_backlog_waiting_keeps_every_volumes_order()
     {
-        var broker = await RabbitMqBroker.SharedAsync();
-        await using var vhost = await broker.CreateVirtualHostAsync("router-handover");
-        using var root = new TempDirectory();
-        var share = Directory.CreateDirectory(Path.Combine(root.Path, "share")).FullName;
-        var workers = new List<WorkerProcess>();
-        try
-        {
-            // A first run declares the topology; with no worker left, the whole load waits in the ingress queue.
-            var first = WorkerProcess.Start(vhost.AmqpUri, share, "setup");
-            workers.Add(first);
-            await Ownership.WaitForAsync(vhost, ["setup"], TimeSpan.FromSeconds(60));
-            Assert.Equal(0, await first.TerminateAsync(TimeSpan.FromSeconds(60)));
+        await using var bed = await Backlog.PublishAsync(output, "router-handover", volumes: 60);
+        var vhost = bed.VirtualHost;
+        var all = bed.All.Count;
 
-            await using var events = await EventCollector.StartAsync(vhost.AmqpUri);
-            await using var producer = await CommandBus.StartAsync(vhost.AmqpUri);
-            var scripts = Enumerable.Range(0, 60).Select(_ => Guid.NewGuid()).ToDictionary(v => v, LoadTests.Script);
-            for (var step = 0; step < 20; step++)
-            {
-                foreach (var commands in scripts.Values)
-                {
-                    await LoadTests.Publish(producer, commands[step]);
-                }
-            }
-            var all = scripts.Values.SelectMany(c => c).ToList();
-            Assert.Equal(all.Count, await vhost.MessageCountAsync(Messaging.Topology.IngressQueue));
+        // Two routers start together. Both are frozen (SIGSTOP) the moment the backlog starts to shrink, so that
+        // the active one cannot drain it (it routes a thousand commands a second, faster than the management API
+        // says who is active) before the second one waits behind it, however slowly that one starts; then the
+        // other is resumed, and once it waits, the active router is resumed and stopped at once. Exactly r1 or r2:
+        // the management API may still list the stopped set-up run's consumer for a moment.
+        var r1 = bed.Start("r1");
+        var r2 = bed.Start("r2");
+        await Eventually.WaitAsync(() => vhost.MessageCountAsync(Messaging.Topology.IngressQueue), n => n < all, TimeSpan.FromSeconds(120), 1);
+        await Task.WhenAll(r1.SignalAsync("STOP"), r2.SignalAsync("STOP"));
+        var activeFirst = await Eventually.WaitAsync(() => Ownership.ReadAsync(vhost),
+            o => o[Messaging.Topology.IngressQueue].Active is ["r1" or "r2"], TimeSpan.FromSeconds(60), 50);
+        var router = activeFirst[Messaging.Topology.IngressQueue].Active[0] == "r1" ? r1 : r2;
+        await (router == r1 ? r2 : r1).SignalAsync("CONT");
+        var both = await Eventually.WaitAsync(() => Ownership.ReadAsync(vhost),
+            o => o[Messaging.Topology.IngressQueue] is { Instances: ["r1", "r2"], Active.Count: 1 }, TimeSpan.FromSeconds(60), 100);
+        Assert.True(both[Messaging.Topology.IngressQueue] is { Instances: ["r1", "r2"] }, Ownership.Describe(both));
+        var waiting = await vhost.MessageCountAsync(Messaging.Topology.IngressQueue);
+        await router.SignalAsync("CONT");
+        await router.SignalTermAsync();
+        output.WriteLine($"stopped router {router.InstanceName} with {waiting} of {all} commands still waiting in the ingress queue");
+        Assert.True(waiting > 0, "the backlog was routed before the router could be stopped: the test proves nothing");
 
-            // Two routers start together. Both are frozen (SIGSTOP) the moment the backlog starts to shrink, so that
-            // the active one cannot drain it (it routes a thousand commands a second, faster than the management API
-            // says who is active) before the second one waits behind it, however slowly that one starts; then the
-            // other is resumed, and once it waits, the active router is resumed and stopped at once. Exactly r1 or r2:
-            // the management API may still list the stopped set-up run's consumer for a moment.
-            var r1 = WorkerProcess.Start(vhost.AmqpUri, share, "r1");
-            workers.Add(r1);
-            var r2 = WorkerProcess.Start(vhost.AmqpUri, share, "r2");
-            workers.Add(r2);
-            await Eventually.WaitAsync(() => vhost.MessageCountAsync(Messaging.Topology.IngressQueue), n => n < all.Count, TimeSpan.FromSeconds(120), 1);
-            await Task.WhenAll(r1.SignalAsync("STOP"), r2.SignalAsync("STOP"));
-            var activeFirst = await Eventually.WaitAsync(() => Ownership.ReadAsync(vhost),
-                o => o[Messaging.Topology.IngressQueue].Active is ["r1" or "r2"], TimeSpan.FromSeconds(60), 50);
-            var router = workers.Single(w => w.InstanceName == activeFirst[Messaging.Topology.IngressQueue].Active[0]);
-            await (router == r1 ? r2 : r1).SignalAsync("CONT");
-            var both = await Eventually.WaitAsync(() => Ownership.ReadAsync(vhost),
-                o => o[Messaging.Topology.IngressQueue] is { Instances: ["r1", "r2"], Active.Count: 1 }, TimeSpan.FromSeconds(60), 100);
-            Assert.True(both[Messaging.Topology.IngressQueue] is { Instances: ["r1", "r2"] }, Ownership.Describe(both));
-            var waiting = await vhost.MessageCountAsync(Messaging.Topology.IngressQueue);
-            await router.SignalAsync("CONT");
-            await router.SignalTermAsync();
-            output.WriteLine($"stopped router {router.InstanceName} with {waiting} of {all.Count} commands still waiting in the ingress queue");
-            Assert.True(waiting > 0, "the backlog was routed before the router could be stopped: the test proves nothing");
-
-            await events.WaitForAllAsync(all.Select(c => c.CommandId).ToList(), TimeSpan.FromMinutes(3));
-            var failures = events.Terminal.Where(e => e.Type == nameof(CommandFailed)).ToList();
-            var violations = events.OrderingViolations(scripts.Values);
-            output.WriteLine($"{all.Count} commands over {scripts.Count} volumes: ordering violations {violations}, failures {failures.Count}");
-            Assert.Equal(0, violations);
-            Assert.True(failures.Count == 0, string.Join(Environment.NewLine, failures.Take(5)));
-            Assert.Equal("", await Tools.CheckShareAsync(share));
-        }
-        finally
-        {
-            await Task.WhenAll(workers.Select(w => w.DisposeAsync().AsTask()));
-            foreach (var w in workers)
-            {
-                await w.ReportAsync(output, vhost.Name);
-            }
-        }
+        await bed.AssertAllFinishedInOrderAsync();
     }
 
     /// <summary>A worker that fails to start after its consumers subscribed (its HTTP port is taken, Kestrel binds
@@ -235,56 +285,17 @@ public sealed class ShutdownTests(ITestOutputHelper output)
     [Fact]
     public async Task A_worker_that_fails_to_start_with_a_backlog_waiting_releases_it_and_exits_1()
     {
-        var broker = await RabbitMqBroker.SharedAsync();
-        await using var vhost = await broker.CreateVirtualHostAsync("failed-start");
-        using var root = new TempDirectory();
-        var share = Directory.CreateDirectory(Path.Combine(root.Path, "share")).FullName;
-        var workers = new List<WorkerProcess>();
-        try
-        {
-            var first = WorkerProcess.Start(vhost.AmqpUri, share, "setup");
-            workers.Add(first);
-            await Ownership.WaitForAsync(vhost, ["setup"], TimeSpan.FromSeconds(60));
-            Assert.Equal(0, await first.TerminateAsync(TimeSpan.FromSeconds(60)));
+        await using var bed = await Backlog.PublishAsync(output, "failed-start", volumes: 30);
+        using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        taken.Start();
+        var broken = bed.Start("broken", new Dictionary<string, string?> { ["Http:Urls"] = $"http://127.0.0.1:{((System.Net.IPEndPoint)taken.LocalEndpoint).Port}" });
+        Assert.Equal(WorkerRun.StartFailed, await broken.WaitForExitAsync(TimeSpan.FromSeconds(90)));
+        Assert.Contains($"Subscribed to {WorkerSettings.Partitions} partition queues as broken", broken.Output, StringComparison.Ordinal);
+        Assert.Contains("could not start: Failed to bind to address", broken.Output, StringComparison.Ordinal);
+        Assert.Contains("Released " + WorkerSettings.Partitions + " partitions and the ingress queue", broken.Output, StringComparison.Ordinal);
 
-            await using var events = await EventCollector.StartAsync(vhost.AmqpUri);
-            await using var producer = await CommandBus.StartAsync(vhost.AmqpUri);
-            var scripts = Enumerable.Range(0, 30).Select(_ => Guid.NewGuid()).ToDictionary(v => v, LoadTests.Script);
-            for (var step = 0; step < 20; step++)
-            {
-                foreach (var commands in scripts.Values)
-                {
-                    await LoadTests.Publish(producer, commands[step]);
-                }
-            }
-            var all = scripts.Values.SelectMany(c => c).ToList();
-
-            using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-            taken.Start();
-            var broken = WorkerProcess.Start(vhost.AmqpUri, share, "broken",
-                new Dictionary<string, string?> { ["Http:Urls"] = $"http://127.0.0.1:{((System.Net.IPEndPoint)taken.LocalEndpoint).Port}" });
-            workers.Add(broken);
-            Assert.Equal(WorkerRun.StartFailed, await broken.WaitForExitAsync(TimeSpan.FromSeconds(90)));
-            Assert.Contains($"Subscribed to {WorkerSettings.Partitions} partition queues as broken", broken.Output, StringComparison.Ordinal);
-            Assert.Contains("could not start: Failed to bind to address", broken.Output, StringComparison.Ordinal);
-            Assert.Contains("Released " + WorkerSettings.Partitions + " partitions and the ingress queue", broken.Output, StringComparison.Ordinal);
-
-            workers.Add(WorkerProcess.Start(vhost.AmqpUri, share, "next"));
-            await events.WaitForAllAsync(all.Select(c => c.CommandId).ToList(), TimeSpan.FromMinutes(3));
-            var failures = events.Terminal.Where(e => e.Type == nameof(CommandFailed)).ToList();
-            Assert.Equal(0, events.OrderingViolations(scripts.Values));
-            Assert.True(failures.Count == 0, string.Join(Environment.NewLine, failures.Take(5)));
-            Assert.Equal(0, events.AssertOneTerminalEventEach(all.Select(c => c.CommandId)));
-            Assert.Equal("", await Tools.CheckShareAsync(share));
-        }
-        finally
-        {
-            await Task.WhenAll(workers.Select(w => w.DisposeAsync().AsTask()));
-            foreach (var w in workers)
-            {
-                await w.ReportAsync(output, vhost.Name);
-            }
-        }
+        bed.Start("next");
+        await bed.AssertAllFinishedInOrderAsync();
     }
 
     /// <summary>qemu-img is checked before any consumer subscribes: a worker that cannot run it takes no command.</summary>
@@ -300,5 +311,19 @@ public sealed class ShutdownTests(ITestOutputHelper output)
         Assert.Equal(WorkerRun.StartFailed, await worker.WaitForExitAsync(TimeSpan.FromSeconds(60)));
         Assert.Contains("could not start: qemu-img could not be started from", worker.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("Subscribed to", worker.Output, StringComparison.Ordinal);
+    }
+
+    /// <summary>An option out of range stops the worker before it connects anywhere: exit 2 (systemd's unit does not
+    /// restart it), and stderr names the option.</summary>
+    [Fact]
+    public async Task A_worker_with_an_invalid_option_exits_2_naming_it()
+    {
+        using var root = new TempDirectory();
+        await using var worker = WorkerProcess.Start(new Uri("amqp://guest:guest@127.0.0.1:1/"), root.Path, "invalid",
+            new Dictionary<string, string?> { ["Worker:PartitionCount"] = "0" });
+        Assert.Equal(WorkerRun.InvalidConfiguration, await worker.WaitForExitAsync(TimeSpan.FromSeconds(60)));
+        Assert.Contains("nfsvolumeworker: invalid configuration:", worker.Output, StringComparison.Ordinal);
+        Assert.Contains("PartitionCount", worker.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Unhandled exception", worker.Output, StringComparison.Ordinal);
     }
 }

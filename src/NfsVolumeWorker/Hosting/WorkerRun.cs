@@ -19,9 +19,20 @@ public static class WorkerRun
     public const int StartFailed = 1;
     public const int InvalidConfiguration = 2;
 
-    public static async Task<int> RunAsync(WebApplication app)
+    /// <summary>Builds the host from <paramref name="builder"/>, runs it until it stops, and returns the exit code.</summary>
+    public static async Task<int> RunAsync(WebApplicationBuilder builder)
     {
-        ArgumentNullException.ThrowIfNull(app);
+        ArgumentNullException.ThrowIfNull(builder);
+        WebApplication app;
+        try
+        {
+            app = builder.Build();
+            app.MapWorkerEndpoints(); // resolves the health checks, and with them options that may be invalid
+        }
+        catch (OptionsValidationException invalid)
+        {
+            return await InvalidAsync(invalid).ConfigureAwait(false);
+        }
         await using (app.ConfigureAwait(false))
         {
             try
@@ -53,9 +64,7 @@ public static class WorkerRun
         switch (why)
         {
             case OptionsValidationException invalid:
-                await Console.Error.WriteLineAsync(
-                    $"nfsvolumeworker: invalid configuration:\n  {string.Join("\n  ", invalid.Failures)}\nRun with --help for every option.").ConfigureAwait(false);
-                return InvalidConfiguration;
+                return await InvalidAsync(invalid).ConfigureAwait(false);
             case OperationCanceledException when stopRequested:
                 WorkerLog.StoppedWhileStarting(logger);
                 return Stopped;
@@ -64,5 +73,12 @@ public static class WorkerRun
                 await Console.Error.WriteLineAsync($"nfsvolumeworker: could not start: {why.Message}").ConfigureAwait(false);
                 return StartFailed;
         }
+    }
+
+    private static async Task<int> InvalidAsync(OptionsValidationException invalid)
+    {
+        await Console.Error.WriteLineAsync(
+            $"nfsvolumeworker: invalid configuration:\n  {string.Join("\n  ", invalid.Failures)}\nRun with --help for every option.").ConfigureAwait(false);
+        return InvalidConfiguration;
     }
 }
