@@ -35,8 +35,8 @@ public sealed class OsloFailoverTests(ITestOutputHelper output) : IAsyncLifetime
         var sw = Stopwatch.StartNew();
         while (!w.Output.Contains(text, StringComparison.Ordinal))
         {
-            Assert.False(w.HasExited, $"{w.Name} exited: {w.Output}");
-            Assert.True(sw.Elapsed < timeout, $"{w.Name} did not log '{text}' within {timeout.TotalSeconds} s: {w.Output}");
+            Assert.False(w.HasExited, $"{w.InstanceName} exited: {w.Output}");
+            Assert.True(sw.Elapsed < timeout, $"{w.InstanceName} did not log '{text}' within {timeout.TotalSeconds} s: {w.Output}");
             await Task.Delay(50);
         }
     }
@@ -53,7 +53,7 @@ public sealed class OsloFailoverTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.DoesNotContain("oslo adapter serving", standby.Output, StringComparison.Ordinal);
 
         var killed = Stopwatch.StartNew();
-        await active.KillAsync(); // SIGKILL: no shutdown code runs, the kernel closes its files and drops its locks
+        active.KillHard(); // SIGKILL: no shutdown code runs, the kernel closes its files and drops its locks
         await WaitForAsync(standby, "oslo adapter serving hostA@nfs", TimeSpan.FromSeconds(10));
         output.WriteLine($"standby served {killed.Elapsed.TotalSeconds:0.00} s after kill -9 of the active adapter");
         Assert.True(killed.Elapsed < TimeSpan.FromSeconds(10));

@@ -14,18 +14,35 @@ public static class WorkerCommandLine
         return File.Exists(path) ? path : throw new FileNotFoundException($"build the worker first: {path}", path);
     }
 
+    /// <summary>The worker for a test: the copy next to the test assembly (a project reference puts it there), else
+    /// the worker project's own, built in the test assembly's configuration (<c>.../bin/CONFIGURATION/net10.0/</c>).</summary>
+    public static string DllPath()
+    {
+        var here = Path.Combine(AppContext.BaseDirectory, "NfsVolumeWorker.dll");
+        if (File.Exists(here) && File.Exists(Path.Combine(AppContext.BaseDirectory, "NfsVolumeWorker.runtimeconfig.json")))
+        {
+            return here;
+        }
+        return DllPath(new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name);
+    }
+
+    /// <summary>The worker with every setting given as <c>--Key=value</c>, nothing else.</summary>
+    public static ProcessStartInfo StartInfo(string dllPath, IEnumerable<KeyValuePair<string, string?>> settings)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        var start = Base(dllPath);
+        foreach (var (k, v) in settings)
+        {
+            start.ArgumentList.Add($"--{k}={v}");
+        }
+        return start;
+    }
+
     public static ProcessStartInfo StartInfo(string dllPath, Uri brokerUrl, Uri? managementUrl, string share, string instanceName,
         string httpUrl, IEnumerable<string> extra)
     {
         ArgumentNullException.ThrowIfNull(extra);
-        var start = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = Path.GetDirectoryName(dllPath)!,
-        };
-        start.ArgumentList.Add(dllPath);
+        var start = Base(dllPath);
         start.ArgumentList.Add($"--Broker:Url={brokerUrl}");
         if (managementUrl is not null)
         {
@@ -39,7 +56,21 @@ public static class WorkerCommandLine
         {
             start.ArgumentList.Add(e);
         }
+        return start;
+    }
+
+    private static ProcessStartInfo Base(string dllPath)
+    {
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = Path.GetDirectoryName(dllPath)!,
+        };
+        start.ArgumentList.Add(dllPath);
         start.Environment["DOTNET_ENVIRONMENT"] = "Production";
+        start.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         return start;
     }
 }

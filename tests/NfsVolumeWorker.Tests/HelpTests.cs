@@ -1,4 +1,5 @@
 using System.Reflection;
+using NfsVolumeWorker.Testing;
 using NfsVolumeWorker.Tests.Support;
 
 namespace NfsVolumeWorker.Tests;
@@ -28,7 +29,7 @@ public sealed class HelpTests
     {
         var type = OptionClasses().Single(t => t.FullName == typeName);
         var section = (string)type.GetField("SectionName")!.GetRawConstantValue()!;
-        var (code, help, stderr) = await Tools.RunAsync("dotnet", WorkerProcess.WorkerDll(), "--help");
+        var (code, help, stderr) = await Tools.RunAsync("dotnet", WorkerCommandLine.DllPath(), "--help");
         Assert.True(code == 0, stderr);
         var options = type.GetProperties(BindingFlags.Public | BindingFlags.Instance)
             .Where(p => p.CanWrite && (p.PropertyType.IsValueType || p.PropertyType == typeof(string) || Nullable.GetUnderlyingType(p.PropertyType) is not null))

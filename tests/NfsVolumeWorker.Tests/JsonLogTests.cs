@@ -1,6 +1,7 @@
 using System.Net.Http.Json;
 using System.Text.Json;
 using NfsVolumeWorker.Contracts;
+using NfsVolumeWorker.Testing;
 using NfsVolumeWorker.Tests.Support;
 
 namespace NfsVolumeWorker.Tests;

@@ -15,21 +15,16 @@ public sealed class ShutdownTests(ITestOutputHelper output)
     /// clone copies, with the worker running it.</summary>
     private sealed class CloneInFlight : IAsyncDisposable
     {
-        private readonly TempDirectory _root = new();
-        private readonly List<WorkerProcess> _workers = [];
-        private readonly ITestOutputHelper _output;
+        private readonly WorkerProcessBed _bed;
 
-        private CloneInFlight(ITestOutputHelper output, VirtualHost vhost)
+        private CloneInFlight(WorkerProcessBed bed)
         {
-            _output = output;
-            VirtualHost = vhost;
-            Share = Directory.CreateDirectory(Path.Combine(_root.Path, "share")).FullName;
+            _bed = bed;
         }
 
-        public VirtualHost VirtualHost { get; }
-        public string Share { get; }
-        public EventCollector Events { get; private set; } = null!;
-        public CommandBus Producer { get; private set; } = null!;
+        public string Share => _bed.Share;
+        public EventCollector Events => _bed.Events;
+        public CommandBus Producer => _bed.Producer;
         public Guid Source { get; } = Guid.NewGuid();
         public CloneVolume Clone { get; private set; } = null!;
         public WorkerProcess Copying { get; private set; } = null!;
@@ -37,17 +32,14 @@ public sealed class ShutdownTests(ITestOutputHelper output)
 
         public static async Task<CloneInFlight> StartAsync(ITestOutputHelper output, string name)
         {
-            var broker = await RabbitMqBroker.SharedAsync();
-            var bed = new CloneInFlight(output, await broker.CreateVirtualHostAsync(name));
-            var slow = SlowQemuImg.Settings(bed._root.Path, "8M"); // 192 MiB: about 24 s of copying
+            var bed = new CloneInFlight(await WorkerProcessBed.CreateAsync(output, name));
+            var slow = SlowQemuImg.Settings(bed._bed.Root, "8M"); // 192 MiB: about 24 s of copying
             slow["Worker:ShutdownTimeout"] = "00:01:00";
             foreach (var w in new[] { "w1", "w2" })
             {
-                bed._workers.Add(WorkerProcess.Start(bed.VirtualHost.AmqpUri, bed.Share, w, slow));
+                bed._bed.Start(w, slow);
             }
-            await Ownership.WaitForAsync(bed.VirtualHost, ["w1", "w2"], TimeSpan.FromSeconds(60));
-            bed.Events = await EventCollector.StartAsync(bed.VirtualHost.AmqpUri);
-            bed.Producer = await CommandBus.StartAsync(bed.VirtualHost.AmqpUri);
+            await Ownership.WaitForAsync(bed._bed.VirtualHost, ["w1", "w2"], TimeSpan.FromSeconds(60));
 
             var create = new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = bed.Source, SizeBytes = 256 * MiB };
             await bed.Producer.PublishAsync(create);
@@ -56,9 +48,9 @@ public sealed class ShutdownTests(ITestOutputHelper output)
             bed.Clone = new CloneVolume { CommandId = Guid.NewGuid(), VolumeId = bed.Source, NewVolumeId = Guid.NewGuid() };
             await bed.Producer.PublishAsync(bed.Clone);
             await Eventually.WaitAsync(() => bed.Events.Progress.Count(p => p.CommandId == bed.Clone.CommandId), n => n > 0, TimeSpan.FromSeconds(30));
-            bed.Copying = await Eventually.WaitAsync(() => bed._workers.FirstOrDefault(w => ProcessTree.Children(w.Pid, "qemu-img").Count > 0),
+            bed.Copying = await Eventually.WaitAsync(() => bed._bed.Workers.FirstOrDefault(w => ProcessTree.Children(w.Pid, "qemu-img").Count > 0),
                 w => w is not null, TimeSpan.FromSeconds(10), 50) ?? throw new InvalidOperationException("no worker runs qemu-img");
-            bed.Other = bed._workers.Single(w => w != bed.Copying);
+            bed.Other = bed._bed.Workers.Single(w => w != bed.Copying);
             output.WriteLine($"{bed.Copying.InstanceName} is copying the clone");
             return bed;
         }
@@ -95,18 +87,7 @@ public sealed class ShutdownTests(ITestOutputHelper output)
             Assert.Empty(Directory.EnumerateFiles(Share, ".volume-*.tmp-*"));
         }
 
-        public async ValueTask DisposeAsync()
-        {
-            await Task.WhenAll(_workers.Select(w => w.DisposeAsync().AsTask()));
-            foreach (var w in _workers)
-            {
-                await w.ReportAsync(_output, VirtualHost.Name);
-            }
-            await Producer.DisposeAsync();
-            await Events.DisposeAsync();
-            await VirtualHost.DisposeAsync();
-            _root.Dispose();
-        }
+        public ValueTask DisposeAsync() => _bed.DisposeAsync();
     }
 
     [Fact]
@@ -156,32 +137,20 @@ public sealed class ShutdownTests(ITestOutputHelper output)
         await bed.AssertShareIsWholeAsync();
     }
 
-    /// <summary>A share and a vhost whose ingress queue holds every command of <c>volumes</c> volumes (20 each,
-    /// <see cref="LoadTests.Script"/>), published while no worker runs (a first run declared the topology); the
-    /// workers a test starts, reported (their warnings, whole logs kept) when it ends.</summary>
+    /// <summary>A <see cref="WorkerProcessBed"/> whose ingress queue holds every command of <c>volumes</c> volumes (20
+    /// each, <see cref="LoadTests.Script"/>), published while no worker ran (a first run declared the topology).</summary>
     private sealed class Backlog : IAsyncDisposable
     {
         private readonly ITestOutputHelper _output;
-        private readonly TempDirectory _root = new();
+        private readonly WorkerProcessBed _bed;
 
-        private Backlog(ITestOutputHelper output, VirtualHost vhost, EventCollector events, CommandBus producer)
+        private Backlog(ITestOutputHelper output, WorkerProcessBed bed)
         {
             _output = output;
-            VirtualHost = vhost;
-            Events = events;
-            Producer = producer;
-            Share = Directory.CreateDirectory(Path.Combine(_root.Path, "share")).FullName;
+            _bed = bed;
         }
 
-        public VirtualHost VirtualHost { get; }
-
-        public string Share { get; }
-
-        public EventCollector Events { get; }
-
-        public CommandBus Producer { get; }
-
-        public List<WorkerProcess> Workers { get; } = [];
+        public VirtualHost VirtualHost => _bed.VirtualHost;
 
         public Dictionary<Guid, List<VolumeCommand>> Scripts { get; } = [];
 
@@ -189,11 +158,9 @@ public sealed class ShutdownTests(ITestOutputHelper output)
 
         public static async Task<Backlog> PublishAsync(ITestOutputHelper output, string name, int volumes)
         {
-            var broker = await RabbitMqBroker.SharedAsync();
-            var vhost = await broker.CreateVirtualHostAsync(name);
-            var bed = new Backlog(output, vhost, await EventCollector.StartAsync(vhost.AmqpUri), await CommandBus.StartAsync(vhost.AmqpUri));
+            var bed = new Backlog(output, await WorkerProcessBed.CreateAsync(output, name));
             var setup = bed.Start("setup");
-            await Ownership.WaitForAsync(vhost, ["setup"], TimeSpan.FromSeconds(60));
+            await Ownership.WaitForAsync(bed.VirtualHost, ["setup"], TimeSpan.FromSeconds(60));
             Assert.Equal(0, await setup.TerminateAsync(TimeSpan.FromSeconds(60)));
             foreach (var volume in Enumerable.Range(0, volumes).Select(_ => Guid.NewGuid()))
             {
@@ -203,46 +170,30 @@ public sealed class ShutdownTests(ITestOutputHelper output)
             {
                 foreach (var commands in bed.Scripts.Values)
                 {
-                    await LoadTests.Publish(bed.Producer, commands[step]);
+                    await LoadTests.Publish(bed._bed.Producer, commands[step]);
                 }
             }
-            Assert.Equal(bed.All.Count, await vhost.MessageCountAsync(Messaging.Topology.IngressQueue));
+            Assert.Equal(bed.All.Count, await bed.VirtualHost.MessageCountAsync(Messaging.Topology.IngressQueue));
             return bed;
         }
 
-        public WorkerProcess Start(string instance, IDictionary<string, string?>? extra = null)
-        {
-            var worker = WorkerProcess.Start(VirtualHost.AmqpUri, Share, instance, extra);
-            Workers.Add(worker);
-            return worker;
-        }
+        public WorkerProcess Start(string instance, IDictionary<string, string?>? extra = null) => _bed.Start(instance, extra);
 
         /// <summary>Every command ends once, without failure, each volume's in the order published; the share checks clean.</summary>
         public async Task AssertAllFinishedInOrderAsync()
         {
             var all = All;
-            await Events.WaitForAllAsync(all.Select(c => c.CommandId).ToList(), TimeSpan.FromMinutes(3));
-            var failures = Events.Terminal.Where(e => e.Type == nameof(CommandFailed)).ToList();
-            var violations = Events.OrderingViolations(Scripts.Values);
+            await _bed.Events.WaitForAllAsync(all.Select(c => c.CommandId).ToList(), TimeSpan.FromMinutes(3));
+            var failures = _bed.Events.Terminal.Where(e => e.Type == nameof(CommandFailed)).ToList();
+            var violations = _bed.Events.OrderingViolations(Scripts.Values);
             _output.WriteLine($"{all.Count} commands over {Scripts.Count} volumes: ordering violations {violations}, failures {failures.Count}");
             Assert.Equal(0, violations);
             Assert.True(failures.Count == 0, string.Join(Environment.NewLine, failures.Take(5)));
-            Assert.Equal(0, Events.AssertOneTerminalEventEach(all.Select(c => c.CommandId)));
-            Assert.Equal("", await Tools.CheckShareAsync(Share));
+            Assert.Equal(0, _bed.Events.AssertOneTerminalEventEach(all.Select(c => c.CommandId)));
+            Assert.Equal("", await Tools.CheckShareAsync(_bed.Share));
         }
 
-        public async ValueTask DisposeAsync()
-        {
-            await Task.WhenAll(Workers.Select(w => w.DisposeAsync().AsTask()));
-            foreach (var w in Workers)
-            {
-                await w.ReportAsync(_output, VirtualHost.Name);
-            }
-            await Producer.DisposeAsync();
-            await Events.DisposeAsync();
-            await VirtualHost.DisposeAsync();
-            _root.Dispose();
-        }
+        public ValueTask DisposeAsync() => _bed.DisposeAsync();
     }
 
     /// <summary>The ingress router hands over at SIGTERM while a backlog waits: the next router must not route

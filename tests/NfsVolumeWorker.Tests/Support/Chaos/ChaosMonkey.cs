@@ -1,4 +1,5 @@
 using System.Globalization;
+using NfsVolumeWorker.Testing;
 using Xunit.Abstractions;
 
 namespace NfsVolumeWorker.Tests.Support.Chaos;
