@@ -435,6 +435,13 @@ public sealed class QemuImgRunner
         }
         // Messages we match on (ENOSPC, lock errors) must be the untranslated ones.
         startInfo.Environment["LC_ALL"] = "C";
+        if (viaPrlimit)
+        {
+            // glibc gives each thread that allocates an arena of its own (64 MiB of address space each, up to 8 per
+            // core), and qemu-img starts more I/O threads the busier the machine is: under load the arenas alone
+            // exhausted the 1 GiB cap on a 2-core machine. One arena keeps the cap about the image, not the load.
+            startInfo.Environment["MALLOC_ARENA_MAX"] = "1";
+        }
 
         using var process = new Process { StartInfo = startInfo };
         QemuImgLog.Starting(_logger, commandLine);

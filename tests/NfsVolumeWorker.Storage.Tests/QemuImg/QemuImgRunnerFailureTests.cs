@@ -74,6 +74,25 @@ public sealed class QemuImgRunnerFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task Inspection_calls_run_qemu_img_with_one_malloc_arena_so_the_cap_does_not_grow_with_its_threads()
+    {
+        // Under load qemu-img starts more I/O threads, and glibc gives each an arena of 64 MiB of address space: a CI
+        // run hit the 1 GiB cap in `qemu-img map` that way ("failed to allocate memory for stack"). A wrapper records
+        // the environment the real prlimit (and the real qemu-img after it) runs in.
+        var path = _dir.File("volume.qcow2");
+        await Runner().CreateAsync(new CreateImageRequest(path, ImageFormat.Qcow2, MiB));
+        var recorded = _dir.File("prlimit-environment");
+        var wrapper = _dir.File("prlimit");
+        File.WriteAllText(wrapper, $"#!/bin/sh\nenv > '{recorded}'\nexec '{RequiredTool.Find("prlimit", "util-linux")}' \"$@\"\n");
+        File.SetUnixFileMode(wrapper, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+
+        var info = await Runner(o => o.PrlimitExecutable = wrapper).InfoAsync(path, ImageFormat.Qcow2);
+
+        Assert.Equal(MiB, info.VirtualSize);
+        Assert.Contains("MALLOC_ARENA_MAX=1", File.ReadAllLines(recorded));
+    }
+
+    [Fact]
     public async Task Inspection_calls_go_through_prlimit_with_force_share_and_json_while_writes_do_not()
     {
         var path = _dir.File("volume.qcow2");
