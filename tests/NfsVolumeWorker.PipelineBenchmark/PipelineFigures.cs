@@ -371,15 +371,19 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
             (dropped ? "page cache dropped" : "A may still be in the page cache (--quick, or not root)"));
         await s.Driver.RunAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = b, SizeBytes = VolumeBytes, Format = VolumeFormat.Raw }, settings.CommandTimeout, ct);
 
-        // A first full copy on a share measures its copy modes (six scratch copies of 256 MiB, once a day): done
-        // here, with a clone of B, so that the figure is the steady state and not that once-a-day measurement.
-        var warmUp = new CloneVolume { CommandId = Guid.NewGuid(), VolumeId = b, NewVolumeId = Guid.NewGuid() };
+        // A share's first full copy of at least the probe's size (256 MiB) measures its copy modes (six scratch copies
+        // of 256 MiB, once a day): done here, with a clone of a 256 MiB volume, so that the figure is the steady state
+        // and not that once-a-day measurement.
+        var warmUpSource = Guid.NewGuid();
+        await WriteDataVolumeAsync(Path.Combine(s.BackingPath, $"volume-{warmUpSource:D}"), 256L << 20, ct);
+        var warmUp = new CloneVolume { CommandId = Guid.NewGuid(), VolumeId = warmUpSource, NewVolumeId = Guid.NewGuid() };
         var warmUpTime = await s.Driver.RunAsync(warmUp, settings.CommandTimeout, ct);
-        foreach (var leftover in Directory.EnumerateFiles(s.BackingPath, $"volume-{warmUp.NewVolumeId:D}*"))
+        foreach (var leftover in Directory.EnumerateFiles(s.BackingPath, $"volume-{warmUpSource:D}*")
+                     .Concat(Directory.EnumerateFiles(s.BackingPath, $"volume-{warmUp.NewVolumeId:D}*")))
         {
             File.Delete(leftover);
         }
-        report.Note($"[{Column}] head-of-line: a first clone (of B, sparse) measured the share's copy modes in {warmUpTime.TotalSeconds:F1} s before anything was timed");
+        report.Note($"[{Column}] head-of-line: a first clone (of 256 MiB) measured the share's copy modes in {warmUpTime.TotalSeconds:F1} s before anything was timed");
         var unloaded = new List<TimeSpan>();
         for (var i = 0; i < settings.Samples; i++)
         {

@@ -162,7 +162,7 @@ public sealed partial class VolumeEngine
             {
                 var copy = ForwardingProgress.For(progress, newVolumeId, "copy", chain.AllocatedBytesFrom(source));
                 var request = await FullCopyRequestAsync(share, target, new ConvertRequest(sourcePath, source.Format, temp, format,
-                    OutOfOrderWrites: true, Coroutines: _options.CopyCoroutines), ct).ConfigureAwait(false);
+                    OutOfOrderWrites: true, Coroutines: _options.CopyCoroutines), chain.AllocatedBytesFrom(source), ct).ConfigureAwait(false);
                 request = await CopyAsync(request, copy, ct).ConfigureAwait(false);
                 howCopied = request.CopyOffload ? "copied server-side (copy_file_range)" : request.DirectIo ? "copied with O_DIRECT" : "copied through the page cache";
                 StorageTelemetry.DataWritten.Add(FileOwnership.AllocatedBytes(temp), new KeyValuePair<string, object?>("kind", "copy"));
@@ -240,9 +240,10 @@ public sealed partial class VolumeEngine
     /// page cache: the data need not come back to this host, and the caller's fsync makes it durable; on a local file
     /// system only with <see cref="VolumeEngineOptions.LocalKernelCopy"/>); otherwise in the
     /// pinned mode, or the one measured faster on the target share (measured now when due). A measurement that fails
-    /// leaves O_DIRECT, the former default, and is tried again at the next copy.
+    /// leaves O_DIRECT, the former default, and is tried again at the next copy. A copy of less than the probe's size
+    /// is not worth a measurement, which writes seven times the probe: it takes the share's latest one, or O_DIRECT.
     /// </summary>
-    private async Task<ConvertRequest> FullCopyRequestAsync(Share source, Share target, ConvertRequest request, CancellationToken ct)
+    private async Task<ConvertRequest> FullCopyRequestAsync(Share source, Share target, ConvertRequest request, long copyBytes, CancellationToken ct)
     {
         if (_options.ServerSideCopy && source.LocalPath == target.LocalPath && ShareCapabilities.Of(target) is { ServerSideCopy: true } copies
             && (copies.CopiesOnServer || _options.LocalKernelCopy))
@@ -254,6 +255,10 @@ public sealed partial class VolumeEngine
             return request with { DirectIo = pinned };
         }
         var before = CopyModeProbe.Latest(target);
+        if (copyBytes < _options.CopyModeProbeBytes)
+        {
+            return request with { DirectIo = before is null || before.Fastest == CopyMode.DirectIo };
+        }
         try
         {
             var measured = await CopyModeProbe.MeasureAsync(target, _qemuImg, _options.CopyModeProbeBytes, _options.CopyCoroutines,

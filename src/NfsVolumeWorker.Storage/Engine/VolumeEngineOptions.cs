@@ -22,7 +22,7 @@ public sealed class VolumeEngineOptions
 
     /// <summary>Pins how full copies write: true, O_DIRECT (<c>qemu-img convert -t none</c>); false, through the page
     /// cache followed by fsync. Both are durable before success. Unset (the default): the engine measures both on
-    /// each share at its first full copy (<see cref="CopyModeProbeBytes"/>, again after
+    /// each share at its first full copy of at least <see cref="CopyModeProbeBytes"/> (again after
     /// <see cref="CopyModeRemeasureAfter"/>) and uses the faster; which one wins changed from day to day.</summary>
     public bool? CopyWithDirectIo { get; set; }
 

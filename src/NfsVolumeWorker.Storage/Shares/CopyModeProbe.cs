@@ -71,6 +71,9 @@ public static class CopyModeProbe
         return Measured.TryGetValue(share.LocalPath, out var m) ? m : null;
     }
 
+    /// <summary>Keeps <paramref name="measurement"/> as the share's latest (tests set one this way).</summary>
+    internal static void Record(Share share, CopyModeMeasurement measurement) => Measured[share.LocalPath] = measurement;
+
     /// <summary>True when there is no measurement, or it is at least <paramref name="maxAge"/> old.</summary>
     public static bool IsDue(CopyModeMeasurement? latest, DateTimeOffset now, TimeSpan maxAge) =>
         latest is null || now - latest.MeasuredAt >= maxAge;
@@ -94,7 +97,7 @@ public static class CopyModeProbe
                 return latest!;
             }
             var measured = await RunAsync(share, qemuImg, probeBytes, coroutines, time, ct).ConfigureAwait(false);
-            Measured[share.LocalPath] = measured;
+            Record(share, measured);
             return measured;
         }
         finally

@@ -97,6 +97,31 @@ public sealed class CopyModeSpecs : IDisposable
         Assert.DoesNotContain(_bed.Listing(), f => f.Contains(".tmp-", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task A_copy_smaller_than_the_probe_measures_nothing_and_uses_O_DIRECT_until_a_measurement_says_otherwise()
+    {
+        // The probe writes seven times its size: for a smaller copy that costs more than the copy itself.
+        var volume = await _bed.CreateVolumeAsync(32 * MiB);
+        _bed.GuestWrite(volume, 0, 2 * MiB, 0x5b); // 2 MiB allocated, under the bed's 4 MiB probe
+        var reference = _bed.SaveReference(volume, "now");
+
+        var small = await _bed.Engine.CloneVolumeAsync(new CloneVolumeRequest(Export, volume, Guid.NewGuid()));
+
+        Assert.Null(CopyModeProbe.Latest(_bed.Share));
+        Assert.Contains("copied with O_DIRECT", small.Message, StringComparison.Ordinal);
+
+        // Once the share has a measurement (here, the page cache made to look 10x faster), small copies follow it.
+        var paged = new CopyModeMeasurement(CopyMode.PageCache, 1e6, 1e7, 4 * MiB, DateTimeOffset.UtcNow);
+        CopyModeProbe.Record(_bed.Share, paged);
+        var clone = Guid.NewGuid();
+
+        var followed = await _bed.Engine.CloneVolumeAsync(new CloneVolumeRequest(Export, volume, clone));
+
+        Assert.Same(paged, CopyModeProbe.Latest(_bed.Share));
+        Assert.Contains("copied through the page cache", followed.Message, StringComparison.Ordinal);
+        Assert.True(_bed.SameContents(_bed.PathOf(VolumeFileNames.Base(clone)), ImageFormat.Raw, reference));
+    }
+
     private static List<string> Files(string root) =>
         Directory.EnumerateFiles(root, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal).ToList();
 }
