@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Broker;
 using NfsVolumeWorker.Configuration;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Storage.Inbox;

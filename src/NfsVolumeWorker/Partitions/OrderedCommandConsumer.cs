@@ -1,6 +1,6 @@
 using System.Diagnostics;
+using NfsVolumeWorker.Broker;
 using NfsVolumeWorker.Contracts;
-using NfsVolumeWorker.Execution;
 using NfsVolumeWorker.Telemetry;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Events;

@@ -3,7 +3,6 @@ using System.Diagnostics;
 using System.Text;
 using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Configuration;
-using NfsVolumeWorker.Execution;
 using NfsVolumeWorker.Messaging;
 using NfsVolumeWorker.Telemetry;
 using RabbitMQ.Client;

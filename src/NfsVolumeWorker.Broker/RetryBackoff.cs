@@ -1,8 +1,9 @@
-namespace NfsVolumeWorker.Execution;
+namespace NfsVolumeWorker.Broker;
 
-/// <summary>The worker's one back-off for faults outside a command (broker, share): doubling from 0.1 s up to
-/// 30 s. Used by the partition consumers, the ingress router, reconnects and the volume drain loops.</summary>
-internal static class RetryBackoff
+/// <summary>The project's one back-off for faults outside a command (broker, share): doubling from 0.1 s up to
+/// 30 s. Used by the ordered consumers (partition consumers, ingress router, oslo adapter), reconnects and the
+/// volume drain loops.</summary>
+public static class RetryBackoff
 {
     public static readonly TimeSpan Max = TimeSpan.FromSeconds(30);
 
