@@ -43,14 +43,14 @@ public sealed class IngressRouter(IOptions<WorkerOptions> options, BrokerWaits w
     /// <summary>Starts the forward and returns, so that the next delivery can go to another partition meanwhile; a
     /// forward to a partition with a forward in flight starts only when that one ended (in order, even while it retries,
     /// and without holding up the deliveries for other partitions behind it).</summary>
-    protected override Task DispatchAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, VolumeCommand command, string? traceParent, CancellationToken stopped)
+    protected override Task DispatchAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, DecodedCommand decoded, CancellationToken stopped)
     {
-        var target = PartitionKey.PartitionOf(command.VolumeId, options.Value.PartitionCount);
+        var target = PartitionKey.PartitionOf(decoded.Command.VolumeId, options.Value.PartitionCount);
         var previous = _lastForward.GetValueOrDefault(target) ?? Task.CompletedTask;
         // The body is the client library's buffer only until this handler returns: the forward keeps its own copy.
         var detached = new BasicDeliverEventArgs(delivery.ConsumerTag, delivery.DeliveryTag, delivery.Redelivered, delivery.Exchange, delivery.RoutingKey,
             new BasicProperties(delivery.BasicProperties), delivery.Body.ToArray(), CancellationToken.None);
-        var forward = ForwardAfterAsync(previous, channel, partition, detached, command, traceParent, target, stopped);
+        var forward = ForwardAfterAsync(previous, channel, partition, detached, decoded, target, stopped);
         _lastForward[target] = forward;
         Subscription?.Track(forward);
         return Task.CompletedTask;
@@ -59,17 +59,18 @@ public sealed class IngressRouter(IOptions<WorkerOptions> options, BrokerWaits w
     /// <summary>One forward to its acknowledgement. What escapes the ordered step (an acknowledgement the closed channel
     /// refused, a defect) closes the channel, so that no later command of the partition passes this one: the broker
     /// returns every unacknowledged message to the head of the queue, in order, and the next subscription starts again.</summary>
-    private async Task ForwardAfterAsync(Task previous, IChannel channel, int partition, BasicDeliverEventArgs delivery, VolumeCommand command, string? traceParent, int target, CancellationToken stopped)
+    private async Task ForwardAfterAsync(Task previous, IChannel channel, int partition, BasicDeliverEventArgs delivery, DecodedCommand decoded, int target, CancellationToken stopped)
     {
         await previous.ConfigureAwait(false); // never throws: it is one of these
         try
         {
-            await RunUntilAcknowledgedAsync(channel, partition, delivery, command, traceParent, stopped).ConfigureAwait(false);
+            await RunUntilAcknowledgedAsync(channel, partition, delivery, decoded, stopped).ConfigureAwait(false);
         }
         catch (Exception e)
         {
             if (channel.IsOpen)
             {
+                var command = decoded.Command;
                 PartitionLog.ForwardFailed(logger, command.GetType().Name, command.CommandId, command.VolumeId, target, e.Message);
                 await PartitionSubscription.CloseIfOpenAsync(channel, Constants.InternalError, "nfsvol: a forward failed; returning unacknowledged commands in order", abort: true).ConfigureAwait(false);
             }
@@ -80,7 +81,7 @@ public sealed class IngressRouter(IOptions<WorkerOptions> options, BrokerWaits w
 
     protected override PartitionSubscription? SubscriptionOf(int partition) => Subscription;
 
-    protected override async Task DeadLetterAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, Exception whyNot, CancellationToken stopped)
+    protected override async Task OnUndecodableAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, Exception whyNot, CancellationToken stopped)
     {
         var skipped = whyNot is CommandDecodeException { NamesNoCommand: true };
         var queue = skipped ? SkippedQueue : ErrorQueue;
@@ -92,8 +93,9 @@ public sealed class IngressRouter(IOptions<WorkerOptions> options, BrokerWaits w
 
     /// <summary>Forwards the message unchanged (its trace continued, a redelivery marked) to the command's partition,
     /// publisher confirmed; unroutable (the partition is not bound yet) or refused throws, and the router waits.</summary>
-    protected override Task RunAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, VolumeCommand command, Activity? activity, CancellationToken stopped)
+    protected override Task RunAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, DecodedCommand decoded, Activity? activity, CancellationToken stopped)
     {
+        var command = decoded.Command;
         var target = PartitionKey.PartitionOf(command.VolumeId, options.Value.PartitionCount);
         var exchange = PartitionKey.QueueName(target);
         activity?.SetTag("messaging.destination.name", exchange);
@@ -116,6 +118,9 @@ public sealed class IngressRouter(IOptions<WorkerOptions> options, BrokerWaits w
         PartitionLog.RouteRetrying(logger, command.GetType().Name, command.CommandId, command.VolumeId,
             PartitionKey.PartitionOf(command.VolumeId, options.Value.PartitionCount), attempt, delay.TotalSeconds, why.Message);
 
-    protected override void OnDone(VolumeCommand command, int partition) =>
+    protected override void OnDone(int partition, DecodedCommand decoded)
+    {
+        var command = decoded.Command;
         WorkerLog.Routed(logger, command.GetType().Name, command.CommandId, command.VolumeId, PartitionKey.PartitionOf(command.VolumeId, options.Value.PartitionCount));
+    }
 }

@@ -16,7 +16,7 @@ internal sealed class PartitionConsumer(CommandAcceptor acceptor, WorkerOptions 
 
     protected override PartitionSubscription? SubscriptionOf(int partition) => subscriptionOf(partition);
 
-    protected override async Task DeadLetterAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, Exception whyNot, CancellationToken stopped)
+    protected override async Task OnUndecodableAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, Exception whyNot, CancellationToken stopped)
     {
         var reason = CommandEnvelope.Reason(whyNot);
         PartitionLog.Undecodable(logger, partition, delivery.BasicProperties.MessageId ?? "(none)", reason);
@@ -24,12 +24,12 @@ internal sealed class PartitionConsumer(CommandAcceptor acceptor, WorkerOptions 
             [new("nfsvol-partition", partition), new("nfsvol-instance", worker.InstanceName)], stopped).ConfigureAwait(false);
     }
 
-    protected override Task RunAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, VolumeCommand command, Activity? activity, CancellationToken stopped)
+    protected override Task RunAsync(IChannel channel, int partition, BasicDeliverEventArgs delivery, DecodedCommand decoded, Activity? activity, CancellationToken stopped)
     {
         activity?.SetTag("messaging.destination.name", PartitionKey.QueueName(partition));
         activity?.SetTag("messaging.operation.type", "receive");
         var redelivered = delivery.Redelivered || delivery.BasicProperties.Headers?.ContainsKey(Topology.RedeliveredHeader) == true;
-        return acceptor.AcceptAsync(command, partition, redelivered, stopped);
+        return acceptor.AcceptAsync(decoded.Command, partition, redelivered, stopped);
     }
 
     protected override void LogRetry(VolumeCommand command, int partition, int attempt, TimeSpan delay, Exception why) =>
