@@ -18,9 +18,6 @@ internal static partial class OsloLog
     [LoggerMessage(4004, LogLevel.Warning, "oslo message on {Queue} is unreadable and was dropped: {Message}")]
     public static partial void Unreadable(ILogger logger, string queue, string message);
 
-    [LoggerMessage(4005, LogLevel.Warning, "oslo {Request}: the pipeline did not confirm the command; the message goes back to the queue")]
-    public static partial void NotConfirmed(ILogger logger, Exception exception, string request);
-
     [LoggerMessage(4006, LogLevel.Debug, "oslo {Request} answered")]
     public static partial void Answered(ILogger logger, string request);
 
@@ -56,4 +53,8 @@ internal static partial class OsloLog
 
     [LoggerMessage(4017, LogLevel.Information, "oslo adapter at start: {Waiting} notification records on the shares, {Sent} of finished commands sent")]
     public static partial void Recovered(ILogger logger, int waiting, int sent);
+
+    /// <summary>Replaces 4005 (the message went back to the queue, where a later one could pass it).</summary>
+    [LoggerMessage(4018, LogLevel.Warning, "oslo {Request} failed (attempt {Attempt}); its queue waits {Seconds} s and tries it again, before any later message: {Reason}")]
+    public static partial void Retrying(ILogger logger, string request, int attempt, double seconds, string reason);
 }

@@ -15,7 +15,7 @@ public sealed class EndpointTests
     public EndpointTests() =>
         _endpoint = new CinderVolumeEndpoint(new OsloOptions { Host = "hostA@nfs", Enabled = true }, _locator, new FakeConnections(), TimeProvider.System);
 
-    private static JsonObject Vol(Guid id, string? snapshotId = null, string? source = null, string? providerLocation = null) => new()
+    internal static JsonObject Vol(Guid id, string? snapshotId = null, string? source = null, string? providerLocation = null) => new()
     {
         ["versioned_object.name"] = "Volume",
         ["versioned_object.version"] = "1.9",
@@ -142,7 +142,7 @@ public sealed class EndpointTests
         Assert.Equal("rw", (string?)reply.Result["data"]!["access_mode"]);
     }
 
-    private sealed class FakeLocator : IVolumeLocator
+    internal sealed class FakeLocator : IVolumeLocator
     {
         private readonly Dictionary<Guid, string> _volumes = [];
         private readonly Dictionary<Guid, (Guid, string)> _snapshots = [];
@@ -154,7 +154,7 @@ public sealed class EndpointTests
         public string ChooseShareForNewVolume(long sizeBytes) => Share;
     }
 
-    private sealed class FakeConnections : IConnectionInfoProvider
+    internal sealed class FakeConnections : IConnectionInfoProvider
     {
         public OsloConnectionInfo Connect(string share, Guid volumeId, long expectedSizeBytes, VolumeFormat? baseFormat) =>
             new(share, $"volume-{volumeId}", "raw", null, "/mnt");

@@ -1,11 +1,12 @@
-using NfsVolumeWorker.Broker;
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Broker;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Oslo.Wire;
 using RabbitMQ.Client;
@@ -15,10 +16,11 @@ namespace NfsVolumeWorker.Oslo.Rpc;
 
 /// <summary>
 /// The cinder-volume RPC server: declares the topology a real cinder-volume declares, consumes its queues
-/// one message at a time, turns requests into native commands (acknowledging each oslo message only after
-/// the broker confirmed its command into the partition pipeline), answers calls in oslo's reply format, and
-/// publishes Cinder's notifications — .start when a command is accepted, .end/.error from the native terminal
-/// event (a queue of this adapter bound to the event exchanges; correlated by command id).
+/// one message at a time, in order, turns requests into native commands (acknowledging each oslo message only after
+/// the broker confirmed its command into the partition pipeline; until then the submit is retried in place with
+/// back-off, so that no later message passes it: <see cref="OrderedConsumer{TQueue, TMessage}"/>), answers calls in
+/// oslo's reply format, and publishes Cinder's notifications — .start when a command is accepted, .end/.error from
+/// the native terminal event (a queue of this adapter bound to the event exchanges; correlated by command id).
 /// What a .end/.error notification needs is written to the command's share before the command is published
 /// (<see cref="IPendingNotificationStore"/>), so that after a restart, or when another instance finishes the
 /// command, the instance that claims that record sends it — exactly one per command, unless a claimer dies
@@ -117,11 +119,12 @@ public sealed class OsloRpcServer(
             queues.Add(queue);
             fanouts.Add(queue);
         }
+        var requests = new RequestConsumer(this, logger);
         foreach (var queue in queues)
         {
             var consumer = new AsyncEventingBasicConsumer(rpc);
             var q = queue;
-            consumer.ReceivedAsync += (_, ea) => OnRequestAsync(rpc, q, ea, stoppingToken);
+            consumer.ReceivedAsync += (_, ea) => requests.HandleAsync(rpc, q, ea, stoppingToken);
             await rpc.BasicConsumeAsync(queue, autoAck: false, consumer, stoppingToken).ConfigureAwait(false);
         }
         OsloLog.Serving(logger, _options.Host, _topology.ControlExchange, string.Join(", ", _topology.TopicQueues), string.Join(", ", fanouts), broker.Redacted);
@@ -156,37 +159,32 @@ public sealed class OsloRpcServer(
         base.Dispose();
     }
 
-    private async Task OnRequestAsync(IChannel channel, string queue, BasicDeliverEventArgs ea, CancellationToken ct)
+    /// <summary>One attempt at a request, the step <see cref="RequestConsumer"/> retries in place. Throws when the
+    /// pipeline did not confirm the command (<see cref="NotConfirmedException"/>) or when stopping; any other failure is
+    /// answered as oslo does (a failure reply to a call), and the message is then acknowledged (only an answer that
+    /// fails itself, the broker failing, escapes, and is retried too).</summary>
+    private async Task AnswerAsync(Received received, CancellationToken ct)
     {
-        OsloRequest request;
+        var request = received.Request;
+        var described = received.Described;
         try
         {
-            request = OsloRequest.From(OsloEnvelope.Decode(ea.Body.Span));
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            // Unreadable, or a decoder defect: either way dropped and said, never left unacknowledged.
-            OsloLog.Unreadable(logger, queue, e is OsloFormatException ? e.Message : $"unexpected {e.GetType().Name} while decoding: {e.Message}");
-            await channel.BasicAckAsync(ea.DeliveryTag, false, ct).ConfigureAwait(false);
-            return;
-        }
-        var described = request.Describe();
-        if (logger.IsEnabled(LogLevel.Debug))
-        {
-            OsloLog.Body(logger, Secrets.ToLogString(request.Args));
-        }
-        try
-        {
-            var plan = endpoint.Plan(request);
-            switch (plan)
+            if (received.Plan is null)
+            {
+                if (logger.IsEnabled(LogLevel.Debug))
+                {
+                    OsloLog.Body(logger, Secrets.ToLogString(request.Args));
+                }
+                received.Plan = endpoint.Plan(request);
+                if (received.Plan is SubmitPlan planned)
+                {
+                    await RegisterAsync(request, described, planned, ct).ConfigureAwait(false);
+                }
+            }
+            switch (received.Plan)
             {
                 case SubmitPlan submit:
-                    if (!await SubmitAsync(request, described, submit, ct).ConfigureAwait(false))
-                    {
-                        await Task.Delay(TimeSpan.FromSeconds(1), time, ct).ConfigureAwait(false);
-                        await channel.BasicNackAsync(ea.DeliveryTag, false, requeue: true, ct).ConfigureAwait(false);
-                        return;
-                    }
+                    await SubmitAsync(described, submit, ct).ConfigureAwait(false);
                     await ReplyIfCallAsync(request, null, null, ct).ConfigureAwait(false);
                     break;
                 case ReplyPlan reply:
@@ -215,7 +213,7 @@ public sealed class OsloRpcServer(
                     break;
             }
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+        catch (Exception e) when (e is not OperationCanceledException and not NotConfirmedException)
         {
             OsloLog.Failed(logger, e, described);
             if (request.IsCall)
@@ -223,12 +221,11 @@ public sealed class OsloRpcServer(
                 await ReplyIfCallAsync(request, null, RemoteFailure.Unexpected(e), ct).ConfigureAwait(false);
             }
         }
-        await channel.BasicAckAsync(ea.DeliveryTag, false, ct).ConfigureAwait(false);
     }
 
-    /// <summary>Registers the notification, publishes .start (once per _unique_id), and puts the command in the
-    /// pipeline. False when the pipeline did not confirm (the message is then requeued).</summary>
-    private async Task<bool> SubmitAsync(OsloRequest request, string described, SubmitPlan submit, CancellationToken ct)
+    /// <summary>Registers the command's notification and publishes .start (once per _unique_id): once per delivery,
+    /// before the command's first submit.</summary>
+    private async Task RegisterAsync(OsloRequest request, string described, SubmitPlan submit, CancellationToken ct)
     {
         var command = submit.Command;
         var n = submit.Notification;
@@ -244,18 +241,60 @@ public sealed class OsloRpcServer(
         {
             OsloLog.Duplicate(logger, described, command.CommandId);
         }
+    }
+
+    /// <summary>Puts the command in the pipeline; throws <see cref="NotConfirmedException"/> when the pipeline did not
+    /// confirm it.</summary>
+    private async Task SubmitAsync(string described, SubmitPlan submit, CancellationToken ct)
+    {
+        var command = submit.Command;
         try
         {
             await pipeline.SubmitAsync(command, ct).ConfigureAwait(false);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            OsloLog.NotConfirmed(logger, e, described);
-            return false;
+            throw new NotConfirmedException(e);
         }
         submit.OnAccepted?.Invoke();
         OsloLog.Accepted(logger, described, command.GetType().Name, command.CommandId, command.VolumeId);
-        return true;
+    }
+
+    /// <summary>A request in hand, decoded once. Planned on its first attempt only, so that a retried submit keeps the
+    /// share its plan chose, and its notification is registered once.</summary>
+    private sealed class Received(OsloRequest request)
+    {
+        public OsloRequest Request { get; } = request;
+
+        public string Described { get; } = request.Describe();
+
+        public Plan? Plan { get; set; }
+    }
+
+    /// <summary>The pipeline did not confirm a command: the one failure of a request that is retried (in place, so that
+    /// no later message of its queue passes it).</summary>
+    private sealed class NotConfirmedException(Exception inner) : Exception($"the pipeline did not confirm the command: {inner.Message}", inner);
+
+    /// <summary>The adapter's consumer of Cinder's queues (<see cref="OrderedConsumer{TQueue, TMessage}"/>, queues named
+    /// by their name): an unreadable message is dropped and said, as oslo does; a request's step is
+    /// <see cref="AnswerAsync"/>.</summary>
+    private sealed class RequestConsumer(OsloRpcServer server, ILogger logger) : OrderedConsumer<string, Received>
+    {
+        protected override Received Decode(string queue, BasicDeliverEventArgs delivery) =>
+            new(OsloRequest.From(OsloEnvelope.Decode(delivery.Body.Span)));
+
+        protected override async Task OnUndecodableAsync(IChannel channel, string queue, BasicDeliverEventArgs delivery, Exception whyNot, CancellationToken stopped)
+        {
+            // Unreadable, or a decoder defect: either way dropped and said, never left unacknowledged.
+            OsloLog.Unreadable(logger, queue, whyNot is OsloFormatException ? whyNot.Message : $"unexpected {whyNot.GetType().Name} while decoding: {whyNot.Message}");
+            await channel.BasicAckAsync(delivery.DeliveryTag, false, stopped).ConfigureAwait(false);
+        }
+
+        protected override Task RunAsync(IChannel channel, string queue, BasicDeliverEventArgs delivery, Received received, Activity? activity, CancellationToken stopped) =>
+            server.AnswerAsync(received, stopped);
+
+        protected override void OnRetrying(string queue, Received received, int attempt, TimeSpan delay, Exception why) =>
+            OsloLog.Retrying(logger, received.Described, attempt, delay.TotalSeconds, why.Message);
     }
 
     /// <summary>Writes the command's pending record to its share. False when it could not (the notification then
