@@ -275,8 +275,8 @@ public sealed class OsloRpcServer(
     /// no later message of its queue passes it).</summary>
     private sealed class NotConfirmedException(Exception inner) : Exception($"the pipeline did not confirm the command: {inner.Message}", inner);
 
-    /// <summary>The adapter's consumer of Cinder's queues (<see cref="OrderedConsumer{TQueue, TMessage}"/>, queues named
-    /// by their name): an unreadable message is dropped and said, as oslo does; a request's step is
+    /// <summary>The adapter's consumer of Cinder's queues (<see cref="OrderedConsumer{TQueue, TMessage}"/>; a queue is
+    /// told by its name): an unreadable message is dropped and said, as oslo does; a request's step is
     /// <see cref="AnswerAsync"/>.</summary>
     private sealed class RequestConsumer(OsloRpcServer server, ILogger logger) : OrderedConsumer<string, Received>
     {
