@@ -236,7 +236,7 @@ public sealed class ShutdownTests(ITestOutputHelper output)
     [Fact]
     public async Task A_worker_that_fails_to_start_with_a_backlog_waiting_releases_it_and_exits_1()
     {
-        await using var bed = await Backlog.PublishAsync(output, "failed-start", volumes: 30);
+        await using var bed = await Backlog.PublishAsync(output, "failed-start", volumes: 10);
         using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         taken.Start();
         var broken = bed.Start("broken", new Dictionary<string, string?> { ["Http:Urls"] = $"http://127.0.0.1:{((System.Net.IPEndPoint)taken.LocalEndpoint).Port}" });
