@@ -262,6 +262,7 @@ public sealed class ShutdownTests(ITestOutputHelper output)
         Assert.Equal(WorkerRun.StartFailed, await worker.WaitForExitAsync(TimeSpan.FromSeconds(60)));
         Assert.Contains("could not start: qemu-img could not be started from", worker.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("Subscribed to", worker.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Released ", worker.Output, StringComparison.Ordinal); // it held nothing to hand over
     }
 
     /// <summary>An option out of range stops the worker before it connects anywhere: exit 2 (systemd's unit does not

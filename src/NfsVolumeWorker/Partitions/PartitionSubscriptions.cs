@@ -39,6 +39,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
     private readonly CancellationTokenSource _stopping = new();
     private IConnection? _connection;
     private Task _supervisor = Task.CompletedTask;
+    private volatile bool _subscribing;
 
     public PartitionSubscriptions(IOptions<BrokerOptions> broker, IOptions<WorkerOptions> worker, IOptions<PartitionOptions> options,
         CommandAcceptor acceptor, IngressRouter router, Status.StatusAddress statusAddress, ILogger<PartitionSubscriptions> logger)
@@ -78,6 +79,7 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
             {
                 var connection = await ConnectAsync(cancellationToken).ConfigureAwait(false);
                 await DeclareTopologyAsync(connection, _worker.PartitionCount, cancellationToken).ConfigureAwait(false);
+                _subscribing = true;
                 await SubscribeAllAsync(connection, cancellationToken).ConfigureAwait(false);
                 break;
             }
@@ -100,7 +102,12 @@ public sealed class PartitionSubscriptions : IHostedLifecycleService, IAsyncDisp
         var sw = Stopwatch.StartNew();
         await Task.WhenAll(_partitions.Append(_ingress).Select(p => p.StopAsync(_options.HandOverTimeout))).ConfigureAwait(false);
         await _supervisor.ConfigureAwait(false);
-        PartitionLog.Released(_logger, _partitions.Length, sw.ElapsedMilliseconds);
+        if (_subscribing)
+        {
+            // Not said by a worker that stopped before it subscribed (qemu-img missing, stopped while connecting):
+            // it held nothing, and the log must not say it handed partitions over.
+            PartitionLog.Released(_logger, _partitions.Length, sw.ElapsedMilliseconds);
+        }
     }
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
