@@ -1,7 +1,10 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Text;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Oslo.Rpc;
@@ -65,6 +68,55 @@ public sealed class OrderedDeliveryTests
         }
     }
 
+    /// <summary>oslo carries no trace context: each request's consumer span starts a trace, and the command's submit
+    /// runs inside it, so MassTransit carries that trace on to the partition consumer and qemu-img.</summary>
+    [Fact]
+    public async Task Each_request_is_one_consumer_span_and_its_command_is_submitted_inside_it()
+    {
+        var broker = await RabbitMqBroker.SharedAsync();
+        await using var vhost = await broker.CreateVirtualHostAsync("oslo-traced");
+        var spans = new ConcurrentQueue<Activity>();
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = s => s.Name == OsloTelemetry.SourceName,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = spans.Enqueue,
+        };
+        ActivitySource.AddActivityListener(listener);
+        var volume = Guid.NewGuid();
+        var pipeline = new ScriptedPipeline((_, _) => true);
+        var options = new OsloOptions { Enabled = true, Host = OsloWorker.Host, BrokerUrl = vhost.AmqpUri.AbsoluteUri, Notifications = false };
+        var locator = new EndpointTests.FakeLocator();
+        using var server = new OsloRpcServer(Options.Create(options), new CinderVolumeEndpoint(options, locator, new EndpointTests.FakeConnections(), TimeProvider.System),
+            pipeline, locator, new NoPendingNotifications(), new NoOutcomes(), TimeProvider.System, NullLogger<OsloRpcServer>.Instance, new UncontestedAdapterLease());
+        await server.StartAsync(CancellationToken.None);
+        await server.Ready.WaitAsync(TimeSpan.FromSeconds(60));
+        var queue = $"{options.Topic}.{OsloWorker.Host}";
+        await using var connection = await vhost.ConnectAsync();
+        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
+        var cast = CreateVolumeCast(volume, "traced-1");
+        cast["_context_request_id"] = "req-5e2c0d7a-traced";
+
+        await channel.BasicPublishAsync("", queue, OsloEnvelope.Encode(cast));
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var submitted = await pipeline.Confirmed.Reader.ReadAsync(timeout.Token);
+        Activity? span;
+        while (!spans.TryPeek(out span))
+        {
+            await Task.Delay(20, timeout.Token); // the span ends with the acknowledgement, just after the submit
+        }
+        await server.StopAsync(CancellationToken.None);
+
+        Assert.Equal(volume, submitted.VolumeId);
+        Assert.Equal($"{queue} receive", span.DisplayName);
+        Assert.Equal(ActivityKind.Consumer, span.Kind);
+        Assert.Equal(default, span.ParentSpanId); // a root: nothing came with the oslo message
+        Assert.Equal("create_volume", span.GetTagItem("rpc.method"));
+        Assert.Equal("cast", span.GetTagItem("oslo.kind"));
+        Assert.Equal("req-5e2c0d7a-traced", span.GetTagItem("cinder.request_id"));
+        Assert.Equal(span.TraceId, pipeline.TraceOf[submitted.CommandId]);
+    }
+
     private static JsonObject CreateVolumeCast(Guid volume, string uniqueId) => new()
     {
         ["method"] = "create_volume",
@@ -100,6 +152,9 @@ public sealed class OrderedDeliveryTests
 
         public Channel<(Guid VolumeId, int Submit)> Refused { get; } = Channel.CreateUnbounded<(Guid, int)>();
 
+        /// <summary>The trace each confirmed command was submitted in (the default id when there was none).</summary>
+        public ConcurrentDictionary<Guid, ActivityTraceId> TraceOf { get; } = new();
+
         public Task SubmitAsync(VolumeCommand command, CancellationToken cancellationToken)
         {
             int submit;
@@ -112,6 +167,7 @@ public sealed class OrderedDeliveryTests
                 Refused.Writer.TryWrite((command.VolumeId, submit));
                 throw new IOException($"the broker did not confirm submit {submit} of {command.CommandId}");
             }
+            TraceOf[command.CommandId] = Activity.Current?.TraceId ?? default;
             Confirmed.Writer.TryWrite(command);
             return Task.CompletedTask;
         }

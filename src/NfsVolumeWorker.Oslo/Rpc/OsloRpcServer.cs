@@ -293,6 +293,21 @@ public sealed class OsloRpcServer(
         protected override Task RunAsync(IChannel channel, string queue, BasicDeliverEventArgs delivery, Received received, Activity? activity, CancellationToken stopped) =>
             server.AnswerAsync(received, stopped);
 
+        /// <summary>One span per delivery, from its first attempt to its acknowledgement: the submit inside it carries
+        /// the trace on to the partition consumer (MassTransit puts it in the command's headers).</summary>
+        protected override Activity? StartSpan(string queue, Received received)
+        {
+            var activity = OsloTelemetry.ActivitySource.StartActivity($"{queue} receive", ActivityKind.Consumer);
+            activity?.SetTag("messaging.system", "rabbitmq");
+            activity?.SetTag("messaging.destination.name", queue);
+            activity?.SetTag("rpc.system", "oslo.messaging");
+            activity?.SetTag("rpc.method", received.Request.Method);
+            activity?.SetTag("oslo.kind", received.Request.IsCall ? "call" : "cast");
+            activity?.SetTag("oslo.unique_id", received.Request.UniqueId);
+            activity?.SetTag("cinder.request_id", received.Request.RequestId);
+            return activity;
+        }
+
         protected override void OnRetrying(string queue, Received received, int attempt, TimeSpan delay, Exception why) =>
             OsloLog.Retrying(logger, received.Described, attempt, delay.TotalSeconds, why.Message);
     }

@@ -76,7 +76,10 @@ public sealed record OsloRequest
         return o;
     }
 
+    /// <summary>Cinder's request id (<c>req-…</c>) from the context: what its own logs are searched by.</summary>
+    public string? RequestId => Str(Context, "request_id");
+
     /// <summary>A one-line description for logs: method, version, ids, user/project, with every secret removed.</summary>
     public string Describe() => string.Create(CultureInfo.InvariantCulture,
-        $"{(IsCall ? "call" : "cast")} {Method} v{Version ?? "?"} unique_id={UniqueId} msg_id={MsgId} request_id={Str(Context, "request_id")} user={Str(Context, "user_id")} project={Str(Context, "project_id")}");
+        $"{(IsCall ? "call" : "cast")} {Method} v{Version ?? "?"} unique_id={UniqueId} msg_id={MsgId} request_id={RequestId} user={Str(Context, "user_id")} project={Str(Context, "project_id")}");
 }

@@ -7,6 +7,7 @@ using NfsVolumeWorker.Contracts;
 using NfsVolumeWorker.Execution;
 using NfsVolumeWorker.Health;
 using NfsVolumeWorker.Messaging;
+using NfsVolumeWorker.Oslo;
 using NfsVolumeWorker.OsloBridge;
 using NfsVolumeWorker.Partitions;
 using NfsVolumeWorker.Status;
@@ -137,7 +138,7 @@ public static class WorkerHostExtensions
             .ConfigureResource(r => r.AddService("nfsvolumeworker", serviceInstanceId: builder.Configuration[$"{WorkerOptions.SectionName}:InstanceName"]))
             .WithTracing(t =>
             {
-                t.AddSource(WorkerTelemetry.SourceName, StorageTelemetry.SourceName, "MassTransit");
+                t.AddSource(WorkerTelemetry.SourceName, StorageTelemetry.SourceName, OsloTelemetry.SourceName, "MassTransit");
                 if (!string.IsNullOrEmpty(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
                 {
                     t.AddOtlpExporter();
