@@ -94,16 +94,19 @@ public sealed class OrderedDeliveryTests
         var queue = $"{options.Topic}.{OsloWorker.Host}";
         await using var connection = await vhost.ConnectAsync();
         await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
-        var cast = CreateVolumeCast(volume, "traced-1");
+        var uniqueId = $"traced-{Guid.NewGuid():N}";
+        var cast = CreateVolumeCast(volume, uniqueId);
         cast["_context_request_id"] = "req-5e2c0d7a-traced";
 
         await channel.BasicPublishAsync("", queue, OsloEnvelope.Encode(cast));
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var submitted = await pipeline.Confirmed.Reader.ReadAsync(timeout.Token);
+        // The listener hears every adapter in this process (other test classes run beside this one): ours is the span
+        // of this request's unique id. It ends with the acknowledgement, just after the submit.
         Activity? span;
-        while (!spans.TryPeek(out span))
+        while ((span = spans.FirstOrDefault(a => Equals(a.GetTagItem("oslo.unique_id"), uniqueId))) is null)
         {
-            await Task.Delay(20, timeout.Token); // the span ends with the acknowledgement, just after the submit
+            await Task.Delay(20, timeout.Token);
         }
         await server.StopAsync(CancellationToken.None);
 
