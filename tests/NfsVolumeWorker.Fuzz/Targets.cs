@@ -88,7 +88,7 @@ public static class Targets
                 Reply(request, null, null);
                 break;
             case PublishCapabilitiesPlan caps:
-                Notify(caps.Capabilities, request.PackedContext());
+                _ = OsloEnvelope.Encode(OsloMessages.CapabilitiesUpdate("fuzzhost@nfs", caps.Capabilities, request.PackedContext(), DateTimeOffset.UnixEpoch));
                 break;
         }
     }
@@ -120,32 +120,18 @@ public static class Targets
         }
     }
 
-    /// <summary>The reply a call gets (OsloRpcServer.ReplyIfCallAsync).</summary>
+    /// <summary>The reply a call gets, as the adapter builds and encodes it.</summary>
     private static void Reply(OsloRequest request, JsonNode? result, RemoteFailure? failure)
     {
-        if (!request.IsCall)
+        if (request.IsCall)
         {
-            return;
+            _ = OsloEnvelope.Encode(OsloMessages.Reply(request, result, failure));
         }
-        _ = OsloEnvelope.Encode(new JsonObject
-        {
-            ["result"] = result?.DeepClone(),
-            ["failure"] = failure?.ToJsonString(),
-            ["ending"] = true,
-            ["_msg_id"] = request.MsgId,
-        });
     }
 
-    /// <summary>A notification's body (OsloRpcServer.NotifyAsync).</summary>
-    private static void Notify(JsonObject payload, JsonObject context)
-    {
-        var message = new JsonObject { ["payload"] = payload.DeepClone() };
-        foreach (var (k, v) in context)
-        {
-            message[k] = v?.DeepClone();
-        }
-        _ = OsloEnvelope.Encode(message);
-    }
+    /// <summary>A notification's body, as the adapter builds and encodes it.</summary>
+    private static void Notify(JsonObject payload, JsonObject context) =>
+        _ = OsloEnvelope.Encode(OsloMessages.Notification("volume.fuzzhost", "volume.fuzz.start", "INFO", payload, context, DateTimeOffset.UnixEpoch));
 
     /// <summary>A share that holds volumes and snapshots whose id starts with an even byte.</summary>
     private sealed class FakeLocator : IVolumeLocator

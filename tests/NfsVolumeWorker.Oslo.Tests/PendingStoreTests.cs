@@ -95,11 +95,11 @@ public sealed class PendingStoreTests : IDisposable
         Assert.NotNull(_store.TryClaim(claimed, ShareA)); // and then the claimer "dies": never completed nor disposed
 
         _time.Advance(TimeSpan.FromMinutes(1));
-        Assert.Equal([(ShareA, waiting)], _store.ListPending(OsloRpcServer.StaleClaimAge));
+        Assert.Equal([(ShareA, waiting)], _store.ListPending(CommandNotifications.StaleClaimAge));
         Assert.Null(_store.TryClaim(claimed, ShareA));
 
         _time.Advance(TimeSpan.FromMinutes(5));
-        Assert.Equal([(ShareA, claimed), (ShareA, waiting)], _store.ListPending(OsloRpcServer.StaleClaimAge).OrderBy(p => p.CommandId != claimed));
+        Assert.Equal([(ShareA, claimed), (ShareA, waiting)], _store.ListPending(CommandNotifications.StaleClaimAge).OrderBy(p => p.CommandId != claimed));
         using var taken = _store.TryClaim(claimed, ShareA);
         Assert.NotNull(taken);
         Assert.Equal("c", Encoding.UTF8.GetString(taken.Record));

@@ -14,6 +14,12 @@ public sealed record PendingNotification(
 {
     public JsonObject? EndExtra { get; init; }
 
+    /// <summary>oslo's publisher id: <c>volume.HOST</c>, <c>snapshot.HOST</c>.</summary>
+    public string PublisherId => $"{Resource}.{PublisherHost}";
+
+    /// <summary>The event type of one phase (start, end, error): <c>snapshot.create.end</c>.</summary>
+    public string EventType(string phase) => $"{Resource}.{Action}.{phase}";
+
     public JsonObject PayloadWith(string status, JsonObject? extra = null)
     {
         var p = (JsonObject)Payload.DeepClone();

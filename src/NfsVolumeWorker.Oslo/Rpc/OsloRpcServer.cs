@@ -1,8 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Text;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -18,34 +15,41 @@ namespace NfsVolumeWorker.Oslo.Rpc;
 /// The cinder-volume RPC server: declares the topology a real cinder-volume declares, consumes its queues
 /// one message at a time, in order, turns requests into native commands (acknowledging each oslo message only after
 /// the broker confirmed its command into the partition pipeline; until then the submit is retried in place with
-/// back-off, so that no later message passes it: <see cref="OrderedConsumer{TQueue, TMessage}"/>), answers calls in
-/// oslo's reply format, and publishes Cinder's notifications — .start when a command is accepted, .end/.error from
-/// the native terminal event (a queue of this adapter bound to the event exchanges; correlated by command id).
-/// What a .end/.error notification needs is written to the command's share before the command is published
-/// (<see cref="IPendingNotificationStore"/>), so that after a restart, or when another instance finishes the
-/// command, the instance that claims that record sends it — exactly one per command, unless a claimer dies
-/// between sending and deleting the record (then the next start sends it again).
+/// back-off, so that no later message passes it: <see cref="OrderedConsumer{TQueue, TMessage}"/>), and answers calls
+/// in oslo's reply format. What it sends goes through <see cref="OsloPublisher"/>: .start when a command is accepted;
+/// .end/.error come from the command's terminal event (<see cref="CommandNotifications"/>).
 /// </summary>
-public sealed class OsloRpcServer(
-    IOptions<OsloOptions> optionsAccessor, CinderVolumeEndpoint endpoint, ICommandPipeline pipeline, IVolumeLocator locator,
-    IPendingNotificationStore pendingStore, ICommandOutcomeSource outcomes, TimeProvider time, ILogger<OsloRpcServer> logger, IAdapterLease lease) : BackgroundService
+public sealed class OsloRpcServer : BackgroundService
 {
-    private static readonly JsonSerializerOptions EventJson = new(JsonSerializerDefaults.Web);
-
-    /// <summary>A claim on a pending record older than this is taken to be abandoned (its claimer died before
-    /// sending); the next start gives it back. Sending takes a publish and its confirm: seconds.</summary>
-    public static readonly TimeSpan StaleClaimAge = TimeSpan.FromMinutes(5);
-
-    private readonly OsloOptions _options = optionsAccessor.Value;
-    private readonly OsloTopology _topology = new(optionsAccessor.Value);
-    private readonly ConcurrentDictionary<Guid, PendingEntry> _pending = new();
+    private readonly OsloOptions _options;
+    private readonly OsloTopology _topology;
+    private readonly CinderVolumeEndpoint _endpoint;
+    private readonly ICommandPipeline _pipeline;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly IAdapterLease _lease;
+    private readonly OsloPublisher _publisher;
+    private readonly CommandNotifications _notifications;
     private readonly ConcurrentDictionary<string, DateTimeOffset> _seen = new(StringComparer.Ordinal);
-    private readonly SemaphoreSlim _publishLock = new(1, 1);
     private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private IConnection? _connection;
-    private IChannel? _publish;
-    private IDisposable? _lease;
-    private readonly HashSet<string> _declaredNotificationQueues = new(StringComparer.Ordinal);
+    private IDisposable? _held;
+
+    public OsloRpcServer(
+        IOptions<OsloOptions> optionsAccessor, CinderVolumeEndpoint endpoint, ICommandPipeline pipeline, IVolumeLocator locator,
+        IPendingNotificationStore pendingStore, ICommandOutcomeSource outcomes, TimeProvider time, ILogger<OsloRpcServer> logger, IAdapterLease lease)
+    {
+        ArgumentNullException.ThrowIfNull(optionsAccessor);
+        _options = optionsAccessor.Value;
+        _topology = new OsloTopology(_options);
+        _endpoint = endpoint;
+        _pipeline = pipeline;
+        _time = time;
+        _logger = logger;
+        _lease = lease;
+        _publisher = new OsloPublisher(_options, _topology, time, logger);
+        _notifications = new CommandNotifications(_options, _publisher, locator, pendingStore, outcomes, time, logger);
+    }
 
     /// <summary>Completes when the topology is declared and the consumers run.</summary>
     public Task Ready => _ready.Task;
@@ -55,16 +59,10 @@ public sealed class OsloRpcServer(
 
     /// <summary>Commands accepted by this instance and waiting for their terminal event (their records on the
     /// shares outlive a restart: see docs/cinder-interface.md).</summary>
-    public int PendingCount => _pending.Count;
+    public int PendingCount => _notifications.Count;
 
     /// <summary>Completes when the start-up look for records of commands that finished unobserved is done.</summary>
-    public Task Recovered => _recovered.Task;
-
-    private readonly TaskCompletionSource _recovered = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    /// <summary>A command this instance accepted: its notification, and whether its record is on the share
-    /// (then it is sent only by whoever claims the record).</summary>
-    private sealed record PendingEntry(PendingNotification Notification, string? Share, bool Persisted);
+    public Task Recovered => _notifications.Recovered;
 
     private BrokerAddress Broker => string.IsNullOrWhiteSpace(_options.BrokerUrl)
         ? throw new InvalidOperationException("Oslo:BrokerUrl is not set.")
@@ -73,7 +71,7 @@ public sealed class OsloRpcServer(
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         // One adapter per backend at a time: a standby waits here until the active one dies or stops.
-        _lease = await lease.AcquireAsync(_options.Host, stoppingToken).ConfigureAwait(false);
+        _held = await _lease.AcquireAsync(_options.Host, stoppingToken).ConfigureAwait(false);
         var broker = Broker;
         var factory = BrokerConnections.CreateFactory(broker, $"nfsvolumeworker-oslo:{_options.Host}", ConnectionRecovery.ByClient);
         while (!stoppingToken.IsCancellationRequested)
@@ -85,19 +83,14 @@ public sealed class OsloRpcServer(
             }
             catch (Exception e) when (e is RabbitMQ.Client.Exceptions.BrokerUnreachableException or IOException)
             {
-                OsloLog.BrokerUnreachable(logger, e, broker.Redacted);
-                await Task.Delay(TimeSpan.FromSeconds(2), time, stoppingToken).ConfigureAwait(false);
+                OsloLog.BrokerUnreachable(_logger, e, broker.Redacted);
+                await Task.Delay(TimeSpan.FromSeconds(2), _time, stoppingToken).ConfigureAwait(false);
             }
         }
         stoppingToken.ThrowIfCancellationRequested();
         var connection = _connection!;
-        _publish = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true), stoppingToken).ConfigureAwait(false);
-        _publish.BasicReturnAsync += (_, _) => Task.CompletedTask; // a reply to a caller that gave up: dropped, as oslo does
-
-        await StartEventListenerAsync(connection, stoppingToken).ConfigureAwait(false);
-        // Terminal events from now on reach the queue just bound; those published before (while no adapter
-        // listened) are found through the outcome records of the commands whose notification records wait.
-        _ = Task.Run(() => NotifyFinishedFromSharesAsync(stoppingToken), CancellationToken.None);
+        await _publisher.OpenAsync(connection, stoppingToken).ConfigureAwait(false);
+        await _notifications.StartAsync(connection, stoppingToken).ConfigureAwait(false);
 
         var rpc = await connection.CreateChannelAsync(cancellationToken: stoppingToken).ConfigureAwait(false);
         await rpc.BasicQosAsync(0, _options.PrefetchCount, false, stoppingToken).ConfigureAwait(false);
@@ -119,7 +112,7 @@ public sealed class OsloRpcServer(
             queues.Add(queue);
             fanouts.Add(queue);
         }
-        var requests = new RequestConsumer(this, logger);
+        var requests = new RequestConsumer(this, _logger);
         foreach (var queue in queues)
         {
             var consumer = new AsyncEventingBasicConsumer(rpc);
@@ -127,7 +120,7 @@ public sealed class OsloRpcServer(
             consumer.ReceivedAsync += (_, ea) => requests.HandleAsync(rpc, q, ea, stoppingToken);
             await rpc.BasicConsumeAsync(queue, autoAck: false, consumer, stoppingToken).ConfigureAwait(false);
         }
-        OsloLog.Serving(logger, _options.Host, _topology.ControlExchange, string.Join(", ", _topology.TopicQueues), string.Join(", ", fanouts), broker.Redacted);
+        OsloLog.Serving(_logger, _options.Host, _topology.ControlExchange, string.Join(", ", _topology.TopicQueues), string.Join(", ", fanouts), broker.Redacted);
         _ready.TrySetResult();
 
         try
@@ -150,12 +143,12 @@ public sealed class OsloRpcServer(
             _connection.Dispose();
         }
         // Given up only once this instance consumes nothing more: the standby that takes it over starts afresh.
-        _lease?.Dispose();
+        _held?.Dispose();
     }
 
     public override void Dispose()
     {
-        _publishLock.Dispose();
+        _publisher.Dispose();
         base.Dispose();
     }
 
@@ -171,11 +164,11 @@ public sealed class OsloRpcServer(
         {
             if (received.Plan is null)
             {
-                if (logger.IsEnabled(LogLevel.Debug))
+                if (_logger.IsEnabled(LogLevel.Debug))
                 {
-                    OsloLog.Body(logger, Secrets.ToLogString(request.Args));
+                    OsloLog.Body(_logger, Secrets.ToLogString(request.Args));
                 }
-                received.Plan = endpoint.Plan(request);
+                received.Plan = _endpoint.Plan(request);
                 if (received.Plan is SubmitPlan planned)
                 {
                     await RegisterAsync(request, described, planned, ct).ConfigureAwait(false);
@@ -185,40 +178,40 @@ public sealed class OsloRpcServer(
             {
                 case SubmitPlan submit:
                     await SubmitAsync(described, submit, ct).ConfigureAwait(false);
-                    await ReplyIfCallAsync(request, null, null, ct).ConfigureAwait(false);
+                    await _publisher.ReplyIfCallAsync(request, null, null, ct).ConfigureAwait(false);
                     break;
                 case ReplyPlan reply:
-                    await ReplyIfCallAsync(request, reply.Result, null, ct).ConfigureAwait(false);
-                    OsloLog.Answered(logger, described);
+                    await _publisher.ReplyIfCallAsync(request, reply.Result, null, ct).ConfigureAwait(false);
+                    OsloLog.Answered(_logger, described);
                     break;
                 case FailPlan fail:
-                    OsloLog.Refused(logger, described, $"{fail.Failure.Class} ({fail.Failure.Code.Name})", fail.Failure.Message);
+                    OsloLog.Refused(_logger, described, $"{fail.Failure.Class} ({fail.Failure.Code.Name})", fail.Failure.Message);
                     if (request.IsCall)
                     {
-                        await ReplyIfCallAsync(request, null, fail.Failure, ct).ConfigureAwait(false);
+                        await _publisher.ReplyIfCallAsync(request, null, fail.Failure, ct).ConfigureAwait(false);
                     }
                     else
                     {
-                        await NotifyAsync(fail.PublisherId, fail.EventType, "ERROR", fail.Payload, request.PackedContext(), Guid.Empty, ct).ConfigureAwait(false);
+                        await _publisher.NotifyAsync(fail.PublisherId, fail.EventType, "ERROR", fail.Payload, request.PackedContext(), Guid.Empty, ct).ConfigureAwait(false);
                     }
                     break;
                 case NothingToDoPlan nothing:
                     var n = nothing.Notification;
-                    await NotifyAsync($"{n.Resource}.{n.PublisherHost}", $"{n.Resource}.{n.Action}.start", "INFO", n.PayloadWith(n.StartStatus), n.Context, Guid.Empty, ct).ConfigureAwait(false);
-                    await NotifyAsync($"{n.Resource}.{n.PublisherHost}", $"{n.Resource}.{n.Action}.end", "INFO", n.PayloadWith(n.EndStatus, n.EndExtra), n.Context, Guid.Empty, ct).ConfigureAwait(false);
-                    await ReplyIfCallAsync(request, null, null, ct).ConfigureAwait(false);
+                    await _publisher.NotifyStartAsync(n, Guid.Empty, ct).ConfigureAwait(false);
+                    await _publisher.NotifyEndAsync(n, Guid.Empty, ct).ConfigureAwait(false);
+                    await _publisher.ReplyIfCallAsync(request, null, null, ct).ConfigureAwait(false);
                     break;
                 case PublishCapabilitiesPlan caps:
-                    await PublishCapabilitiesAsync(request, caps.Capabilities, ct).ConfigureAwait(false);
+                    await _publisher.PublishCapabilitiesAsync(request, caps.Capabilities, ct).ConfigureAwait(false);
                     break;
             }
         }
         catch (Exception e) when (e is not OperationCanceledException and not NotConfirmedException)
         {
-            OsloLog.Failed(logger, e, described);
+            OsloLog.Failed(_logger, e, described);
             if (request.IsCall)
             {
-                await ReplyIfCallAsync(request, null, RemoteFailure.Unexpected(e), ct).ConfigureAwait(false);
+                await _publisher.ReplyIfCallAsync(request, null, RemoteFailure.Unexpected(e), ct).ConfigureAwait(false);
             }
         }
     }
@@ -229,17 +222,16 @@ public sealed class OsloRpcServer(
     {
         var command = submit.Command;
         var n = submit.Notification;
-        // The record goes to the share before the command goes to the pipeline (and the message is acked after).
-        _pending[command.CommandId] = new PendingEntry(n, command.Share, Persist(command, n, described));
-        var first = _seen.TryAdd(request.UniqueId!, time.GetUtcNow());
+        _notifications.Register(command, n, described);
+        var first = _seen.TryAdd(request.UniqueId!, _time.GetUtcNow());
         TrimSeen();
         if (first)
         {
-            await NotifyAsync($"{n.Resource}.{n.PublisherHost}", $"{n.Resource}.{n.Action}.start", "INFO", n.PayloadWith(n.StartStatus), n.Context, command.CommandId, ct).ConfigureAwait(false);
+            await _publisher.NotifyStartAsync(n, command.CommandId, ct).ConfigureAwait(false);
         }
         else
         {
-            OsloLog.Duplicate(logger, described, command.CommandId);
+            OsloLog.Duplicate(_logger, described, command.CommandId);
         }
     }
 
@@ -250,14 +242,14 @@ public sealed class OsloRpcServer(
         var command = submit.Command;
         try
         {
-            await pipeline.SubmitAsync(command, ct).ConfigureAwait(false);
+            await _pipeline.SubmitAsync(command, ct).ConfigureAwait(false);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
             throw new NotConfirmedException(e);
         }
         submit.OnAccepted?.Invoke();
-        OsloLog.Accepted(logger, described, command.GetType().Name, command.CommandId, command.VolumeId);
+        OsloLog.Accepted(_logger, described, command.GetType().Name, command.CommandId, command.VolumeId);
     }
 
     /// <summary>A request in hand, decoded once. Planned on its first attempt only, so that a retried submit keeps the
@@ -312,38 +304,13 @@ public sealed class OsloRpcServer(
             OsloLog.Retrying(logger, received.Described, attempt, delay.TotalSeconds, why.Message);
     }
 
-    /// <summary>Writes the command's pending record to its share. False when it could not (the notification then
-    /// depends on this instance living until the terminal event, as it did before records existed) or when the
-    /// command has finished already (a redelivery after its outcome was recorded: its record was handled then).</summary>
-    private bool Persist(VolumeCommand command, PendingNotification n, string described)
-    {
-        if (!_options.Notifications || command.Share is not { } share)
-        {
-            return false;
-        }
-        try
-        {
-            if (outcomes.OutcomeOf(share, command.CommandId) is not null)
-            {
-                return true; // claimed (and sent) by whoever holds its record; nothing to add
-            }
-            pendingStore.Save(share, command.CommandId, PendingRecord.For(command.CommandId, command.VolumeId, share, time.GetUtcNow(), n).ToBytes());
-            return true;
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            OsloLog.NotPersisted(logger, e, described, command.CommandId);
-            return false;
-        }
-    }
-
     private void TrimSeen()
     {
         if (_seen.Count <= 100_000)
         {
             return;
         }
-        var cutoff = time.GetUtcNow() - TimeSpan.FromHours(1);
+        var cutoff = _time.GetUtcNow() - TimeSpan.FromHours(1);
         foreach (var (k, at) in _seen)
         {
             if (at < cutoff)
@@ -353,289 +320,4 @@ public sealed class OsloRpcServer(
         }
     }
 
-    private async Task ReplyIfCallAsync(OsloRequest request, JsonNode? result, RemoteFailure? failure, CancellationToken ct)
-    {
-        if (!request.IsCall)
-        {
-            return;
-        }
-        var message = new JsonObject
-        {
-            ["result"] = result?.DeepClone(),
-            ["failure"] = failure?.ToJsonString(),
-            ["ending"] = true,
-            ["_msg_id"] = request.MsgId,
-            ["_unique_id"] = Guid.NewGuid().ToString("N"),
-        };
-        await PublishAsync("", request.ReplyQueue!, OsloEnvelope.Encode(message), mandatory: true, persistent: false, ct).ConfigureAwait(false);
-    }
-
-    private async Task PublishAsync(string exchange, string routingKey, byte[] body, bool mandatory, bool persistent, CancellationToken ct)
-    {
-        var props = new BasicProperties { ContentType = "application/json", ContentEncoding = "utf-8", Persistent = persistent, Priority = 0 };
-        await _publishLock.WaitAsync(ct).ConfigureAwait(false);
-        try
-        {
-            await _publish!.BasicPublishAsync(exchange, routingKey, mandatory, props, body, ct).ConfigureAwait(false);
-        }
-        finally
-        {
-            _publishLock.Release();
-        }
-    }
-
-    /// <summary>A notification as oslo's messagingv2 driver sends it: control exchange, routing key
-    /// &lt;topic&gt;.&lt;priority&gt;, a queue of that name declared so that nothing is lost before a listener binds.</summary>
-    private async Task NotifyAsync(string publisherId, string eventType, string priority, JsonObject payload, JsonObject context, Guid commandId, CancellationToken ct)
-    {
-        if (!_options.Notifications)
-        {
-            return;
-        }
-        var message = new JsonObject
-        {
-            ["message_id"] = Guid.NewGuid().ToString(),
-            ["publisher_id"] = publisherId,
-            ["event_type"] = eventType,
-            ["priority"] = priority,
-            ["payload"] = payload.DeepClone(),
-            ["timestamp"] = OsloTime.Notification(time.GetUtcNow()),
-            ["_unique_id"] = Guid.NewGuid().ToString("N"),
-        };
-        foreach (var (k, v) in context)
-        {
-            message[k] = v?.DeepClone();
-        }
-        var body = OsloEnvelope.Encode(message);
-        foreach (var topic in _options.NotificationTopics.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-        {
-            var key = $"{topic}.{priority.ToLowerInvariant()}";
-            await EnsureNotificationQueueAsync(key, ct).ConfigureAwait(false);
-            await PublishAsync(_topology.ControlExchange, key, body, mandatory: false, persistent: true, ct).ConfigureAwait(false);
-        }
-        OsloLog.Notified(logger, eventType, publisherId, commandId);
-    }
-
-    private async Task EnsureNotificationQueueAsync(string key, CancellationToken ct)
-    {
-        await _publishLock.WaitAsync(ct).ConfigureAwait(false);
-        try
-        {
-            if (_declaredNotificationQueues.Add(key))
-            {
-                await _publish!.ExchangeDeclareAsync(_topology.ControlExchange, ExchangeType.Topic, _topology.Durable, _topology.AutoDelete, cancellationToken: ct).ConfigureAwait(false);
-                await _publish.QueueDeclareAsync(key, _topology.Durable, false, _topology.AutoDelete, _topology.TopicQueueArguments(), cancellationToken: ct).ConfigureAwait(false);
-                await _publish.QueueBindAsync(key, _topology.ControlExchange, key, cancellationToken: ct).ConfigureAwait(false);
-            }
-        }
-        finally
-        {
-            _publishLock.Release();
-        }
-    }
-
-    /// <summary>What a cinder-volume does on publish_service_capabilities: a fanout cast of
-    /// update_service_capabilities to the schedulers (cinder/scheduler/rpcapi.py, version 3.3).</summary>
-    private async Task PublishCapabilitiesAsync(OsloRequest request, JsonObject capabilities, CancellationToken ct)
-    {
-        var message = new JsonObject
-        {
-            ["method"] = "update_service_capabilities",
-            ["args"] = new JsonObject
-            {
-                ["service_name"] = "volume",
-                ["host"] = _options.Host,
-                ["capabilities"] = capabilities,
-                ["cluster_name"] = null,
-                ["timestamp"] = OsloTime.Iso(time.GetUtcNow()),
-            },
-            ["version"] = "3.3",
-            ["_unique_id"] = Guid.NewGuid().ToString("N"),
-        };
-        foreach (var (k, v) in request.PackedContext())
-        {
-            message[k] = v?.DeepClone();
-        }
-        const string exchange = "cinder-scheduler_fanout";
-        await _publishLock.WaitAsync(ct).ConfigureAwait(false);
-        try
-        {
-            await _publish!.ExchangeDeclareAsync(exchange, ExchangeType.Fanout, durable: false, autoDelete: true, cancellationToken: ct).ConfigureAwait(false);
-        }
-        finally
-        {
-            _publishLock.Release();
-        }
-        await PublishAsync(exchange, "cinder-scheduler", OsloEnvelope.Encode(message), mandatory: false, persistent: false, ct).ConfigureAwait(false);
-    }
-
-    private async Task StartEventListenerAsync(IConnection connection, CancellationToken ct)
-    {
-        var channel = await connection.CreateChannelAsync(cancellationToken: ct).ConfigureAwait(false);
-        await channel.BasicQosAsync(0, 64, false, ct).ConfigureAwait(false);
-        // One queue per adapter instance, not exclusive, so that terminal events published while the connection
-        // is being recovered wait for it; it expires an hour after its instance is gone.
-        var queue = $"nfsvol.oslo-events.{_options.Host}.{Environment.MachineName}-{Environment.ProcessId}";
-        await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false,
-            new Dictionary<string, object?> { ["x-expires"] = 3_600_000 }, cancellationToken: ct).ConfigureAwait(false);
-        foreach (var type in MessageCatalog.TerminalEvents)
-        {
-            var exchange = MassTransitEnvelope.ExchangeOf(type);
-            // As MassTransit declares its publish exchanges: fanout, durable.
-            await channel.ExchangeDeclareAsync(exchange, ExchangeType.Fanout, durable: true, autoDelete: false, cancellationToken: ct).ConfigureAwait(false);
-            await channel.QueueBindAsync(queue, exchange, "", cancellationToken: ct).ConfigureAwait(false);
-        }
-        var consumer = new AsyncEventingBasicConsumer(channel);
-        consumer.ReceivedAsync += async (_, ea) =>
-        {
-            try
-            {
-                await OnEventAsync(ea.Exchange, ea.Body, ct).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or KeyNotFoundException)
-            {
-                OsloLog.UnreadableEvent(logger, ea.Exchange, e.Message);
-            }
-            await channel.BasicAckAsync(ea.DeliveryTag, false, ct).ConfigureAwait(false);
-        };
-        await channel.BasicConsumeAsync(queue, autoAck: false, consumer, ct).ConfigureAwait(false);
-    }
-
-    private async Task OnEventAsync(string exchange, ReadOnlyMemory<byte> body, CancellationToken ct)
-    {
-        if (!MassTransitEnvelope.TryRead(body.Span, out var envelope))
-        {
-            throw new InvalidOperationException($"not a MassTransit envelope of a contract type (from {exchange})");
-        }
-        var eventType = MessageCatalog.TerminalEventNamed(envelope.TypeName) ?? throw new InvalidOperationException($"not a terminal event: {envelope.TypeName}");
-        var e = (ITerminalEvent)(envelope.Message.Deserialize(eventType, EventJson) ?? throw new InvalidOperationException($"empty {envelope.TypeName}"));
-        switch (e)
-        {
-            case VolumeCreated c: locator.RememberVolume(c.VolumeId, c.Share); break;
-            case VolumeCloned c: locator.RememberVolume(c.NewVolumeId, c.Share); break;
-            case SnapshotCreated c: locator.RememberSnapshot(c.SnapshotId, c.VolumeId, c.Share); break;
-        }
-        if (_pending.TryRemove(e.CommandId, out var entry))
-        {
-            if (!entry.Persisted)
-            {
-                await SendFromMemoryAsync(entry, e, ct).ConfigureAwait(false);
-                return;
-            }
-            using var mine = pendingStore.TryClaim(e.CommandId, entry.Share);
-            if (mine is null)
-            {
-                return; // another instance claimed it and sends it
-            }
-            await SendClaimedAsync(mine, entry.Notification, e, ct).ConfigureAwait(false);
-            return;
-        }
-        // Accepted by an instance that has since stopped (or by this one before a restart), or a native command:
-        // one look per share for its record.
-        await SendFromShareAsync(e, (e as VolumeEvent)?.Share, recovered: false, ct).ConfigureAwait(false);
-    }
-
-    private async Task SendFromMemoryAsync(PendingEntry entry, ITerminalEvent e, CancellationToken ct)
-    {
-        try
-        {
-            await SendTerminalAsync(entry.Notification, e, ct).ConfigureAwait(false);
-        }
-        catch
-        {
-            _pending.TryAdd(e.CommandId, entry); // for the redelivered event
-            throw;
-        }
-    }
-
-    /// <summary>Claims the command's record on the shares and sends its notification; nothing when no share
-    /// holds one (a native command, or sent already) or another instance claimed it.</summary>
-    private async Task<bool> SendFromShareAsync(ITerminalEvent e, string? share, bool recovered, CancellationToken ct)
-    {
-        using var claim = pendingStore.TryClaim(e.CommandId, share);
-        if (claim is null)
-        {
-            return false;
-        }
-        PendingRecord record;
-        try
-        {
-            record = PendingRecord.FromBytes(claim.Record);
-        }
-        catch (JsonException x)
-        {
-            OsloLog.UnreadablePending(logger, e.CommandId, claim.Share, x.Message);
-            return false; // given back on dispose; left for people to look at
-        }
-        await SendClaimedAsync(claim, record.Notification, e, ct).ConfigureAwait(false);
-        OsloLog.SentFromShare(logger, e.CommandId, claim.Share, recovered ? "at start, from the command's outcome record" : "from its terminal event");
-        return true;
-    }
-
-    private async Task SendClaimedAsync(IPendingNotificationClaim claim, PendingNotification n, ITerminalEvent e, CancellationToken ct)
-    {
-        await SendTerminalAsync(n, e, ct).ConfigureAwait(false);
-        // Confirmed by the broker (the publish channel waits for confirms): the record can go. A crash before
-        // this line leaves the record claimed; the next start gives it back and sends again (a duplicate).
-        claim.Complete();
-    }
-
-    private async Task SendTerminalAsync(PendingNotification n, ITerminalEvent e, CancellationToken ct)
-    {
-        if (e is CommandFailed failed)
-        {
-            var payload = n.PayloadWith(n.ErrorStatus, new JsonObject { [RemoteFailure.ErrorCodeKey] = failed.ErrorCode });
-            await NotifyAsync($"{n.Resource}.{n.PublisherHost}", $"{n.Resource}.{n.Action}.error", "ERROR", payload, n.Context, e.CommandId, ct).ConfigureAwait(false);
-            OsloLog.Refused(logger, $"command {e.CommandId}", failed.ErrorCode, failed.Message);
-        }
-        else
-        {
-            await NotifyAsync($"{n.Resource}.{n.PublisherHost}", $"{n.Resource}.{n.Action}.end", "INFO", n.PayloadWith(n.EndStatus, n.EndExtra), n.Context, e.CommandId, ct).ConfigureAwait(false);
-        }
-    }
-
-    /// <summary>At start: the records of commands whose outcome is recorded already — their terminal event was
-    /// published while no adapter listened — are claimed and their notification sent now. Records of commands
-    /// still running wait for the terminal event.</summary>
-    private async Task NotifyFinishedFromSharesAsync(CancellationToken ct)
-    {
-        try
-        {
-            IReadOnlyList<(string Share, Guid CommandId)> waiting;
-            try
-            {
-                waiting = pendingStore.ListPending(StaleClaimAge);
-            }
-            catch (Exception x) when (x is not OperationCanceledException)
-            {
-                OsloLog.RecoveryFailed(logger, x);
-                return;
-            }
-            var sent = 0;
-            foreach (var (share, commandId) in waiting)
-            {
-                ct.ThrowIfCancellationRequested();
-                try
-                {
-                    if (outcomes.OutcomeOf(share, commandId) is { } outcome && await SendFromShareAsync(outcome, share, recovered: true, ct).ConfigureAwait(false))
-                    {
-                        sent++;
-                    }
-                }
-                catch (Exception x) when (x is not OperationCanceledException)
-                {
-                    OsloLog.RecoveryFailed(logger, x);
-                }
-            }
-            OsloLog.Recovered(logger, waiting.Count, sent);
-        }
-        catch (OperationCanceledException)
-        {
-            // stopping
-        }
-        finally
-        {
-            _recovered.TrySetResult();
-        }
-    }
 }
