@@ -95,6 +95,24 @@ public sealed class InteropTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Publish_service_capabilities_reaches_a_real_oslo_scheduler_as_update_service_capabilities()
+    {
+        var broker = await RabbitMqBroker.SharedAsync();
+        await using var vhost = await broker.CreateVirtualHostAsync("oslo-caps");
+        await using var worker = await OsloWorker.StartAsync(vhost);
+        var scratch = Directory.CreateTempSubdirectory("oslo-py-");
+        try
+        {
+            await Python.RunAsync(output, "capabilities.py",
+                "--url", Python.RabbitUrl(vhost), "--host", OsloWorker.Host, "--db", Path.Combine(scratch.FullName, "cinder.sqlite"));
+        }
+        finally
+        {
+            scratch.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Bad_input_yields_failure_replies_and_error_notifications_touches_nothing_and_duplicates_run_once()
     {
         var broker = await RabbitMqBroker.SharedAsync();
