@@ -162,9 +162,14 @@ public sealed partial class VolumeEngine
             {
                 var copy = ForwardingProgress.For(progress, newVolumeId, "copy", chain.AllocatedBytesFrom(source));
                 var request = await FullCopyRequestAsync(share, target, new ConvertRequest(sourcePath, source.Format, temp, format,
-                    OutOfOrderWrites: true, Coroutines: _options.CopyCoroutines), chain.AllocatedBytesFrom(source), ct).ConfigureAwait(false);
+                    OutOfOrderWrites: true, Coroutines: _options.CopyCoroutines, BytesPerSecond: _options.CopyBytesPerSecond > 0 ? _options.CopyBytesPerSecond : null),
+                    chain.AllocatedBytesFrom(source), ct).ConfigureAwait(false);
                 request = await CopyAsync(request, copy, ct).ConfigureAwait(false);
                 howCopied = request.CopyOffload ? "copied server-side (copy_file_range)" : request.DirectIo ? "copied with O_DIRECT" : "copied through the page cache";
+                if (request.BytesPerSecond is { } limit)
+                {
+                    howCopied += FormattableString.Invariant($", at most {limit / 1e6:0.#} MB/s (Engine:CopyBytesPerSecond)");
+                }
                 StorageTelemetry.DataWritten.Add(FileOwnership.AllocatedBytes(temp), new KeyValuePair<string, object?>("kind", "copy"));
             }
             DurableFile.FsyncFile(temp);

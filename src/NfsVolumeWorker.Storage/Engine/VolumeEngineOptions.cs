@@ -56,6 +56,14 @@ public sealed class VolumeEngineOptions
     [Range(1, 16)]
     public int CopyCoroutines { get; set; } = 8;
 
+    /// <summary>The most a clone's full copy may write per second (<c>qemu-img convert -r</c>), what Cinder's
+    /// <c>volume_copy_bps_limit</c> does for its copies; 0, the default, copies as fast as the share takes it. Where the
+    /// worker shares a disk with other work (its other volumes' commands, a colocated broker), a full-speed copy makes every
+    /// fsync on that disk wait behind the copy's writes; a limit trades the copy's duration for their latency
+    /// (docs/clones.md). Copies that share extents write only the overlays' data and are not limited.</summary>
+    [Range(0, long.MaxValue)]
+    public long CopyBytesPerSecond { get; set; }
+
     /// <summary>Snapshot and revert overlays are written natively, byte for byte what qemu 7.2's <c>qemu-img create</c>
     /// writes (see docs/snapshots.md), instead of spawning qemu-img. Inputs outside what the proof covers still go to
     /// qemu-img. False always runs qemu-img create (for comparison). Default true.</summary>

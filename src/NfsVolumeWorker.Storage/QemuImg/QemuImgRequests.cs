@@ -27,6 +27,7 @@ public sealed record CreateImageRequest(
 /// <param name="Coroutines"><c>-m</c>: parallel coroutines (1..16), or null for qemu-img's default.</param>
 /// <param name="CopyOffload"><c>-C</c>: copy with <c>copy_file_range</c> (NFS 4.2: a server-side COPY), for raw and
 /// qcow2 either way; qemu-img falls back to reading and writing a range the file system does not copy itself.</param>
+/// <param name="BytesPerSecond"><c>-r</c>: the most the copy may write per second, or null for as fast as it can.</param>
 public sealed record ConvertRequest(
     string Source,
     ImageFormat SourceFormat,
@@ -35,7 +36,8 @@ public sealed record ConvertRequest(
     bool DirectIo = false,
     bool OutOfOrderWrites = true,
     int? Coroutines = null,
-    bool CopyOffload = false);
+    bool CopyOffload = false,
+    long? BytesPerSecond = null);
 
 /// <summary><c>qemu-img commit -d</c>: merge an overlay's data into its backing file, keeping the overlay intact; with
 /// <paramref name="Base"/>, the data of every image between the overlay and that image of its chain, in one pass.</summary>

@@ -179,6 +179,10 @@ public sealed class QemuImgRunner
         {
             throw new ArgumentOutOfRangeException(nameof(request), m, "Coroutines must be 1..16 (qemu-img -m).");
         }
+        if (request.BytesPerSecond is <= 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(request), request.BytesPerSecond, "BytesPerSecond must be positive (qemu-img -r), or null for no limit.");
+        }
 
         List<string> args = ["convert", "-f", request.SourceFormat.ToQemuName(), "-O", request.TargetFormat.ToQemuName()];
         if (request.DirectIo)
@@ -196,6 +200,10 @@ public sealed class QemuImgRunner
         if (request.Coroutines is { } coroutines)
         {
             args.AddRange(["-m", coroutines.ToString(CultureInfo.InvariantCulture)]);
+        }
+        if (request.BytesPerSecond is { } rate)
+        {
+            args.AddRange(["-r", rate.ToString(CultureInfo.InvariantCulture)]);
         }
         args.Add(progress is null ? "-q" : "-p");
         args.Add(QemuImgCommand.ImagePath(request.Source));
