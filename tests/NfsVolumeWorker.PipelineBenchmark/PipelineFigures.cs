@@ -22,7 +22,7 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
 
     private string Column => share.Name;
 
-    public static void DefineRows(Report report)
+    public static void DefineRows(Report report, PipelineSettings settings)
     {
         report.Row("a.create.p50", "a snapshot create p50 (vs qemu-img create)", "<= 0.5x floor");
         report.Row("a.create.p99", "a snapshot create p99 (vs the floor's p99)", "<= 1.0x floor");
@@ -44,6 +44,12 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         report.Row("d.p99", "d p99 on B, clone of A in B's partition", "<= 2x unloaded");
         report.Row("d.clone", "d clone of A: duration, B commands during it", "");
         report.Row("d.fsync", "d the disk alone: 4 KiB write+fsync p99, clone | idle", "");
+        if (settings.CloneLimitMBps > 0)
+        {
+            report.Row("dl.p99", $"d, copy at most {settings.CloneLimitMBps} MB/s: p99 on B", "<= 2x unloaded");
+            report.Row("dl.clone", "d, copy limited: duration, B commands during it", "");
+            report.Row("dl.fsync", "d, copy limited: the disk alone, clone | idle", "");
+        }
         report.Row("e.idle", "e idle CPU, inbox with N volume dirs", "<= 1% core");
         report.Row("f.rss", "f worker max RSS with N commands queued", "<= 200 MiB");
         report.Row("f.queued", "f published, finished while measured", "");
@@ -69,8 +75,17 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
             }
             if (settings.Includes("d"))
             {
-                await GuardAsync("d", () => HeadOfLineAsync(session, ct));
+                await GuardAsync("d", () => HeadOfLineAsync(session, "d", ct));
             }
+        }
+        if (settings.Includes("d") && settings.CloneLimitMBps > 0)
+        {
+            // The same figure with the operator's trade: a worker whose full copies are rate-limited.
+            var bytesPerSecond = (long)(settings.CloneLimitMBps * 1e6);
+            var limited = settings with { WorkerArgs = [.. settings.WorkerArgs, $"--Engine:CopyBytesPerSecond={bytesPerSecond}"] };
+            var (path, backing) = share.Subdirectory("limited");
+            await using var session = await WorkerSession.StartAsync(broker, "limited-" + Slug, path, backing, logDir, limited, ct);
+            await GuardAsync("dl", () => HeadOfLineAsync(session, "dl", ct));
         }
         if (settings.Includes("e"))
         {
@@ -343,8 +358,10 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
 
     // ---- d: head-of-line ----------------------------------------------------------------------------------------
 
-    private async Task HeadOfLineAsync(WorkerSession s, CancellationToken ct)
+    /// <summary>Figure d, its rows under <paramref name="key"/> (<c>d</c>, or <c>dl</c> for the rate-limited pass).</summary>
+    private async Task HeadOfLineAsync(WorkerSession s, string key, CancellationToken ct)
     {
+        var pass = key == "d" ? "head-of-line" : $"head-of-line, copy at most {settings.CloneLimitMBps} MB/s";
         var a = Guid.NewGuid();
         var partition = PartitionKey.PartitionOf(a, WorkerUnderTest.PartitionCount);
         Guid b;
@@ -367,7 +384,7 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         {
             dropped = Machine.TryDropCaches();
         }
-        report.Note($"[{Column}] head-of-line: volume A ({settings.CloneGiB} GiB of data) written in {fill.Elapsed.TotalSeconds:F1} s; A and B in partition {partition}; " +
+        report.Note($"[{Column}] {pass}: volume A ({settings.CloneGiB} GiB of data) written in {fill.Elapsed.TotalSeconds:F1} s; A and B in partition {partition}; " +
             (dropped ? "page cache dropped" : "A may still be in the page cache (--quick, or not root)"));
         await s.Driver.RunAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = b, SizeBytes = VolumeBytes, Format = VolumeFormat.Raw }, settings.CommandTimeout, ct);
 
@@ -383,7 +400,7 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         {
             File.Delete(leftover);
         }
-        report.Note($"[{Column}] head-of-line: a first clone (of 256 MiB) measured the share's copy modes in {warmUpTime.TotalSeconds:F1} s before anything was timed");
+        report.Note($"[{Column}] {pass}: a first clone (of 256 MiB) measured the share's copy modes in {warmUpTime.TotalSeconds:F1} s before anything was timed");
         var unloaded = new List<TimeSpan>();
         for (var i = 0; i < settings.Samples; i++)
         {
@@ -412,7 +429,7 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         // Only commands that ran while the clone did: those finished after it had nothing to wait behind.
         var during = loaded.Where(x => x.End <= cloneEnd).Select(x => x.Latency).ToList();
         var cloneSeconds = Stopwatch.GetElapsedTime(cloneStart, cloneEnd).TotalSeconds;
-        report.Set("d.clone", Column, new Cell($"{cloneSeconds:F1} s", $"{during.Count} cmds"));
+        report.Set($"{key}.clone", Column, new Cell($"{cloneSeconds:F1} s", $"{during.Count} cmds"));
         foreach (var leftover in Directory.EnumerateFiles(s.BackingPath, $"volume-{clone.NewVolumeId:D}*"))
         {
             File.Delete(leftover);
@@ -427,14 +444,17 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         {
             throw new HarnessException("no command on B finished while the clone ran (clone too short: raise --clone-gib)");
         }
-        report.Row("d.p99", $"d p99 on B, {settings.CloneGiB} GiB clone of A same partition", "<= 2x unloaded");
+        if (key == "d")
+        {
+            report.Row("d.p99", $"d p99 on B, {settings.CloneGiB} GiB clone of A same partition", "<= 2x unloaded");
+        }
         var p99Loaded = Percentile(during, 0.99);
         var p99Unloaded = Percentile(unloaded, 0.99);
         var ratio = p99Loaded / p99Unloaded;
-        report.Set("d.p99", Column, new Cell(Report.Ms(p99Loaded), Report.Ms(p99Unloaded), Report.Times(ratio), ratio <= 2));
+        report.Set($"{key}.p99", Column, new Cell(Report.Ms(p99Loaded), Report.Ms(p99Unloaded), Report.Times(ratio), ratio <= 2));
         var during99 = Percentile(await fsyncDuring, 0.99);
         var idle99 = Percentile(fsyncIdle, 0.99);
-        report.Set("d.fsync", Column, new Cell(Report.Ms(during99), Report.Ms(idle99), Report.Times(during99 / idle99)));
+        report.Set($"{key}.fsync", Column, new Cell(Report.Ms(during99), Report.Ms(idle99), Report.Times(during99 / idle99)));
     }
 
     /// <summary>A 4 KiB write and fsync of one file in <paramref name="directory"/> every 20 ms, until

@@ -31,6 +31,8 @@ internal sealed record PipelineSettings
           --publishers N       b, f: concurrent publishers, each with its own connection (default 4)
           --cinder-pairs N     b: snapshot pairs Cinder's driver runs serially (default 50; --quick 6)
           --clone-gib X        d: data in the cloned volume A (default 4; --quick 0.25)
+          --clone-limit-mbps X d: also run d with a worker whose full copies are limited to X MB/s
+                               (Engine:CopyBytesPerSecond), its rows beside the unlimited ones (default 100; 0: not)
           --idle-volumes N     e: volume directories in the inbox (default 100000; --quick 5000)
           --idle-seconds N     e: CPU is measured over this long (default 30; --quick 10)
           --queued N           f: commands published (default 100000; --quick 5000)
@@ -56,6 +58,9 @@ internal sealed record PipelineSettings
     public int Publishers { get; init; } = 4;
     public int CinderPairs { get; init; } = 50;
     public double CloneGiB { get; init; } = 4;
+
+    /// <summary>d: the copy limit of the second head-of-line pass, in MB/s (10^6 bytes); 0 for none.</summary>
+    public double CloneLimitMBps { get; init; } = 100;
     public int IdleVolumes { get; init; } = 100_000;
     public int IdleSeconds { get; init; } = 30;
     public int Queued { get; init; } = 100_000;
@@ -110,6 +115,7 @@ internal sealed record PipelineSettings
                 "--publishers" => s with { Publishers = NextInt() },
                 "--cinder-pairs" => s with { CinderPairs = NextInt() },
                 "--clone-gib" => s with { CloneGiB = NextDouble() is > 0 and var g ? g : throw new ArgumentException("--clone-gib must be above 0") },
+                "--clone-limit-mbps" => s with { CloneLimitMBps = NextDouble() is >= 0 and var l ? l : throw new ArgumentException("--clone-limit-mbps must be 0 or more") },
                 "--idle-volumes" => s with { IdleVolumes = NextInt() },
                 "--idle-seconds" => s with { IdleSeconds = NextInt() },
                 "--queued" => s with { Queued = NextInt() },

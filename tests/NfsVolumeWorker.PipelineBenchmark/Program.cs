@@ -38,7 +38,7 @@ Directory.CreateDirectory(work);
 var logDir = Path.Combine(settings.ParentDir, $"nfsvol-pipeline-{Environment.ProcessId}-logs");
 Directory.CreateDirectory(logDir);
 var report = new Report();
-PipelineFigures.DefineRows(report);
+PipelineFigures.DefineRows(report, settings);
 var status = 0;
 try
 {
