@@ -42,11 +42,13 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         report.Row("c.storm", "c syncs per command, amortised (storm b)", "<= 4");
         report.Row("c.qemu", "c qemu-img's own syncs: create | commit -d", "");
         report.Row("d.p99", "d p99 on B, clone of A in B's partition", "<= 2x unloaded");
+        report.Row("d.p50", "d p50 on B, clone running | unloaded", "");
         report.Row("d.clone", "d clone of A: duration, B commands during it", "");
         report.Row("d.fsync", "d the disk alone: 4 KiB write+fsync p99, clone | idle", "");
         if (settings.CloneLimitMBps > 0)
         {
             report.Row("dl.p99", $"d, copy at most {settings.CloneLimitMBps} MB/s: p99 on B", "<= 2x unloaded");
+            report.Row("dl.p50", "d, copy limited: p50 on B, clone | unloaded", "");
             report.Row("dl.clone", "d, copy limited: duration, B commands during it", "");
             report.Row("dl.fsync", "d, copy limited: the disk alone, clone | idle", "");
         }
@@ -452,6 +454,9 @@ internal sealed class PipelineFigures(PipelineSettings settings, RabbitMqBroker 
         var p99Unloaded = Percentile(unloaded, 0.99);
         var ratio = p99Loaded / p99Unloaded;
         report.Set($"{key}.p99", Column, new Cell(Report.Ms(p99Loaded), Report.Ms(p99Unloaded), Report.Times(ratio), ratio <= 2));
+        var p50Loaded = Percentile(during, 0.5);
+        var p50Unloaded = Percentile(unloaded, 0.5);
+        report.Set($"{key}.p50", Column, new Cell(Report.Ms(p50Loaded), Report.Ms(p50Unloaded), Report.Times(p50Loaded / p50Unloaded)));
         var during99 = Percentile(await fsyncDuring, 0.99);
         var idle99 = Percentile(fsyncIdle, 0.99);
         report.Set($"{key}.fsync", Column, new Cell(Report.Ms(during99), Report.Ms(idle99), Report.Times(during99 / idle99)));
