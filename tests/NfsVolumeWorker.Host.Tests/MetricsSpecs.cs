@@ -98,4 +98,19 @@ public sealed class MetricsSpecs
         // 4 ms lands in (0.0025, 0.005], not in a first bucket that holds everything.
         Assert.True(buckets.Single(b => b.Bound == 0.005).Count >= 1);
     }
+
+    [Fact]
+    public async Task The_runtime_meter_is_exported_so_that_jit_and_gc_work_can_be_told_from_the_workers_own()
+    {
+        var exported = new List<MetricSnapshot>();
+        await using var worker = BuildWorker(exported);
+        var provider = worker.Services.GetRequiredService<MeterProvider>(); // disposed with the worker
+
+        provider.ForceFlush(10_000);
+
+        var names = exported.Select(m => m.Name).ToHashSet(StringComparer.Ordinal);
+        Assert.Contains("dotnet.jit.compiled_methods", names);
+        Assert.Contains("dotnet.gc.collections", names);
+        Assert.Contains("dotnet.process.cpu.time", names);
+    }
 }
