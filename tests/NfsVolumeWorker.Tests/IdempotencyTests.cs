@@ -91,8 +91,7 @@ public sealed class IdempotencyTests(ITestOutputHelper output)
     [Fact]
     public async Task A_command_sent_twice_while_its_volume_is_busy_is_queued_once_and_runs_once()
     {
-        await using var root = new TempDirectoryHandle();
-        await using var bed = await WorkerTestBed.StartAsync(output, "busy-twice", SlowQemuImg.Settings(root.Path, "32M"));
+        await using var bed = await WorkerTestBed.StartAsync(output, "busy-twice", SlowCopy.Settings(32L << 20));
         var vol = Guid.NewGuid();
         await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = vol, SizeBytes = 256 * MiB }, nameof(VolumeCreated));
         await Tools.WriteAsync(bed.PathOf($"volume-{vol}"), "raw", 0x5a, 0, 96 * MiB);

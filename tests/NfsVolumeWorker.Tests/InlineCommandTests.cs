@@ -156,8 +156,7 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
     [Fact]
     public async Task A_CreateSnapshot_behind_a_queued_clone_of_its_volume_goes_through_the_inbox_and_waits_while_the_next_one_runs_inline()
     {
-        await using var root = new TempDirectoryHandle();
-        await using var bed = await WorkerTestBed.StartAsync(output, "inline-order", SlowQemuImg.Settings(root.Path, "32M"));
+        await using var bed = await WorkerTestBed.StartAsync(output, "inline-order", SlowCopy.Settings(32L << 20));
         var vol = Guid.NewGuid();
         await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = vol, SizeBytes = 256 * MiB }, nameof(VolumeCreated));
         await Tools.WriteAsync(bed.PathOf($"volume-{vol}"), "raw", 0x5a, 0, 96 * MiB);
@@ -192,8 +191,7 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
     [Fact]
     public async Task A_CreateSnapshot_runs_inline_while_long_operations_hold_every_MaxParallelVolumes_slot()
     {
-        await using var root = new TempDirectoryHandle();
-        var settings = SlowQemuImg.Settings(root.Path, "32M");
+        var settings = SlowCopy.Settings(32L << 20);
         settings["Worker:MaxParallelVolumes"] = "1";
         await using var bed = await WorkerTestBed.StartAsync(output, "inline-no-slot", settings);
         var busy = Guid.NewGuid();

@@ -18,8 +18,7 @@ public sealed class LongOperationTests(ITestOutputHelper output)
     [Fact]
     public async Task A_long_clone_of_volume_A_does_not_delay_volume_B_in_the_same_partition()
     {
-        await using var tools = new TempDirectoryHandle();
-        await using var bed = await WorkerTestBed.StartAsync(output, "a-not-b", SlowQemuImg.Settings(tools.Path, "8M")); // 192 MiB: about 24 s of copying
+        await using var bed = await WorkerTestBed.StartAsync(output, "a-not-b", SlowCopy.Settings(8L << 20)); // 192 MiB: about 24 s of copying
         var (a, b) = Ids.SamePartition();
         Assert.Equal(PartitionKey.PartitionOf(a, WorkerSettings.Partitions), PartitionKey.PartitionOf(b, WorkerSettings.Partitions));
         await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = a, SizeBytes = 512 * MiB }, nameof(VolumeCreated));
@@ -60,8 +59,7 @@ public sealed class LongOperationTests(ITestOutputHelper output)
     [Fact]
     public async Task Progress_events_of_a_long_copy_carry_bytes_done_bytes_total_and_the_time_left()
     {
-        await using var tools = new TempDirectoryHandle();
-        await using var bed = await WorkerTestBed.StartAsync(output, "progress-bytes", SlowQemuImg.Settings(tools.Path, "16M")); // 96 MiB: about 6 s
+        await using var bed = await WorkerTestBed.StartAsync(output, "progress-bytes", SlowCopy.Settings(16L << 20)); // 96 MiB: about 6 s
         var volume = Guid.NewGuid();
         await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = volume, SizeBytes = 256 * MiB }, nameof(VolumeCreated));
         await Tools.WriteAsync(bed.PathOf($"volume-{volume}"), "raw", 0x42, 0, 96 * MiB);
@@ -94,8 +92,7 @@ public sealed class LongOperationTests(ITestOutputHelper output)
     {
         var consumerTimeout = TimeSpan.FromSeconds(5);
         await using var broker = await RabbitMqBroker.StartDedicatedAsync(consumerTimeout);
-        await using var tools = new TempDirectoryHandle();
-        await using var bed = await WorkerTestBed.StartAsync(output, "consumer-timeout", SlowQemuImg.Settings(tools.Path, "16M"), broker);
+        await using var bed = await WorkerTestBed.StartAsync(output, "consumer-timeout", SlowCopy.Settings(16L << 20), broker);
         var vol = Guid.NewGuid();
         await bed.RunOkAsync(new CreateVolume { CommandId = Guid.NewGuid(), VolumeId = vol, SizeBytes = 512 * MiB }, nameof(VolumeCreated));
         await Tools.WriteAsync(bed.PathOf($"volume-{vol}"), "raw", 0x77, 0, 240 * MiB);

@@ -59,7 +59,7 @@ public sealed class MultiInstanceTests(ITestOutputHelper output)
         await using var bed = await WorkerProcessBed.CreateAsync(output, "kill9");
         var vhost = bed.VirtualHost;
         var share = bed.Share;
-        var slow = SlowQemuImg.Settings(bed.Root, "32M");
+        var slow = SlowCopy.Settings(32L << 20);
         foreach (var name in new[] { "w1", "w2", "w3" })
         {
             bed.Start(name, slow);

@@ -33,7 +33,7 @@ public sealed class ShutdownTests(ITestOutputHelper output)
         public static async Task<CloneInFlight> StartAsync(ITestOutputHelper output, string name)
         {
             var bed = new CloneInFlight(await WorkerProcessBed.CreateAsync(output, name));
-            var slow = SlowQemuImg.Settings(bed._bed.Root, "8M"); // 192 MiB: about 24 s of copying
+            var slow = SlowCopy.Settings(8L << 20); // 192 MiB: about 24 s of copying
             slow["Worker:ShutdownTimeout"] = "00:01:00";
             foreach (var w in new[] { "w1", "w2" })
             {

@@ -24,8 +24,7 @@ public sealed class StatusPageTests(ITestOutputHelper output)
     {
         var broker = await RabbitMqBroker.SharedAsync();
         Assert.True(broker.ManagementUri is not null, "the test broker has no management API: no fleet view");
-        await using var tools = new TempDirectoryHandle();
-        var settings = SlowQemuImg.Settings(tools.Path, "8M");
+        var settings = SlowCopy.Settings(8L << 20);
         settings["Broker:ManagementUrl"] = broker.ManagementUri.ToString();
         settings["Balancing:Interval"] = "00:00:01";
         // A fixed port, so that the instance can advertise its URL in its AMQP connection (with port 0 the port is

@@ -6,6 +6,7 @@ using NfsVolumeWorker.Storage.QemuImg;
 using NfsVolumeWorker.Storage.Shares;
 using NfsVolumeWorker.Storage.Tests.Support;
 using static NfsVolumeWorker.Storage.Tests.Support.EngineTestBed;
+using NfsVolumeWorker.Testing;
 
 namespace NfsVolumeWorker.Storage.Tests.Engine;
 
@@ -24,8 +25,7 @@ public sealed class CopyRateLimitSpecs : IDisposable
     {
         _calls = Path.Combine(_bed.References, "qemu-img.calls");
         var recording = Path.Combine(_bed.References, "qemu-img-recording");
-        File.WriteAllText(recording, $"#!/bin/sh\necho \"$*\" >> {_calls}\nexec {RequiredTool.QemuImg} \"$@\"\n");
-        File.SetUnixFileMode(recording, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        ShellScript.Write(recording, $"echo \"$*\" >> {_calls}\nexec {RequiredTool.QemuImg} \"$@\"\n");
         _qemu = new QemuImgRunner(Options.Create(new QemuImgOptions { Executable = recording }), NullLogger<QemuImgRunner>.Instance);
     }
 

@@ -4,6 +4,7 @@ using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.QemuImg;
 using NfsVolumeWorker.Storage.Shares;
 using NfsVolumeWorker.Storage.Tests.Support;
+using NfsVolumeWorker.Testing;
 
 namespace NfsVolumeWorker.Storage.Tests.Engine;
 
@@ -20,8 +21,7 @@ public sealed class DirectIoFallbackSpecs : IDisposable
         // reports EINVAL from open(O_DIRECT); every other call goes to the real qemu-img.
         var realQemuImg = RequiredTool.QemuImg;
         var fake = _dir.File("qemu-img-no-odirect");
-        File.WriteAllText(fake, $"""
-            #!/bin/sh
+        ShellScript.Write(fake, $"""
             for a in "$@"; do
               if [ "$prev" = "-t" ] && [ "$a" = "none" ]; then
                 echo "qemu-img: Could not open 'x': Could not open 'x': Invalid argument" >&2
@@ -32,7 +32,6 @@ public sealed class DirectIoFallbackSpecs : IDisposable
             done
             exec {realQemuImg} "$@"
             """);
-        File.SetUnixFileMode(fake, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         var share = new Share("/share", Directory.CreateDirectory(_dir.File("share")).FullName, null);
         var qemu = new QemuImgRunner(Options.Create(new QemuImgOptions { Executable = fake }), NullLogger<QemuImgRunner>.Instance);
         var engine = new VolumeEngine(new ShareMap([share]), qemu, Options.Create(new VolumeEngineOptions { CopyWithDirectIo = true, ServerSideCopy = false }), NullLogger<VolumeEngine>.Instance);

@@ -5,6 +5,7 @@ using NfsVolumeWorker.Storage.Shares;
 using NfsVolumeWorker.Storage.Tests.Support;
 using static NfsVolumeWorker.Storage.Tests.Engine.CrashAssertions;
 using static NfsVolumeWorker.Storage.Tests.Support.EngineTestBed;
+using NfsVolumeWorker.Testing;
 
 namespace NfsVolumeWorker.Storage.Tests.Engine;
 
@@ -132,8 +133,7 @@ public sealed class ExtentSharingCloneSpecs : IDisposable
         var request = new CreateVolumeFromSnapshotRequest(Export, volume, snapshot, clone);
         await Assert.ThrowsAsync<InjectedCrash>(() => _bed.NewEngine(new CrashAtStep(OperationSteps.CloneRenamed, 1)).CreateVolumeFromSnapshotAsync(request));
         var slowCompare = Path.Combine(_bed.References, "qemu-img-slow-compare");
-        File.WriteAllText(slowCompare, $"#!/bin/sh\n[ \"$1\" = compare ] && exec sleep 30\nexec {RequiredTool.QemuImg} \"$@\"\n");
-        File.SetUnixFileMode(slowCompare, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        ShellScript.Write(slowCompare, $"[ \"$1\" = compare ] && exec sleep 30\nexec {RequiredTool.QemuImg} \"$@\"\n");
         var qemu = new QemuImgRunner(Microsoft.Extensions.Options.Options.Create(new QemuImgOptions { Executable = slowCompare, ShortCallTimeout = TimeSpan.FromSeconds(1) }),
             Microsoft.Extensions.Logging.Abstractions.NullLogger<QemuImgRunner>.Instance);
         var engine = new VolumeEngine(new ShareMap([_bed.Share]), qemu, Microsoft.Extensions.Options.Options.Create(_bed.Options_),

@@ -7,6 +7,7 @@ using NfsVolumeWorker.Storage.Layout;
 using NfsVolumeWorker.Storage.Qcow2;
 using NfsVolumeWorker.Storage.QemuImg;
 using NfsVolumeWorker.Storage.Shares;
+using NfsVolumeWorker.Testing;
 
 namespace NfsVolumeWorker.Storage.Tests.Engine;
 
@@ -29,12 +30,10 @@ public sealed class NativeOverlaySpecs : IDisposable
         // A pass-through qemu-img that records each command line: the proof of which way an overlay was made.
         _calls = _dir.File("qemu-img-calls");
         var recorder = _dir.File("qemu-img-recorder");
-        File.WriteAllText(recorder, $"""
-            #!/bin/sh
+        ShellScript.Write(recorder, $"""
             echo "$*" >> "{_calls}"
             exec {RequiredTool.QemuImg} "$@"
             """);
-        File.SetUnixFileMode(recorder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         _qemu = new QemuImgRunner(Options.Create(new QemuImgOptions { Executable = recorder }), NullLogger<QemuImgRunner>.Instance);
     }
 

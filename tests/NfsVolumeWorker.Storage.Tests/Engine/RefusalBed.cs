@@ -6,6 +6,7 @@ using NfsVolumeWorker.Storage.QemuImg;
 using NfsVolumeWorker.Storage.Shares;
 using NfsVolumeWorker.Storage.Tests.Support;
 using static NfsVolumeWorker.Storage.Tests.Support.EngineTestBed;
+using NfsVolumeWorker.Testing;
 
 namespace NfsVolumeWorker.Storage.Tests.Engine;
 
@@ -25,8 +26,7 @@ public sealed class RefusalBed : IDisposable
         Bed = bed;
         SpyLog = _spyDir.File("qemu-img-calls");
         var spy = _spyDir.File("qemu-img");
-        File.WriteAllText(spy, $"#!/bin/sh\necho \"$@\" >> '{SpyLog}'\necho 'spy: qemu-img must not run here' >&2\nexit 1\n");
-        File.SetUnixFileMode(spy, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        ShellScript.Write(spy, $"echo \"$@\" >> '{SpyLog}'\necho 'spy: qemu-img must not run here' >&2\nexit 1\n");
         var qemu = new QemuImgRunner(Options.Create(new QemuImgOptions { Executable = spy, PrlimitExecutable = spy }), NullLogger<QemuImgRunner>.Instance);
         SpyEngine = new VolumeEngine(new ShareMap([bed.Share]), qemu, Options.Create(new VolumeEngineOptions { LockTimeout = TimeSpan.FromSeconds(5) }),
             NullLogger<VolumeEngine>.Instance);

@@ -6,6 +6,7 @@ using NfsVolumeWorker.Storage.QemuImg;
 using NfsVolumeWorker.Storage.Shares;
 using NfsVolumeWorker.Storage.Tests.Support;
 using static NfsVolumeWorker.Storage.Tests.Support.EngineTestBed;
+using NfsVolumeWorker.Testing;
 
 namespace NfsVolumeWorker.Storage.Tests.Engine;
 
@@ -29,8 +30,7 @@ public sealed class ServerSideCopySpecs : IDisposable
         // qemu-img under strace: every copy_file_range call it makes lands in the trace file.
         _trace = Path.Combine(_bed.References, "copy-file-range.trace");
         var traced = Path.Combine(_bed.References, "qemu-img-traced");
-        File.WriteAllText(traced, $"#!/bin/sh\nexec {RequiredTool.Find("strace", "strace")} -f -qq -e trace=copy_file_range -o {_trace}.$$ {RequiredTool.QemuImg} \"$@\"\n");
-        File.SetUnixFileMode(traced, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        ShellScript.Write(traced, $"exec {RequiredTool.Find("strace", "strace")} -f -qq -e trace=copy_file_range -o {_trace}.$$ {RequiredTool.QemuImg} \"$@\"\n");
         var qemu = new QemuImgRunner(Options.Create(new QemuImgOptions { Executable = traced }), NullLogger<QemuImgRunner>.Instance);
         _qemu = qemu;
         _engine = new VolumeEngine(new ShareMap([_bed.Share]), qemu, Options.Create(new VolumeEngineOptions { LockTimeout = TimeSpan.FromSeconds(30), LocalKernelCopy = true }),

@@ -6,6 +6,7 @@ using NfsVolumeWorker.Storage.Layout;
 using NfsVolumeWorker.Storage.QemuImg;
 using NfsVolumeWorker.Storage.Tests.Support;
 using static NfsVolumeWorker.Storage.Tests.QemuImg.QemuImgFixture;
+using NfsVolumeWorker.Testing;
 
 namespace NfsVolumeWorker.Storage.Tests.QemuImg;
 
@@ -83,8 +84,7 @@ public sealed class QemuImgRunnerFailureTests : IDisposable
         await Runner().CreateAsync(new CreateImageRequest(path, ImageFormat.Qcow2, MiB));
         var recorded = _dir.File("prlimit-environment");
         var wrapper = _dir.File("prlimit");
-        File.WriteAllText(wrapper, $"#!/bin/sh\nenv > '{recorded}'\nexec '{RequiredTool.Find("prlimit", "util-linux")}' \"$@\"\n");
-        File.SetUnixFileMode(wrapper, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        ShellScript.Write(wrapper, $"env > '{recorded}'\nexec '{RequiredTool.Find("prlimit", "util-linux")}' \"$@\"\n");
 
         var info = await Runner(o => o.PrlimitExecutable = wrapper).InfoAsync(path, ImageFormat.Qcow2);
 

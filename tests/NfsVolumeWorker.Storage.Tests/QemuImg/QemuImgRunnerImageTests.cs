@@ -3,6 +3,7 @@ using NfsVolumeWorker.Storage.Layout;
 using NfsVolumeWorker.Storage.QemuImg;
 using NfsVolumeWorker.Storage.Tests.Support;
 using static NfsVolumeWorker.Storage.Tests.QemuImg.QemuImgFixture;
+using NfsVolumeWorker.Testing;
 
 namespace NfsVolumeWorker.Storage.Tests.QemuImg;
 
@@ -331,8 +332,7 @@ public sealed class QemuImgRunnerImageTests : IDisposable
     {
         var noted = _dir.File("classes");
         var wrapper = _dir.File("qemu-img-noting-its-io-class");
-        File.WriteAllText(wrapper, $"#!/bin/sh\nionice -p $$ >> {noted}\nexec {RequiredTool.QemuImg} \"$@\"\n");
-        File.SetUnixFileMode(wrapper, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        ShellScript.Write(wrapper, $"ionice -p $$ >> {noted}\nexec {RequiredTool.QemuImg} \"$@\"\n");
         var runner = Runner(o => { o.Executable = wrapper; o.LongCallsAtIdleIoPriority = idle; });
         var source = _dir.File("source.raw");
         await runner.CreateAsync(new CreateImageRequest(source, ImageFormat.Raw, 4 * MiB));

@@ -130,24 +130,16 @@ internal static class Eventually
         WaitAsync(() => Task.FromResult(probe()), done, timeout, pollMs);
 }
 
-/// <summary>A qemu-img that copies slowly: the real qemu-img, with <c>convert -r</c> (its own rate limit)
-/// added, so that a clone of a few hundred MiB of real data takes seconds, as a big volume would.</summary>
-internal static class SlowQemuImg
+/// <summary>Worker settings under which a clone's copy is slow: the worker's own copy limit
+/// (<c>Engine:CopyBytesPerSecond</c>, <c>qemu-img convert -r</c>), so that a clone of a few hundred MiB of real data
+/// takes seconds, as a big volume would.</summary>
+internal static class SlowCopy
 {
-    public static string Create(string directory, string rate)
+    public static Dictionary<string, string?> Settings(long bytesPerSecond) => new()
     {
-        var path = Path.Combine(directory, "qemu-img-slow");
-        File.WriteAllText(path, $"#!/bin/sh\nif [ \"$1\" = convert ]; then shift; exec qemu-img convert -r {rate} \"$@\"; fi\nexec qemu-img \"$@\"\n");
-        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        return path;
-    }
-
-    /// <summary>Settings for a worker that uses it.</summary>
-    public static Dictionary<string, string?> Settings(string directory, string rate) => new()
-    {
-        ["QemuImg:Executable"] = Create(directory, rate),
-        // -r limits only what qemu-img reads and writes itself: a server-side copy (convert -C) ignores it, and the
-        // copy-mode measurement would run through the slow qemu-img. So: read and write, in a pinned mode.
+        ["Engine:CopyBytesPerSecond"] = bytesPerSecond.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        // The limit holds for what qemu-img reads and writes itself: a server-side copy (convert -C) on a local file
+        // system would run at the kernel's pace. So: read and write, in a pinned mode (no copy-mode measurement).
         ["Engine:ServerSideCopy"] = "false",
         ["Engine:CopyWithDirectIo"] = "true",
     };
