@@ -1,13 +1,21 @@
 using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Durability;
 using NfsVolumeWorker.Storage.QemuImg;
 using NfsVolumeWorker.Storage.Shares;
 
 namespace NfsVolumeWorker.Health;
 
-/// <summary>Every configured share is a directory this process can write to (a probe file is written, fsynced, removed).</summary>
-public sealed class ShareHealthCheck(ShareMap shares) : IHealthCheck
+/// <summary>Every configured share is a directory this process can write to (a probe file is written, fsynced, removed);
+/// its data says, per share, what the file system offers and how full copies run there.</summary>
+public sealed class ShareHealthCheck(ShareMap shares, IOptions<VolumeEngineOptions> engine) : IHealthCheck
 {
+    /// <summary>Said beside each share when full copies are limited, so that a slow clone explains itself.</summary>
+    private readonly string _copyLimit = engine.Value.CopyBytesPerSecond > 0
+        ? FormattableString.Invariant($"; full copies at most {engine.Value.CopyBytesPerSecond / 1e6:0.#} MB/s (Engine:CopyBytesPerSecond)")
+        : "";
+
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
         var failures = new List<string>();
@@ -25,7 +33,7 @@ public sealed class ShareHealthCheck(ShareMap shares) : IHealthCheck
                 File.WriteAllBytes(probe, [1]);
                 DurableFile.FsyncFile(probe);
                 File.Delete(probe);
-                data[share.Export] = $"{share.LocalPath}: {ShareCapabilities.Of(share).Describe()}";
+                data[share.Export] = $"{share.LocalPath}: {ShareCapabilities.Of(share).Describe()}{_copyLimit}";
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or Storage.Errors.StorageException)
             {
