@@ -322,7 +322,8 @@ public static class VolumeInbox
 
     /// <summary>Makes the directory while an idle sweep may be removing it: .NET's CreateDirectory throws "already
     /// exists" when mkdir found the name taken (the directory, about to be renamed away) and the directory is gone by
-    /// the time it looks again. The name is free then: try again.</summary>
+    /// the time it looks again. The name is free then: try again. If by the time this looks another appender has
+    /// made it again, it is there, as if mkdir had found it.</summary>
     private static void CreateDirectoryRacingRemoval(string dir)
     {
         for (var attempt = 1; ; attempt++)
@@ -332,8 +333,12 @@ public static class VolumeInbox
                 Directory.CreateDirectory(dir);
                 return;
             }
-            catch (IOException) when (attempt < 10 && !Directory.Exists(dir) && !File.Exists(dir))
+            catch (IOException) when (attempt < 10 && !File.Exists(dir))
             {
+                if (Directory.Exists(dir))
+                {
+                    return; // made again by a racing appender
+                }
                 // removed in between: the next mkdir makes it
             }
         }
