@@ -67,46 +67,36 @@ internal sealed class OsloPublisher(OsloOptions options, OsloTopology topology, 
         var message = OsloMessages.CapabilitiesUpdate(options.Host, capabilities, request.PackedContext(), time.GetUtcNow());
         // Declared every time: it is auto-deleted when the last scheduler goes, and a publish to a missing exchange
         // would close the channel.
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
-        try
-        {
-            await Channel.ExchangeDeclareAsync(SchedulerFanout, ExchangeType.Fanout, durable: false, autoDelete: true, cancellationToken: ct).ConfigureAwait(false);
-        }
-        finally
-        {
-            _lock.Release();
-        }
+        await OnChannelAsync(c => c.ExchangeDeclareAsync(SchedulerFanout, ExchangeType.Fanout, durable: false, autoDelete: true, cancellationToken: ct), ct).ConfigureAwait(false);
         await PublishAsync(SchedulerFanout, "cinder-scheduler", OsloEnvelope.Encode(message), mandatory: false, persistent: false, ct).ConfigureAwait(false);
     }
 
     public void Dispose() => _lock.Dispose();
 
-    private async Task DeclareNotificationQueueOnceAsync(string key, CancellationToken ct)
+    private Task DeclareNotificationQueueOnceAsync(string key, CancellationToken ct) => OnChannelAsync(async c =>
     {
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
-        try
+        if (!_declaredQueues.Contains(key))
         {
-            if (!_declaredQueues.Contains(key))
-            {
-                await Channel.ExchangeDeclareAsync(topology.ControlExchange, ExchangeType.Topic, topology.Durable, topology.AutoDelete, cancellationToken: ct).ConfigureAwait(false);
-                await Channel.QueueDeclareAsync(key, topology.Durable, false, topology.AutoDelete, topology.TopicQueueArguments(), cancellationToken: ct).ConfigureAwait(false);
-                await Channel.QueueBindAsync(key, topology.ControlExchange, key, cancellationToken: ct).ConfigureAwait(false);
-                _declaredQueues.Add(key);
-            }
+            await c.ExchangeDeclareAsync(topology.ControlExchange, ExchangeType.Topic, topology.Durable, topology.AutoDelete, cancellationToken: ct).ConfigureAwait(false);
+            await c.QueueDeclareAsync(key, topology.Durable, false, topology.AutoDelete, topology.TopicQueueArguments(), cancellationToken: ct).ConfigureAwait(false);
+            await c.QueueBindAsync(key, topology.ControlExchange, key, cancellationToken: ct).ConfigureAwait(false);
+            _declaredQueues.Add(key);
         }
-        finally
-        {
-            _lock.Release();
-        }
-    }
+    }, ct);
 
-    private async Task PublishAsync(string exchange, string routingKey, byte[] body, bool mandatory, bool persistent, CancellationToken ct)
+    private Task PublishAsync(string exchange, string routingKey, byte[] body, bool mandatory, bool persistent, CancellationToken ct)
     {
         var props = new BasicProperties { ContentType = "application/json", ContentEncoding = "utf-8", Persistent = persistent, Priority = 0 };
+        return OnChannelAsync(c => c.BasicPublishAsync(exchange, routingKey, mandatory, props, body, ct).AsTask(), ct);
+    }
+
+    /// <summary>Runs <paramref name="work"/> on the channel, one at a time.</summary>
+    private async Task OnChannelAsync(Func<IChannel, Task> work, CancellationToken ct)
+    {
         await _lock.WaitAsync(ct).ConfigureAwait(false);
         try
         {
-            await Channel.BasicPublishAsync(exchange, routingKey, mandatory, props, body, ct).ConfigureAwait(false);
+            await work(Channel).ConfigureAwait(false);
         }
         finally
         {

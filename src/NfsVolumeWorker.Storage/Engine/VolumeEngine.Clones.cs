@@ -166,9 +166,9 @@ public sealed partial class VolumeEngine
                     chain.AllocatedBytesFrom(source), ct).ConfigureAwait(false);
                 request = await CopyAsync(request, copy, ct).ConfigureAwait(false);
                 howCopied = request.CopyOffload ? "copied server-side (copy_file_range)" : request.DirectIo ? "copied with O_DIRECT" : "copied through the page cache";
-                if (request.BytesPerSecond is { } limit)
+                if (request.BytesPerSecond is not null)
                 {
-                    howCopied += FormattableString.Invariant($", at most {limit / 1e6:0.#} MB/s (Engine:CopyBytesPerSecond)");
+                    howCopied += ", " + _options.CopyLimitDescription;
                 }
                 StorageTelemetry.DataWritten.Add(FileOwnership.AllocatedBytes(temp), new KeyValuePair<string, object?>("kind", "copy"));
             }

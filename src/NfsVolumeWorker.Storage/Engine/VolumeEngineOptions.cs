@@ -64,6 +64,11 @@ public sealed class VolumeEngineOptions
     [Range(0, long.MaxValue)]
     public long CopyBytesPerSecond { get; set; }
 
+    /// <summary>The copy limit as a clone's result and <c>/health</c> say it, or null when copies are not limited.</summary>
+    public string? CopyLimitDescription => CopyBytesPerSecond > 0
+        ? FormattableString.Invariant($"at most {CopyBytesPerSecond / 1e6:0.#} MB/s (Engine:CopyBytesPerSecond)")
+        : null;
+
     /// <summary>Snapshot and revert overlays are written natively, byte for byte what qemu 7.2's <c>qemu-img create</c>
     /// writes (see docs/snapshots.md), instead of spawning qemu-img. Inputs outside what the proof covers still go to
     /// qemu-img. False always runs qemu-img create (for comparison). Default true.</summary>

@@ -12,9 +12,7 @@ namespace NfsVolumeWorker.Health;
 public sealed class ShareHealthCheck(ShareMap shares, IOptions<VolumeEngineOptions> engine) : IHealthCheck
 {
     /// <summary>Said beside each share when full copies are limited, so that a slow clone explains itself.</summary>
-    private readonly string _copyLimit = engine.Value.CopyBytesPerSecond > 0
-        ? FormattableString.Invariant($"; full copies at most {engine.Value.CopyBytesPerSecond / 1e6:0.#} MB/s (Engine:CopyBytesPerSecond)")
-        : "";
+    private readonly string _copyLimit = engine.Value.CopyLimitDescription is { } limit ? "; full copies " + limit : "";
 
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {

@@ -1,5 +1,3 @@
-using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Layout;
 using NfsVolumeWorker.Storage.QemuImg;
@@ -26,14 +24,13 @@ public sealed class CopyRateLimitSpecs : IDisposable
         _calls = Path.Combine(_bed.References, "qemu-img.calls");
         var recording = Path.Combine(_bed.References, "qemu-img-recording");
         ShellScript.Write(recording, $"echo \"$*\" >> {_calls}\nexec {RequiredTool.QemuImg} \"$@\"\n");
-        _qemu = new QemuImgRunner(Options.Create(new QemuImgOptions { Executable = recording }), NullLogger<QemuImgRunner>.Instance);
+        _qemu = QemuImgAt(recording);
     }
 
     public void Dispose() => _bed.Dispose();
 
-    private VolumeEngine Engine(long bytesPerSecond) => new(new ShareMap([_bed.Share]), _qemu,
-        Options.Create(new VolumeEngineOptions { LockTimeout = TimeSpan.FromSeconds(30), ServerSideCopy = false, CopyWithDirectIo = true, CopyBytesPerSecond = bytesPerSecond }),
-        NullLogger<VolumeEngine>.Instance);
+    private VolumeEngine Engine(long bytesPerSecond) => _bed.EngineWith(
+        new VolumeEngineOptions { LockTimeout = TimeSpan.FromSeconds(30), ServerSideCopy = false, CopyWithDirectIo = true, CopyBytesPerSecond = bytesPerSecond }, _qemu);
 
     private List<string> Converts() => File.Exists(_calls)
         ? File.ReadAllLines(_calls).Where(l => l.StartsWith("convert ", StringComparison.Ordinal)).ToList()

@@ -1,5 +1,3 @@
-using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.QemuImg;
 using NfsVolumeWorker.Storage.Shares;
@@ -51,8 +49,7 @@ public sealed class ProgressSpecs : IDisposable
     {
         // Copies limited to 16 MiB/s: 48 MiB of data take about 3 s, long enough for estimates (qemu-img's rate limit
         // lets a smaller copy run at full speed and waits at the end).
-        var engine = new VolumeEngine(new ShareMap([_bed.Share]), new QemuImgRunner(Options.Create(new QemuImgOptions { Executable = RequiredTool.QemuImg }), NullLogger<QemuImgRunner>.Instance),
-            Options.Create(new VolumeEngineOptions { ServerSideCopy = false, CopyWithDirectIo = false, CopyBytesPerSecond = 16 * MiB }), NullLogger<VolumeEngine>.Instance);
+        var engine = _bed.EngineWith(new VolumeEngineOptions { ServerSideCopy = false, CopyWithDirectIo = false, CopyBytesPerSecond = 16 * MiB });
         var volume = await _bed.CreateVolumeAsync(64 * MiB);
         _bed.GuestWrite(volume, 0, 48 * MiB, 0x61);
         var data = Durability.FileOwnership.AllocatedBytes(_bed.PathOf($"volume-{volume}"));

@@ -1,5 +1,3 @@
-using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Options;
 using NfsVolumeWorker.Storage.Engine;
 using NfsVolumeWorker.Storage.Layout;
 using NfsVolumeWorker.Storage.QemuImg;
@@ -31,10 +29,8 @@ public sealed class ServerSideCopySpecs : IDisposable
         _trace = Path.Combine(_bed.References, "copy-file-range.trace");
         var traced = Path.Combine(_bed.References, "qemu-img-traced");
         ShellScript.Write(traced, $"exec {RequiredTool.Find("strace", "strace")} -f -qq -e trace=copy_file_range -o {_trace}.$$ {RequiredTool.QemuImg} \"$@\"\n");
-        var qemu = new QemuImgRunner(Options.Create(new QemuImgOptions { Executable = traced }), NullLogger<QemuImgRunner>.Instance);
-        _qemu = qemu;
-        _engine = new VolumeEngine(new ShareMap([_bed.Share]), qemu, Options.Create(new VolumeEngineOptions { LockTimeout = TimeSpan.FromSeconds(30), LocalKernelCopy = true }),
-            NullLogger<VolumeEngine>.Instance);
+        _qemu = QemuImgAt(traced);
+        _engine = _bed.EngineWith(new VolumeEngineOptions { LockTimeout = TimeSpan.FromSeconds(30), LocalKernelCopy = true }, _qemu);
     }
 
     private readonly QemuImgRunner _qemu;
@@ -86,8 +82,7 @@ public sealed class ServerSideCopySpecs : IDisposable
     [Fact]
     public async Task Server_side_copy_switched_off_reads_and_writes_in_the_pinned_mode()
     {
-        var engine = new VolumeEngine(new ShareMap([_bed.Share]), _bed.Qemu,
-            Options.Create(new VolumeEngineOptions { ServerSideCopy = false, CopyWithDirectIo = false }), NullLogger<VolumeEngine>.Instance);
+        var engine = _bed.EngineWith(new VolumeEngineOptions { ServerSideCopy = false, CopyWithDirectIo = false });
         var volume = await _bed.CreateVolumeAsync(32 * MiB);
         _bed.GuestWrite(volume, 0, 8 * MiB, 0x44);
         var reference = _bed.SaveReference(volume, "now");
@@ -105,8 +100,7 @@ public sealed class ServerSideCopySpecs : IDisposable
     [Fact]
     public async Task By_default_a_clone_on_a_local_file_system_reads_and_writes_instead_of_copying_in_the_kernel()
     {
-        var engine = new VolumeEngine(new ShareMap([_bed.Share]), _qemu,
-            Options.Create(new VolumeEngineOptions { LockTimeout = TimeSpan.FromSeconds(30), CopyWithDirectIo = true }), NullLogger<VolumeEngine>.Instance);
+        var engine = _bed.EngineWith(new VolumeEngineOptions { LockTimeout = TimeSpan.FromSeconds(30), CopyWithDirectIo = true }, _qemu);
         var volume = await _bed.CreateVolumeAsync(32 * MiB);
         _bed.GuestWrite(volume, 0, 8 * MiB, 0x55);
         var reference = _bed.SaveReference(volume, "now");

@@ -45,6 +45,15 @@ public sealed class EngineTestBed : IDisposable
 
     public string PathOf(string fileName) => Path.Combine(Share.LocalPath, fileName);
 
+    /// <summary>An engine on the same share with other options, running <paramref name="qemuImg"/> (the bed's own when
+    /// null).</summary>
+    public VolumeEngine EngineWith(VolumeEngineOptions options, QemuImgRunner? qemuImg = null) =>
+        new(new ShareMap([Share]), qemuImg ?? Qemu, Options.Create(options), NullLogger<VolumeEngine>.Instance);
+
+    /// <summary>A qemu-img runner of another executable: a wrapper around the real one (<c>ShellScript</c>).</summary>
+    public static QemuImgRunner QemuImgAt(string executable) =>
+        new(Options.Create(new QemuImgOptions { Executable = executable }), NullLogger<QemuImgRunner>.Instance);
+
     /// <summary>A new engine on the same share (what a restarted process would be).</summary>
     public VolumeEngine NewEngine(IStepObserver? steps = null) =>
         new(new ShareMap([Share]), Qemu, Options.Create(Options_), NullLogger<VolumeEngine>.Instance, steps);
