@@ -2,7 +2,8 @@ using Microsoft.Extensions.Logging;
 
 namespace NfsVolumeWorker.Storage.QemuImg;
 
-/// <summary>Source-generated log messages of <see cref="QemuImgRunner"/>; event ids 2000-2099.</summary>
+/// <summary>Source-generated log messages of <see cref="QemuImgRunner"/> and its <see cref="QemuImgProcess"/>
+/// (logged under the runner's category); event ids 2000-2099.</summary>
 internal static partial class QemuImgLog
 {
     [LoggerMessage(EventId = 2000, Level = LogLevel.Debug, Message = "Running {CommandLine}")]
