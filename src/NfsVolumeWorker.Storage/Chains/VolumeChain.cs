@@ -1,6 +1,7 @@
 using NfsVolumeWorker.Storage.Errors;
 using NfsVolumeWorker.Storage.Info;
 using NfsVolumeWorker.Storage.Layout;
+using NfsVolumeWorker.Storage.Qcow2;
 using NfsVolumeWorker.Storage.Shares;
 
 namespace NfsVolumeWorker.Storage.Chains;
@@ -12,13 +13,16 @@ namespace NfsVolumeWorker.Storage.Chains;
 /// </summary>
 public sealed class VolumeChain
 {
-    internal VolumeChain(Share share, Guid volumeId, VolumeInfo? info, IReadOnlyList<ChainImage> images, IReadOnlyList<string> problems)
+    private readonly IReadOnlyDictionary<string, ImageHeader> _headers;
+
+    internal VolumeChain(Share share, Guid volumeId, VolumeInfo? info, IReadOnlyList<ChainImage> images, IReadOnlyList<string> problems, IReadOnlyDictionary<string, ImageHeader> headers)
     {
         Share = share;
         VolumeId = volumeId;
         InfoOnDisk = info;
         Images = images;
         Problems = problems;
+        _headers = headers;
     }
 
     public Share Share { get; }
@@ -46,6 +50,15 @@ public sealed class VolumeChain
     public string PathOf(string fileName) => Share.PathOf(fileName);
 
     public ChainImage? Find(string fileName) => Images.FirstOrDefault(i => i.FileName == fileName);
+
+    /// <summary>The header of <paramref name="image"/> as the chain read parsed it, so that an operation reads each
+    /// header once (on NFS each read is a round trip). It describes the file as it was then: once the operation has
+    /// changed the file (qemu-img, a re-point) or let go of the volume's lock, the file must be read again.</summary>
+    internal ImageHeader HeaderOf(ChainImage image)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        return _headers[image.FileName];
+    }
 
     /// <summary>The image whose backing file is <paramref name="fileName"/> (the one "above" it).</summary>
     public ChainImage? Above(string fileName) => Images.FirstOrDefault(i => i.BackingFile == fileName);

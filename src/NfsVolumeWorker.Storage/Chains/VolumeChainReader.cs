@@ -40,6 +40,7 @@ public static class VolumeChainReader
         }
         var activeName = info?.Active ?? VolumeFileNames.Base(volumeId);
         var images = new List<ChainImage>();
+        var headers = new Dictionary<string, ImageHeader>(StringComparer.Ordinal);
         var problems = new List<string>();
         var visited = new HashSet<string>(StringComparer.Ordinal);
         var name = activeName;
@@ -67,6 +68,7 @@ public static class VolumeChainReader
             var format = formatFromAbove ?? FormatOfTop(header, name, isBaseName, baseFormat, volumeId);
             var image = Describe(volumeId, name, path, header, format, above);
             images.Add(image with { SnapshotId = SnapshotOf(info, name) });
+            headers[name] = header;
 
             if (image.BackingFile is null)
             {
@@ -104,7 +106,7 @@ public static class VolumeChainReader
                 problems.Add($"{image.FileName} is in the chain but no snapshot in the .info file names it");
             }
         }
-        return new VolumeChain(share, volumeId, info, images, problems);
+        return new VolumeChain(share, volumeId, info, images, problems, headers);
     }
 
     /// <summary>Reads and validates the .info file: every name in it must be a file of this volume.</summary>

@@ -58,4 +58,13 @@ public static class StorageTelemetry
         "nfsvolumeworker.storage.syncs",
         unit: "{call}",
         description: "fsync calls made to keep changes across a crash, by kind (file, directory).");
+
+    /// <summary>Image metadata the engine reads from the share, by part: <c>header</c>, one image's header parsed
+    /// (<see cref="Qcow2.ImageHeaderReader"/>), and <c>tables</c>, one image's L1 table and the L2 tables it points to
+    /// (<see cref="Qcow2.ImageAllocationReader"/>). On NFS each is at least a round trip to the server; a snapshot delete
+    /// reads each image's header once, in the chain read, and its planner reuses it. Prefetch advice is not a read.</summary>
+    internal static readonly Counter<long> ImageReads = Meter.CreateCounter<long>(
+        "nfsvolumeworker.storage.image_reads",
+        unit: "{read}",
+        description: "Image metadata read from the share, by part (header: an image's header parsed; tables: an image's L1 and L2 tables read).");
 }

@@ -37,7 +37,7 @@ public sealed partial class VolumeEngine
         {
             why = $"{upper.FileName} is {upper.VirtualSize} bytes and {lower.FileName} {lower.VirtualSize}: a commit grows the lower image first";
         }
-        else if (ImageAllocationReader.HoldsNoGuestData(upperPath, out why))
+        else if (ImageAllocationReader.HoldsNoGuestData(upperPath, chain.HeaderOf(upper), out why))
         {
             var plan = MergePlan.NothingToMove(upper, lower, FileOwnership.AllocatedBytes(upperPath), FileOwnership.AllocatedBytes(chain.PathOf(lower.FileName)), why);
             EngineLog.MergePlanned(_logger, chain.VolumeId, snapshotId, plan.Direction, plan.Bytes, upper.FileName, plan.DownBytes, lower.FileName, plan.UpBytes, plan.Reason);
@@ -49,8 +49,11 @@ public sealed partial class VolumeEngine
 
     /// <summary>Measures both directions from the two images' allocation and picks one (<see cref="MergePlan.Choose"/>);
     /// refuses with NoSpace, before anything is changed, when neither fits on the share.</summary>
-    private MergePlan PlanMerge(Share share, VolumeChain chain, ChainImage upper, Guid snapshotId)
+    /// <param name="lowerMapsNothing">For a pull-up, whether the lower image maps no guest data (<see cref="LowerMapsNothing"/>),
+    /// for <see cref="PullUpLockedAsync"/> to act on without reading the lower image's tables again; else null.</param>
+    private MergePlan PlanMerge(Share share, VolumeChain chain, ChainImage upper, Guid snapshotId, out bool? lowerMapsNothing)
     {
+        lowerMapsNothing = null;
         if (PlanNothingToMove(chain, upper, snapshotId) is { } nothing)
         {
             return nothing;
@@ -71,22 +74,27 @@ public sealed partial class VolumeEngine
             return MergePlan.Choose(upper, lower, upperBytes, lowerBytes, ShareSpace.Available(share), _options.MergePlanning, hardLinks)
                 ?? throw new StorageException(StorageErrorCode.NoSpace, $"Deleting snapshot {snapshotId} does not fit on share {share.Export}; nothing was changed.") { VolumeId = chain.VolumeId };
         }
-        if (plan.Direction == MergeDirection.PullUp && LowerMapsNothing(chain, plan))
+        if (plan.Direction == MergeDirection.PullUp)
         {
-            plan = plan with { Reason = plan.Reason + $"; {lower.FileName} holds no guest data, so the pull-up only re-points {upper.FileName} (rebase -u)" };
+            lowerMapsNothing = LowerMapsNothing(chain, plan);
+            if (lowerMapsNothing == true)
+            {
+                plan = plan with { Reason = plan.Reason + $"; {lower.FileName} holds no guest data, so the pull-up only re-points {upper.FileName} (rebase -u)" };
+            }
         }
         EngineLog.MergePlanned(_logger, chain.VolumeId, snapshotId, plan.Direction, plan.Bytes, upper.FileName, upperBytes, lower.FileName, lowerBytes, plan.Reason);
         return plan;
     }
 
     /// <summary>True when the pull-up has nothing to move: the lower image is an overlay that maps no guest data and is
-    /// not smaller than its own backing file (else the backing file's tail would show through after the re-point).</summary>
+    /// not smaller than its own backing file (else the backing file's tail would show through after the re-point). From
+    /// the lower image's header as the chain read it: nothing in a delete writes the lower image before the pull-up.</summary>
     private static bool LowerMapsNothing(VolumeChain chain, MergePlan plan) =>
         plan.LowerBacking is not null
         && chain.Find(plan.Lower) is { Format: ImageFormat.Qcow2 } lower
         && chain.Find(plan.LowerBacking) is { } lowerBacking
         && lower.VirtualSize >= lowerBacking.VirtualSize
-        && ImageAllocationReader.HoldsNoGuestData(chain.PathOf(lower.FileName), out _);
+        && ImageAllocationReader.HoldsNoGuestData(chain.PathOf(lower.FileName), chain.HeaderOf(lower), out _);
 
     /// <summary>
     /// Merges by pulling the lower image up into the snapshot's overlay, leaving the names a commit leaves. Each step
@@ -103,8 +111,10 @@ public sealed partial class VolumeEngine
     /// </list>
     /// The caller then writes the .info file and removes the overlay's name.
     /// </summary>
+    /// <param name="lowerMapsNothing">What planning saw of the lower image (<see cref="PlanMerge"/>) in this run, or null
+    /// (a resumed delete) to look now.</param>
     /// <returns>The .info content to write.</returns>
-    private async Task<VolumeInfo> PullUpLockedAsync(Share share, VolumeChain chain, Guid snapshotId, MergePlan plan, IProgress<OperationProgress>? progress, CancellationToken ct)
+    private async Task<VolumeInfo> PullUpLockedAsync(Share share, VolumeChain chain, Guid snapshotId, MergePlan plan, bool? lowerMapsNothing, IProgress<OperationProgress>? progress, CancellationToken ct)
     {
         var volumeId = chain.VolumeId;
         var info = chain.Info;
@@ -138,7 +148,9 @@ public sealed partial class VolumeEngine
         if (upper.BackingFile == plan.Lower)
         {
             var backingFormat = ImageFormatNames.TryParse(plan.LowerBackingFormat, out var f) ? f : (ImageFormat?)null;
-            if (backingFormat is { } lowerBackingFormat && LowerMapsNothing(chain, plan))
+            // Planning in this run looked already, and the lower image is unchanged since (the re-point above writes only
+            // the overlay). A resumed delete's plan comes from the journal: it looks now, at the chain read after the crash.
+            if (backingFormat is { } lowerBackingFormat && (lowerMapsNothing ?? LowerMapsNothing(chain, plan)))
             {
                 // Nothing to pull up: every read of the lower image falls through to its backing file, so re-pointing the
                 // overlay there (metadata only) leaves it reading exactly as before, without the safe rebase's

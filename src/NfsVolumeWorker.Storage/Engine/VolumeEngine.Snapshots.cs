@@ -196,7 +196,7 @@ public sealed partial class VolumeEngine
         var info = VolumeChainReader.ReadInfo(share, volumeId);
         if (info is null || !info.Snapshots.TryGetValue(snapshotId, out var overlayName))
         {
-            var removed = RemoveUnrecordedOverlay(share, volumeId, VolumeFileNames.Overlay(volumeId, snapshotId), baseFormat);
+            var removed = RemoveUnrecordedOverlay(share, volumeId, info, VolumeFileNames.Overlay(volumeId, snapshotId), baseFormat);
             if (journaled)
             {
                 OperationJournal.Clear(share, volumeId);
@@ -215,6 +215,7 @@ public sealed partial class VolumeEngine
         var chain = VolumeChainReader.Read(share, volumeId, info, baseFormat);
         var intent = Intent(PendingOperationKind.DeleteSnapshot, volumeId, snapshotId, baseFormat: baseFormat);
         MergePlan? plan = null;
+        bool? lowerMapsNothing = null;
         var resumed = false;
         if (journaled)
         {
@@ -233,7 +234,7 @@ public sealed partial class VolumeEngine
             else if (chain.Find(overlayName) is { BackingFile: not null } upper)
             {
                 // Before the merge starts, not halfway through it.
-                plan = PlanMerge(share, chain, upper, snapshotId);
+                plan = PlanMerge(share, chain, upper, snapshotId, out lowerMapsNothing);
             }
         }
         else if (chain.Find(overlayName) is { BackingFile: not null } upper)
@@ -261,7 +262,7 @@ public sealed partial class VolumeEngine
         }
         if (plan is { Direction: MergeDirection.PullUp })
         {
-            var pulled = await PullUpLockedAsync(share, chain, snapshotId, plan, progress, ct).ConfigureAwait(false);
+            var pulled = await PullUpLockedAsync(share, chain, snapshotId, plan, lowerMapsNothing, progress, ct).ConfigureAwait(false);
             return FinishDelete(share, volumeId, snapshotId, overlayName, pulled, journal, plan);
         }
         var overlayPath = share.PathOf(overlayName);
@@ -277,6 +278,7 @@ public sealed partial class VolumeEngine
             }
             else
             {
+                // Not in the chain, so the chain read did not read it: its one header read in this delete.
                 var header = ImageHeaderReader.Read(overlayPath);
                 var backing = header.Qcow2?.BackingFile;
                 if (backing is null)
@@ -304,9 +306,10 @@ public sealed partial class VolumeEngine
             var baseImage = chain.Find(overlay.BackingFile)!;
             var basePath = chain.PathOf(baseImage.FileName);
             // The commit would write nothing: skipped, and what follows is the chain edit it leaves, step for step. A
-            // resumed plan is checked again: the journal says what was decided, the overlay says what holds now.
+            // resumed plan is checked again: the journal says what was decided, the overlay says what holds now (its
+            // tables, read now; its header, from this run's chain read: nothing has written the overlay since).
             var nothingToMove = plan is { Direction: MergeDirection.NothingToMove } && baseImage.VirtualSize == overlay.VirtualSize
-                && (!resumed || ImageAllocationReader.HoldsNoGuestData(overlayPath, out _));
+                && (!resumed || ImageAllocationReader.HoldsNoGuestData(overlayPath, chain.HeaderOf(overlay), out _));
             if (!nothingToMove && baseImage.VirtualSize < overlay.VirtualSize)
             {
                 // After an extend the overlay is larger than its backing file; grow the backing file first
@@ -363,8 +366,9 @@ public sealed partial class VolumeEngine
     }
 
     /// <summary>Removes an overlay file the .info file does not record, if no image of the chain uses it
-    /// (what a crash between the .info write and the file delete leaves).</summary>
-    private bool RemoveUnrecordedOverlay(Share share, Guid volumeId, string overlayName, ImageFormat? baseFormat)
+    /// (what a crash between the .info write and the file delete leaves). <paramref name="info"/> is the .info file as
+    /// read under the lock held now (null: none).</summary>
+    private bool RemoveUnrecordedOverlay(Share share, Guid volumeId, VolumeInfo? info, string overlayName, ImageFormat? baseFormat)
     {
         var path = share.PathOf(overlayName);
         DurableFile.EnsureNotSymlink(path);
@@ -372,7 +376,7 @@ public sealed partial class VolumeEngine
         {
             return false;
         }
-        var chain = VolumeChainReader.Read(share, volumeId, baseFormat);
+        var chain = VolumeChainReader.Read(share, volumeId, info, baseFormat);
         if (chain.Find(overlayName) is not null)
         {
             return false;

@@ -1,5 +1,7 @@
 using System.Buffers.Binary;
 using Microsoft.Win32.SafeHandles;
+using NfsVolumeWorker.Storage.Diagnostics;
+using NfsVolumeWorker.Storage.Durability;
 using NfsVolumeWorker.Storage.Errors;
 
 namespace NfsVolumeWorker.Storage.Qcow2;
@@ -33,10 +35,39 @@ public static class ImageAllocationReader
     /// <summary>True when the qcow2 image at <paramref name="path"/> certainly maps no guest cluster (see the remarks
     /// of the class); <paramref name="reason"/> then says how that was seen, and otherwise why the image may hold data
     /// or could not be judged.</summary>
-    /// <exception cref="StorageException">The file cannot be opened or its header is malformed (as <see cref="ImageHeaderReader.Read"/>).</exception>
+    /// <exception cref="StorageException">The file cannot be opened or its header is malformed (as <see cref="ImageHeaderReader.Read(string)"/>).</exception>
     public static bool HoldsNoGuestData(string path, out string reason)
     {
-        var header = ImageHeaderReader.Read(path);
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        DurableFile.EnsureNotSymlink(path);
+        // One open for the header and the tables.
+        using var stream = ImageHeaderReader.OpenReadOnly(path);
+        var header = ImageHeaderReader.Read(stream.SafeFileHandle, path);
+        return FromHeader(header, out reason) ?? FromTables(stream.SafeFileHandle, header, out reason);
+    }
+
+    /// <summary><see cref="HoldsNoGuestData(string, out string)"/> judged from <paramref name="header"/>, which the
+    /// caller has read already (the chain read of the same operation): only the tables are read, and only when the
+    /// header leaves the question open. The header must be newer than the last change to the file (the volume's lock
+    /// held since it was read, and nothing in between writing the image), or the answer is about an older file.</summary>
+    /// <exception cref="StorageException">The file cannot be opened (as <see cref="ImageHeaderReader.Read(string)"/>).</exception>
+    internal static bool HoldsNoGuestData(string path, ImageHeader header, out string reason)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ArgumentNullException.ThrowIfNull(header);
+        if (FromHeader(header, out reason) is { } decided)
+        {
+            return decided;
+        }
+        DurableFile.EnsureNotSymlink(path);
+        using var stream = ImageHeaderReader.OpenReadOnly(path);
+        return FromTables(stream.SafeFileHandle, header, out reason);
+    }
+
+    /// <summary>The answer when the header alone gives it (not qcow2, not an image this reader judges, no L1 table);
+    /// null when the tables must be read.</summary>
+    private static bool? FromHeader(ImageHeader header, out string reason)
+    {
         if (header.Qcow2 is not { } q)
         {
             reason = $"it is {header.Kind.ToString().ToLowerInvariant()}, not qcow2";
@@ -52,9 +83,16 @@ public static class ImageAllocationReader
             reason = "its L1 table is empty";
             return true;
         }
+        reason = "";
+        return null;
+    }
 
-        using var stream = ImageHeaderReader.OpenReadOnly(path);
-        var handle = stream.SafeFileHandle;
+    /// <summary>The answer from the L1 table and the L2 tables it points to, read through <paramref name="handle"/>,
+    /// for an image whose <paramref name="header"/> <see cref="FromHeader"/> left open.</summary>
+    private static bool FromTables(SafeFileHandle handle, ImageHeader header, out string reason)
+    {
+        var q = header.Qcow2!;
+        StorageTelemetry.ImageReads.Add(1, new KeyValuePair<string, object?>("part", "tables"));
         var l1 = new byte[q.L1Size * 8L];
         if (ReadFully(handle, l1, (long)q.L1TableOffset) < l1.Length)
         {
@@ -107,7 +145,7 @@ public static class ImageAllocationReader
         return true;
     }
 
-    /// <summary>Why the image is outside what <see cref="HoldsNoGuestData"/> judges, or null.</summary>
+    /// <summary>Why the image is outside what <see cref="HoldsNoGuestData(string, out string)"/> judges, or null.</summary>
     private static string? Unsupported(Qcow2Header q, long fileLength)
     {
         if (q.IsEncrypted)

@@ -209,6 +209,51 @@ public sealed class ImageAllocationReaderTests : IDisposable
         Assert.Throws<StorageException>(() => ImageAllocationReader.HoldsNoGuestData(_dir.File("missing"), out _));
     }
 
+    [Theory]
+    [InlineData("empty")]
+    [InlineData("data")]
+    [InlineData("zero-flag")]
+    [InlineData("internal-snapshot")]
+    [InlineData("raw")]
+    public void Judged_from_a_header_read_before_the_answer_is_the_one_from_the_file(string kind)
+    {
+        // What the engine does: the chain read parses the header, the merge planner passes it on and reads the tables.
+        var path = Overlay();
+        switch (kind)
+        {
+            case "data":
+                Io(path, "write -P 0x33 1M 64k");
+                break;
+            case "zero-flag":
+                Io(path, "write -z 0 64k");
+                break;
+            case "internal-snapshot":
+                RunQemuImg("snapshot", "-c", "internal", path);
+                break;
+            case "raw":
+                path = _dir.File("volume-base");
+                break;
+        }
+        var header = ImageHeaderReader.Read(path);
+
+        var fromHeader = ImageAllocationReader.HoldsNoGuestData(path, header, out var reason);
+
+        Assert.Equal(ImageAllocationReader.HoldsNoGuestData(path, out var fromFile), fromHeader);
+        Assert.Equal(fromFile, reason);
+        Assert.Equal(kind == "empty", fromHeader);
+    }
+
+    [Fact]
+    public void Judged_from_a_header_read_before_a_file_gone_since_throws_as_from_the_file()
+    {
+        var path = Overlay();
+        var header = ImageHeaderReader.Read(path);
+        File.Delete(path);
+
+        Assert.Equal(StorageErrorCode.ChainBroken, Assert.Throws<StorageException>(() => ImageAllocationReader.HoldsNoGuestData(path, header, out _)).Code);
+        Assert.Equal(StorageErrorCode.ChainBroken, Assert.Throws<StorageException>(() => ImageAllocationReader.HoldsNoGuestData(path, out _)).Code);
+    }
+
     private static byte[] ReadAt(string path, long offset, int length)
     {
         using var f = File.OpenRead(path);

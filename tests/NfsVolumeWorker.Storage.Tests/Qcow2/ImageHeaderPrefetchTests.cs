@@ -10,7 +10,7 @@ namespace NfsVolumeWorker.Storage.Tests.Qcow2;
 /// <summary>
 /// <see cref="ImageHeaderReader.Prefetch"/> (a chain read asks for all headers at once): it really starts the reads,
 /// on real files with their pages dropped (<c>dd iflag=nocache</c>, seen with <c>fincore</c>), and it follows nothing
-/// that <see cref="ImageHeaderReader.Read"/> refuses.
+/// that <see cref="ImageHeaderReader.Read(string)"/> refuses.
 /// </summary>
 public sealed class ImageHeaderPrefetchTests : IDisposable
 {
