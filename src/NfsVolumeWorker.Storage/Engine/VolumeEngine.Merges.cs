@@ -11,7 +11,7 @@ using NfsVolumeWorker.Storage.Shares;
 namespace NfsVolumeWorker.Storage.Engine;
 
 /// <summary>Merges planned by cost (see docs/merges.md): which way a snapshot delete moves data, and the pull-up
-/// direction's steps. The delete itself, and the commit-down direction, are in VolumeEngine.Snapshots.cs.</summary>
+/// direction's steps. The delete itself, and the commit-down direction, are in VolumeEngine.SnapshotDeletes.cs.</summary>
 public sealed partial class VolumeEngine
 {
     private static string Describe(MergePlan plan) => plan.Direction switch

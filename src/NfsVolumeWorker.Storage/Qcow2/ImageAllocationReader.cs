@@ -35,22 +35,15 @@ public static class ImageAllocationReader
     /// <summary>True when the qcow2 image at <paramref name="path"/> certainly maps no guest cluster (see the remarks
     /// of the class); <paramref name="reason"/> then says how that was seen, and otherwise why the image may hold data
     /// or could not be judged.</summary>
-    /// <exception cref="StorageException">The file cannot be opened or its header is malformed (as <see cref="ImageHeaderReader.Read(string)"/>).</exception>
-    public static bool HoldsNoGuestData(string path, out string reason)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(path);
-        DurableFile.EnsureNotSymlink(path);
-        // One open for the header and the tables.
-        using var stream = ImageHeaderReader.OpenReadOnly(path);
-        var header = ImageHeaderReader.Read(stream.SafeFileHandle, path);
-        return FromHeader(header, out reason) ?? FromTables(stream.SafeFileHandle, header, out reason);
-    }
+    /// <exception cref="StorageException">The file cannot be opened or its header is malformed (as <see cref="ImageHeaderReader.Read"/>).</exception>
+    public static bool HoldsNoGuestData(string path, out string reason) =>
+        HoldsNoGuestData(path, ImageHeaderReader.Read(path), out reason);
 
     /// <summary><see cref="HoldsNoGuestData(string, out string)"/> judged from <paramref name="header"/>, which the
     /// caller has read already (the chain read of the same operation): only the tables are read, and only when the
     /// header leaves the question open. The header must be newer than the last change to the file (the volume's lock
     /// held since it was read, and nothing in between writing the image), or the answer is about an older file.</summary>
-    /// <exception cref="StorageException">The file cannot be opened (as <see cref="ImageHeaderReader.Read(string)"/>).</exception>
+    /// <exception cref="StorageException">The file cannot be opened (as <see cref="ImageHeaderReader.Read"/>).</exception>
     internal static bool HoldsNoGuestData(string path, ImageHeader header, out string reason)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);

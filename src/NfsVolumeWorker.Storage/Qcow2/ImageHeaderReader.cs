@@ -16,7 +16,7 @@ namespace NfsVolumeWorker.Storage.Qcow2;
 /// </remarks>
 public static class ImageHeaderReader
 {
-    /// <summary>How much <see cref="Read(string)"/> reads up front; qemu keeps the header, its extensions and
+    /// <summary>How much <see cref="Read"/> reads up front; qemu keeps the header, its extensions and
     /// the backing file name in the first cluster, and images it writes put them in the first 64 KiB.</summary>
     public const int InitialReadLength = 64 * 1024;
 
@@ -92,14 +92,7 @@ public static class ImageHeaderReader
         DurableFile.EnsureNotSymlink(path);
 
         using var stream = OpenReadOnly(path);
-        return Read(stream.SafeFileHandle, path);
-    }
-
-    /// <summary>Reads the header of the file open as <paramref name="handle"/> (from <see cref="OpenReadOnly"/>), as
-    /// <see cref="Read(string)"/> does after its open: for a caller that reads more of the file through the same open.
-    /// <paramref name="path"/> is only named in errors.</summary>
-    internal static ImageHeader Read(SafeFileHandle handle, string path)
-    {
+        var handle = stream.SafeFileHandle;
         StorageTelemetry.ImageReads.Add(1, new KeyValuePair<string, object?>("part", "header"));
         var fileLength = RandomAccess.GetLength(handle);
         var buffer = new byte[(int)Math.Min(InitialReadLength, fileLength)];
@@ -150,10 +143,10 @@ public static class ImageHeaderReader
 
     /// <summary>
     /// Asks the kernel to start reading the first <see cref="InitialReadLength"/> bytes of each file now, all at once,
-    /// so that the <see cref="Read(string)"/> calls that follow (one after the other: each header names the next file) find
+    /// so that the <see cref="Read"/> calls that follow (one after the other: each header names the next file) find
     /// them in the page cache or in flight. With a cold cache a chain walk is otherwise one disk round trip per image.
     /// Only advice: a file that is missing, a symlink or not a regular file is skipped here and refused by
-    /// <see cref="Read(string)"/>; nothing is read into this process.
+    /// <see cref="Read"/>; nothing is read into this process.
     /// </summary>
     public static void Prefetch(IEnumerable<string> paths)
     {
