@@ -42,7 +42,7 @@ internal static partial class EngineLog
     [LoggerMessage(1021, LogLevel.Information, "Volume {VolumeId}: the delete of snapshot {SnapshotId} goes on by {Direction}, as journaled when it started")]
     public static partial void MergeResumed(ILogger logger, Guid volumeId, Guid snapshotId, MergeDirection direction);
 
-    [LoggerMessage(1022, LogLevel.Warning, "Volume {VolumeId}: the interrupted pull-up for snapshot {SnapshotId} left {Upper} re-pointed while {Lower} is still in place; qemu-img may have died before writing the pulled-up clusters' tables, so {Upper} is pointed back at {Lower} and pulled up again")]
+    [LoggerMessage(1022, LogLevel.Warning, "Volume {VolumeId}: the interrupted pull-up for snapshot {SnapshotId} left {Upper} re-pointed while {Lower} is still in place; a pull-up by a worker without write-through rebases may have died before writing the pulled-up clusters' tables, and nothing tells that from a finished one, so {Upper} is pointed back at {Lower} and pulled up again")]
     public static partial void PullUpRedone(ILogger logger, Guid volumeId, Guid snapshotId, string upper, string lower);
 
     [LoggerMessage(1040, LogLevel.Debug, "Volume {VolumeId}: deleting snapshot {SnapshotId} may move data: {Upper} is not seen to be empty ({Reason})")]

@@ -101,10 +101,10 @@ public sealed partial class VolumeEngine
     /// is durable before the next and leaves a readable chain, and a re-run starts at the first step not yet done
     /// (read from the headers and inodes, with the names the journaled plan recorded):
     /// <list type="number">
-    /// <item>safe rebase of the overlay onto the lower image's backing file (or none): the overlay now holds the
-    /// lower image's data too; the lower image is untouched and still reads as before (a re-run that finds the overlay
-    /// re-pointed before step 2 re-points it back and pulls up again: qemu-img may have died before its cluster tables
-    /// were written);</item>
+    /// <item>safe rebase of the overlay onto the lower image's backing file (or none), write-through, so that a kill
+    /// anywhere in it leaves the overlay reading as before: the overlay now holds the lower image's data too; the lower
+    /// image is untouched and still reads as before (a re-run that finds the overlay re-pointed before step 2
+    /// re-points it back and pulls up again, for pull-ups left by a worker whose rebase was not write-through);</item>
     /// <item>the lower image's name is replaced by a hard link to the overlay (atomic rename), so that name, which
     /// the .info file and Cinder expect, now holds the merged image;</item>
     /// <item>the image above (if any) is re-pointed at that name.</item>
@@ -134,11 +134,12 @@ public sealed partial class VolumeEngine
 
         if (upper.BackingFile == plan.LowerBacking && File.Exists(lowerPath) && FileOwnership.InodeOf(upperPath) != FileOwnership.InodeOf(lowerPath))
         {
-            // Re-pointed, but maybe not pulled up: qemu-img rebase writes the new backing file into the header before
-            // it writes out the cluster tables it keeps in memory (at close, after an fsync of the data), so a kill in
-            // between leaves the overlay naming the new backing file without the clusters it copied. Nothing tells
-            // the two apart, so point the overlay back at the lower image (metadata only; what was pulled up is a copy
-            // of what the lower image shows, so it reads as before) and pull up again.
+            // Re-pointed, but maybe not pulled up: with qemu's default write-back cache, qemu-img rebase writes the new
+            // backing file into the header before the cluster tables it keeps in memory, so a kill in between left the
+            // overlay naming the new backing file without the clusters it copied. The engine's rebase is write-through
+            // now (RebaseAsync), but a pull-up interrupted by an older worker looks the same as a finished one, so point
+            // the overlay back at the lower image (metadata only; what was pulled up is a copy of what the lower image
+            // shows, so it reads as before) and pull up again. After a crash only, so it costs a normal run nothing.
             EngineLog.PullUpRedone(_logger, volumeId, snapshotId, plan.Upper, plan.Lower);
             await _qemuImg.RebaseUnsafeAsync(upperPath, plan.Lower, ImageFormat.Qcow2, ct).ConfigureAwait(false);
             DurableFile.FsyncFile(upperPath);

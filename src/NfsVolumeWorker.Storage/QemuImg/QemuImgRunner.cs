@@ -123,14 +123,19 @@ public sealed class QemuImgRunner
     /// <summary><c>qemu-img rebase -f qcow2 -b backing -F backingFormat path</c> in safe mode: copies into the image
     /// every cluster it does not hold whose contents differ between its old and its new backing chain, then rewrites
     /// the reference. A null <paramref name="backingFile"/> (<c>-b ""</c>) makes the image standalone. With the new
-    /// backing file below the old one, qemu-img reads only what the images in between hold. Progress as 0..1.</summary>
+    /// backing file below the old one, qemu-img reads only what the images in between hold. Progress as 0..1.
+    /// <para>Runs with <c>-t writethrough</c>: the image is rebased in place, under a name a chain reads, and with
+    /// qemu's default write-back cache qemu-img writes the new reference (and flushes the file) before the cluster
+    /// tables of what it copied, which it keeps in memory until close. A kill in between leaves the image naming the new
+    /// backing file without those clusters, so it reads wrong. Write-through makes each copy durable, tables included,
+    /// before the write completes, so the reference is never rewritten ahead of the data (docs/merges.md).</para></summary>
     public async Task RebaseAsync(string path, string? backingFile, ImageFormat? backingFormat, IProgress<double>? progress = null, CancellationToken cancellationToken = default)
     {
         if (backingFile is { Length: 0 } || backingFile is null != backingFormat is null)
         {
             throw new ArgumentException("Give a backing file with its format, or neither (standalone).", nameof(backingFile));
         }
-        List<string> args = ["rebase", progress is null ? "-q" : "-p", "-f", "qcow2", "-b", backingFile ?? ""];
+        List<string> args = ["rebase", progress is null ? "-q" : "-p", "-f", "qcow2", "-t", "writethrough", "-b", backingFile ?? ""];
         if (backingFormat is { } format)
         {
             args.AddRange(["-F", format.ToQemuName()]);
