@@ -60,19 +60,30 @@ public static class DurableFile
     /// same directory, fsync, rename over the target, fsync the directory. A crash at any point leaves
     /// either the old file or the new one, never a truncated one.
     /// </summary>
-    public static void WriteAtomically(string path, ReadOnlySpan<byte> content, UnixFileMode mode)
+    /// <param name="soleWriter">The caller holds the only right to write <paramref name="path"/> (the volume lock).
+    /// The temp file then has one fixed name (<see cref="SoleWriterTempName"/>), so a write killed before its rename
+    /// leaves a temp file that the next write replaces, instead of one more left for <c>nfsvol check</c> each time.</param>
+    public static void WriteAtomically(string path, ReadOnlySpan<byte> content, UnixFileMode mode, bool soleWriter = false)
     {
         var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        var temp = Path.Combine(directory, TempName(Path.GetFileName(path)));
+        var name = Path.GetFileName(path);
+        var temp = Path.Combine(directory, soleWriter ? SoleWriterTempName(name) : TempName(name));
         try
         {
-            using (var stream = new FileStream(temp, new FileStreamOptions
+            FileStream stream;
+            try
             {
-                Mode = FileMode.CreateNew,
-                Access = FileAccess.Write,
-                Share = FileShare.None,
-                UnixCreateMode = mode,
-            }))
+                stream = CreateNew(temp, mode);
+            }
+            catch (IOException) when (soleWriter)
+            {
+                // Left by a write that was killed (or planted: unlinking a symbolic link removes the link, not its
+                // target). Nobody else may be writing it, so it goes; O_EXCL again, so nothing is ever followed. Any
+                // other failure (no space, no permission) fails the second create the same way and is thrown.
+                File.Delete(temp);
+                stream = CreateNew(temp, mode);
+            }
+            using (stream)
             {
                 stream.Write(content);
                 Flush(stream);
@@ -158,6 +169,17 @@ public static class DurableFile
 
     /// <summary>The hidden temp name used next to <paramref name="fileName"/> while it is replaced.</summary>
     public static string TempName(string fileName) => $".{fileName}.tmp-{Guid.NewGuid():N}";
+
+    /// <summary>The one temp name of a file whose writer holds a lock on it (<see cref="WriteAtomically"/>).</summary>
+    public static string SoleWriterTempName(string fileName) => $".{fileName}.tmp-write";
+
+    private static FileStream CreateNew(string path, UnixFileMode mode) => new(path, new FileStreamOptions
+    {
+        Mode = FileMode.CreateNew,
+        Access = FileAccess.Write,
+        Share = FileShare.None,
+        UnixCreateMode = mode,
+    });
 
     /// <summary>True when <paramref name="fileName"/> is a temp file left by <see cref="WriteAtomically"/>.</summary>
     public static bool IsTempName(string fileName) => fileName.StartsWith('.') && fileName.Contains(".tmp-", StringComparison.Ordinal);

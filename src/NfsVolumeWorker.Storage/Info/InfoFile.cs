@@ -160,7 +160,8 @@ public static class InfoFile
         // arranged the directory; refuse instead of silently swapping it for a plain file.
         DurableFile.EnsureNotSymlink(path);
         var bytes = StrictUtf8.GetBytes(Serialize(info));
-        DurableFile.WriteAtomically(path, bytes, mode);
+        // Every writer holds the volume lock: a write killed before its rename leaves the temp the next one replaces.
+        DurableFile.WriteAtomically(path, bytes, mode, soleWriter: true);
     }
 
     /// <summary>Reads at most <see cref="MaxSizeBytes"/> + 1 bytes, so an oversized file is detected

@@ -199,6 +199,36 @@ public sealed class InfoFileTests : IDisposable
         Assert.Single(Directory.GetFileSystemEntries(_dir.Path));
     }
 
+    /// <summary>Every writer of a .info holds the volume lock, so its temp file has one name: a write killed before its
+    /// rename (found by the chaos test: kill -9 inside a delete's .info write) leaves a temp the next write replaces.</summary>
+    [Fact]
+    public void A_temp_file_left_by_a_killed_write_is_replaced_by_the_next_write_not_left_beside_it()
+    {
+        var temp = _dir.File(DurableFile.SoleWriterTempName(Path.GetFileName(InfoPath)));
+        File.WriteAllText(temp, "{\n \"active\": \"volu"); // torn, as a kill leaves it
+        var info = CinderShaped(2);
+
+        InfoFile.Write(InfoPath, info, Mode0640);
+
+        Assert.Equal(info, InfoFile.Read(InfoPath));
+        Assert.Equal([Path.GetFileName(InfoPath)], Directory.GetFileSystemEntries(_dir.Path).Select(Path.GetFileName));
+    }
+
+    [Fact]
+    public void A_symbolic_link_planted_at_the_temp_name_is_removed_not_followed()
+    {
+        using var outside = new TempDirectory();
+        var victim = outside.File("victim");
+        File.WriteAllText(victim, "untouched");
+        File.CreateSymbolicLink(_dir.File(DurableFile.SoleWriterTempName(Path.GetFileName(InfoPath))), victim);
+
+        InfoFile.Write(InfoPath, CinderShaped(1), Mode0640);
+
+        Assert.Equal("untouched", File.ReadAllText(victim));
+        Assert.Equal([Path.GetFileName(InfoPath)], Directory.GetFileSystemEntries(_dir.Path).Select(Path.GetFileName));
+        Assert.Null(new FileInfo(InfoPath).LinkTarget);
+    }
+
     [Fact]
     public void Written_file_is_utf8_without_byte_order_mark_and_without_trailing_newline()
     {
