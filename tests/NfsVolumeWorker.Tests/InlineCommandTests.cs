@@ -85,8 +85,8 @@ public sealed class InlineCommandTests(ITestOutputHelper output)
 
         // The overlay (a create), the .info's temp file (Cinder reads the .info: it is replaced atomically) and the
         // outcome record: no published mark file, no running marker file (5 and 4 new files each before).
-        Assert.Equal([$"volume-<vol>.{snapshotId}", ".volume-<vol>.info.tmp-<t>", ".nfsvolumeworker/outcomes/<cmd>.json"], create.Created);
-        Assert.Equal([".volume-<vol>.info.tmp-<t>", ".nfsvolumeworker/outcomes/<cmd>.json"], delete.Created);
+        Assert.Equal([$"volume-<vol>.{snapshotId}", ".volume-<vol>.info.tmp-write", ".nfsvolumeworker/outcomes/<cmd>.json"], create.Created);
+        Assert.Equal([".volume-<vol>.info.tmp-write", ".nfsvolumeworker/outcomes/<cmd>.json"], delete.Created);
         Assert.Equal((4, 4), (create.Syncs, delete.Syncs)); // unchanged: the marks were never synced
         Assert.Empty(Directory.EnumerateFiles(Path.Combine(bed.Share, ".nfsvolumeworker", "locks"), "*.running"));
         Assert.Equal("", RunningMarker.Read(share, vol));
