@@ -5,7 +5,7 @@ namespace NfsVolumeWorker.Storage.Tests.Engine;
 
 /// <summary>
 /// Boots the NFS 4.2 VM (<c>ops/dev/nfs42-vm</c>) and runs <see cref="Nfs42ShareSpecs"/> there, on this very test
-/// assembly: fails unless every one of them ran and passed. About 2.5 minutes on both cores, most of it .NET under
+/// assembly: fails unless every one of them ran and passed. About 1.5 minutes on both cores, most of it .NET under
 /// software emulation, so it is a long run of its own (<see cref="VmCategory"/>), not part of the default suite.
 /// </summary>
 [Trait("Category", VmCategory)]
