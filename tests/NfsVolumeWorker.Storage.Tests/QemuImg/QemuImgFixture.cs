@@ -27,9 +27,20 @@ internal static class QemuImgFixture
         RequiredTool.RunChecked(QemuIo, "-f", format, "-c", $"write -P 0x{pattern:x2} {offset} {length}", image);
 
     /// <summary>True when the range reads back as the pattern through the image's chain.</summary>
-    public static bool Reads(string image, string format, byte pattern, long offset, long length)
+    public static bool Reads(string image, string format, byte pattern, long offset, long length) =>
+        ReadsAll(image, format, [(pattern, offset, length)], out _);
+
+    /// <summary>True when every range reads back as its pattern, checked by one qemu-io; <paramref name="output"/> says
+    /// what qemu-io printed.</summary>
+    public static bool ReadsAll(string image, string format, IEnumerable<(byte Pattern, long Offset, long Length)> ranges, out string output)
     {
-        var (code, stdout, _) = RequiredTool.Run(QemuIo, "-f", format, "-c", $"read -P 0x{pattern:x2} {offset} {length}", image);
+        List<string> args = ["-f", format];
+        foreach (var (pattern, offset, length) in ranges)
+        {
+            args.AddRange(["-c", $"read -P 0x{pattern:x2} {offset} {length}"]);
+        }
+        var (code, stdout, stderr) = RequiredTool.Run(QemuIo, [.. args, image]);
+        output = stdout + stderr;
         return code == 0 && !stdout.Contains("Pattern verification failed", StringComparison.Ordinal);
     }
 

@@ -90,15 +90,7 @@ public sealed class SafeRebaseKillTests : IDisposable
     }
 
     /// <summary>Every range of <see cref="Expected"/> checked by one qemu-io.</summary>
-    private static void AssertReadsAsBefore(string image, string when)
-    {
-        List<string> args = ["-f", "qcow2"];
-        foreach (var (pattern, offset, length) in Expected)
-        {
-            args.AddRange(["-c", $"read -P 0x{pattern:x2} {offset} {length}"]);
-        }
-        var (code, stdout, stderr) = RequiredTool.Run(QemuIo, [.. args, image]);
-        Assert.True(code == 0 && !stdout.Contains("Pattern verification failed", StringComparison.Ordinal),
-            $"{when}: the image no longer reads as it did ({string.Join(", ", Expected.Select(e => $"0x{e.Pattern:x2} at {e.Offset / MiB} MiB"))}): {stdout}{stderr}");
-    }
+    private static void AssertReadsAsBefore(string image, string when) =>
+        Assert.True(ReadsAll(image, "qcow2", Expected, out var output),
+            $"{when}: the image no longer reads as it did ({string.Join(", ", Expected.Select(e => $"0x{e.Pattern:x2} at {e.Offset / MiB} MiB"))}): {output}");
 }
